@@ -1,0 +1,333 @@
+//! Values, field-slot schemas and decoded rows.
+//!
+//! Every field path that any condition of a pattern set reads is interned once into a [`Schema`],
+//! which gives it a slot index. An event is decoded once into a [`Row`], one [`Val`] per slot, so that
+//! evaluating a condition reads slots by index and never looks keys up in a JSON map.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+
+use super::lexer::lex;
+use super::parser::parse_path;
+use super::ConditionError;
+
+/// A value of the condition language.
+///
+/// The derived `PartialEq` is structural (`Int(1) != Float(1.0)`); the language's own `==`, where
+/// numbers of both kinds compare numerically, is [`Val::loose_eq`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Val {
+    /// `null`, and the value of a missing field.
+    #[default]
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number that fits an `i64`.
+    Int(i64),
+    /// Any other number. Never NaN or infinite: the language turns such results into `Null`.
+    Float(f64),
+    /// A string.
+    Str(Arc<str>),
+    /// A JSON array or a list literal.
+    List(Arc<[Val]>),
+    /// A JSON object, kept as JSON: the language only tests objects for equality, `exists` and `len`.
+    Object(Arc<serde_json::Map<String, Value>>),
+}
+
+impl Val {
+    /// Converts a JSON value. Numbers that fit an `i64` become `Int`, other numbers `Float`.
+    pub fn from_json(value: &Value) -> Val {
+        match value {
+            Value::Null => Val::Null,
+            Value::Bool(b) => Val::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Val::Int(i),
+                None => n.as_f64().map_or(Val::Null, Val::Float),
+            },
+            Value::String(s) => Val::Str(Arc::from(s.as_str())),
+            Value::Array(items) => Val::List(items.iter().map(Val::from_json).collect()),
+            Value::Object(map) => Val::Object(Arc::new(map.clone())),
+        }
+    }
+
+    /// Converts back to JSON (a non-finite float, which the language never produces, becomes `null`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Val::Null => Value::Null,
+            Val::Bool(b) => Value::Bool(*b),
+            Val::Int(i) => Value::from(*i),
+            Val::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Val::Str(s) => Value::String(s.to_string()),
+            Val::List(items) => Value::Array(items.iter().map(Val::to_json).collect()),
+            Val::Object(map) => Value::Object((**map).clone()),
+        }
+    }
+
+    /// The name of this value's type, as used in the documentation.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Null => "null",
+            Val::Bool(_) => "bool",
+            Val::Int(_) | Val::Float(_) => "number",
+            Val::Str(_) => "string",
+            Val::List(_) => "list",
+            Val::Object(_) => "object",
+        }
+    }
+
+    /// The language's `==`: numbers compare numerically (`1 == 1.0`), values of different types are
+    /// never equal, `null == null`, and lists compare element by element with this same equality.
+    pub fn loose_eq(&self, other: &Val) -> bool {
+        match (self, other) {
+            (Val::Null, Val::Null) => true,
+            (Val::Bool(a), Val::Bool(b)) => a == b,
+            (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
+                num_cmp(self, other) == Some(Ordering::Equal)
+            }
+            (Val::Str(a), Val::Str(b)) => a == b,
+            (Val::List(a), Val::List(b)) => {
+                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.loose_eq(y))
+            }
+            (Val::Object(a), Val::Object(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// The language's ordering: numbers numerically, strings by their bytes (Unicode code points);
+    /// `None` for every other pair, which makes `<`, `<=`, `>` and `>=` false.
+    pub fn loose_cmp(&self, other: &Val) -> Option<Ordering> {
+        match (self, other) {
+            (Val::Str(a), Val::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+            _ => num_cmp(self, other),
+        }
+    }
+
+    /// The value as a float, if it is a number.
+    pub(crate) fn as_f64(&self) -> Option<f64> {
+        match self {
+            Val::Int(i) => Some(*i as f64),
+            Val::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Val {
+    /// Formats the value as JSON.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_json())
+    }
+}
+
+/// Compares two numbers exactly, also an `i64` with an `f64` (no rounding of large integers).
+pub(crate) fn num_cmp(a: &Val, b: &Val) -> Option<Ordering> {
+    match (a, b) {
+        (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
+        (Val::Float(x), Val::Float(y)) => x.partial_cmp(y),
+        (Val::Int(x), Val::Float(y)) => int_float_cmp(*x, *y),
+        (Val::Float(x), Val::Int(y)) => int_float_cmp(*y, *x).map(Ordering::reverse),
+        _ => None,
+    }
+}
+
+fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
+    // 2^63 is exactly representable; every f64 in [-2^63, 2^63) truncates to an i64 exactly.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if f.is_nan() {
+        return None;
+    }
+    if f >= TWO_63 {
+        return Some(Ordering::Less);
+    }
+    if f < -TWO_63 {
+        return Some(Ordering::Greater);
+    }
+    let whole = f.trunc();
+    match i.cmp(&(whole as i64)) {
+        Ordering::Equal => 0.0f64.partial_cmp(&(f - whole)),
+        other => Some(other),
+    }
+}
+
+/// One step of a field path: an object key or an array index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Seg {
+    Key(Box<str>),
+    Index(usize),
+}
+
+/// Interns field paths (`user.id`, `items[0].price`) into slot indices.
+///
+/// Build one schema for a whole pattern set, parse every condition (and resolve every key or
+/// timestamp field) against it, then decode each event once with [`Schema::extract`].
+#[derive(Clone, Debug, Default)]
+pub struct Schema {
+    paths: Vec<Box<[Seg]>>,
+    index: FxHashMap<Box<[Seg]>, usize>,
+}
+
+impl Schema {
+    /// An empty schema.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of slots.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether the schema has no slot.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Parses a field path such as `user.id`, `items[0].price`, `headers['content-type']` or
+    /// `field('weird-name').x` and returns its slot, interning it if it is new.
+    pub fn slot_for(&mut self, path: &str) -> Result<usize, ConditionError> {
+        let segs = lex(path)
+            .and_then(|toks| parse_path(path, &toks))
+            .map_err(|e| e.into_error(path))?;
+        Ok(self.intern(segs))
+    }
+
+    pub(crate) fn intern(&mut self, segs: Vec<Seg>) -> usize {
+        let segs = segs.into_boxed_slice();
+        if let Some(&slot) = self.index.get(&segs) {
+            return slot;
+        }
+        let slot = self.paths.len();
+        self.paths.push(segs.clone());
+        self.index.insert(segs, slot);
+        slot
+    }
+
+    /// Forgets the slots from `len` on (undoes the interning of a condition that failed to parse).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        for segs in self.paths.drain(len.min(self.paths.len())..) {
+            self.index.remove(&segs);
+        }
+    }
+
+    /// The path of a slot in the language's syntax, e.g. `items[0].price`.
+    pub fn path(&self, slot: usize) -> Option<String> {
+        let segs = self.paths.get(slot)?;
+        let mut out = String::new();
+        for (i, seg) in segs.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if is_ident(k) => {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Seg::Key(k) => {
+                    let quoted = Value::String(k.to_string()).to_string();
+                    if i == 0 {
+                        out.push_str(&format!("field({quoted})"));
+                    } else {
+                        out.push_str(&format!("[{quoted}]"));
+                    }
+                }
+                Seg::Index(n) => out.push_str(&format!("[{n}]")),
+            }
+        }
+        Some(out)
+    }
+
+    /// Decodes every slot of an event. A missing field (or a path through a non-object or a
+    /// too-short array) reads as `Null` and is marked absent for `exists`.
+    pub fn extract(&self, event: &Value) -> Row {
+        let mut vals = Vec::with_capacity(self.paths.len());
+        let mut present = vec![0u64; self.paths.len().div_ceil(64)];
+        for (slot, segs) in self.paths.iter().enumerate() {
+            match lookup(event, segs) {
+                Some(v) => {
+                    present[slot / 64] |= 1 << (slot % 64);
+                    vals.push(Val::from_json(v));
+                }
+                None => vals.push(Val::Null),
+            }
+        }
+        Row {
+            vals: vals.into_boxed_slice(),
+            present: present.into_boxed_slice(),
+        }
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !super::lexer::is_keyword(s)
+}
+
+fn lookup<'v>(mut value: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
+    for seg in segs {
+        value = match (seg, value) {
+            (Seg::Key(k), Value::Object(map)) => map.get(&**k)?,
+            (Seg::Index(i), Value::Array(items)) => items.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+static NULL: Val = Val::Null;
+
+/// An event decoded against a [`Schema`]: one value per slot, plus which fields were present.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Row {
+    vals: Box<[Val]>,
+    present: Box<[u64]>,
+}
+
+impl Row {
+    /// A row with no slots: every field reads as missing.
+    pub fn empty() -> Row {
+        Row::default()
+    }
+
+    /// A row from values in slot order; every slot is present (use [`Schema::extract`] for events).
+    pub fn from_vals(vals: Vec<Val>) -> Row {
+        let n = vals.len();
+        let mut present = vec![0u64; n.div_ceil(64)];
+        for slot in 0..n {
+            present[slot / 64] |= 1 << (slot % 64);
+        }
+        Row {
+            vals: vals.into_boxed_slice(),
+            present: present.into_boxed_slice(),
+        }
+    }
+
+    /// The value of a slot; `Null` for a missing field and for a slot the row does not have (a row
+    /// decoded before the schema grew).
+    #[inline]
+    pub fn get(&self, slot: usize) -> &Val {
+        self.vals.get(slot).unwrap_or(&NULL)
+    }
+
+    /// Whether the field of a slot was present in the event (even with a `null` value).
+    #[inline]
+    pub fn is_present(&self, slot: usize) -> bool {
+        self.present
+            .get(slot / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    /// The number of slots.
+    pub fn len(&self) -> usize {
+        self.vals.len()
+    }
+
+    /// Whether the row has no slot.
+    pub fn is_empty(&self) -> bool {
+        self.vals.is_empty()
+    }
+}
