@@ -395,3 +395,76 @@ fn aggregate(op: AggOp, stage: usize, slot: usize, ctx: &dyn StageEvents) -> Val
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_table() {
+        use ArithOp::*;
+        let (i, f, n) = (Val::Int, Val::Float, Val::Null);
+        for (op, a, b, want) in [
+            (Add, i(1), i(2), i(3)),
+            (Add, i(1), f(0.5), f(1.5)),
+            (Sub, f(0.5), i(1), f(-0.5)),
+            (Mul, i(i64::MAX), i(2), f(i64::MAX as f64 * 2.0)),
+            (Div, i(9), i(3), i(3)),
+            (Div, i(1), i(4), f(0.25)),
+            (Div, i(i64::MIN), i(-1), f(9_223_372_036_854_775_808.0)),
+            (Div, i(1), i(0), n.clone()),
+            (Div, f(1.0), f(-0.0), n.clone()),
+            (Rem, i(-7), i(4), i(-3)),
+            (Rem, i(i64::MIN), i(-1), i(0)),
+            (Rem, f(1.0), i(0), n.clone()),
+            (Add, Val::Str("a".into()), Val::Str("b".into()), n.clone()),
+            (Add, Val::Bool(true), i(1), n.clone()),
+            (Mul, f(1e200), f(1e200), n.clone()),
+        ] {
+            assert_eq!(arith(op, &a, &b), want, "{op:?} {a:?} {b:?}");
+        }
+        assert_eq!(
+            negate(&Val::Int(i64::MIN)),
+            Val::Float(9_223_372_036_854_775_808.0)
+        );
+        assert_eq!(negate(&Val::Null), Val::Null);
+    }
+
+    #[test]
+    fn comparisons_table() {
+        use CmpOp::*;
+        let (i, f) = (Val::Int, Val::Float);
+        assert!(compare(Eq, &i(2), &f(2.0)));
+        assert!(compare(Ne, &i(2), &Val::Str("2".into())));
+        assert!(compare(Le, &i(2), &f(2.0)) && compare(Ge, &i(2), &f(2.0)));
+        assert!(!compare(Lt, &i(2), &f(2.0)) && !compare(Gt, &i(2), &f(2.0)));
+        assert!(!compare(Lt, &Val::Null, &i(1)) && !compare(Ge, &Val::Null, &i(1)));
+        assert!(compare(Eq, &Val::Null, &Val::Null) && !compare(Ne, &Val::Null, &Val::Null));
+    }
+
+    #[test]
+    fn sums_promote_on_overflow() {
+        let mut s = Sum::Int(i64::MAX);
+        s.add(&Val::Int(1));
+        assert_eq!(s.value(), Val::Float(9_223_372_036_854_775_808.0));
+        let mut s = Sum::Int(1);
+        s.add(&Val::Str("x".into()));
+        s.add(&Val::Float(0.5));
+        assert_eq!(s.value(), Val::Float(1.5));
+    }
+
+    #[test]
+    fn folding_and_iterativity_flags() {
+        let c = |v| Box::new(Expr::Const(v));
+        assert!(Expr::Cmp(CmpOp::Eq, c(Val::Int(1)), c(Val::Int(1))).is_foldable());
+        assert!(!Expr::Cmp(CmpOp::Eq, Box::new(Expr::Field(0)), c(Val::Int(1))).is_foldable());
+        let agg = Expr::Agg {
+            op: AggOp::Count,
+            stage: 0,
+            slot: 0,
+        };
+        assert!(!agg.is_foldable() && agg.is_iterative());
+        assert!(Expr::Not(Box::new(agg)).is_iterative());
+        assert!(!Expr::Field(0).is_iterative());
+    }
+}

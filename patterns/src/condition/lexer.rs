@@ -288,3 +288,106 @@ fn lex_unicode_escape(
     }
     Ok(ch)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(src: &str) -> Vec<Tok> {
+        lex(src).unwrap().into_iter().map(|t| t.tok).collect()
+    }
+
+    #[test]
+    fn operators_and_keywords() {
+        use Tok::*;
+        assert_eq!(
+            toks("== != < <= > >= && || ! and or not in =~ !~ + - * / % ( ) [ ] , ."),
+            vec![
+                Eq, Ne, Lt, Le, Gt, Ge, And, Or, Not, And, Or, Not, In, Match, NotMatch, Plus,
+                Minus, Star, Slash, Percent, LParen, RParen, LBracket, RBracket, Comma, Dot, Eof
+            ]
+        );
+        assert_eq!(
+            toks("true false null android _x1"),
+            vec![
+                True,
+                False,
+                Null,
+                Ident("android".into()),
+                Ident("_x1".into()),
+                Eof
+            ]
+        );
+        assert_eq!(
+            toks("a<=b"),
+            vec![Ident("a".into()), Le, Ident("b".into()), Eof]
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        use Tok::*;
+        assert_eq!(toks("0 42 2.5 1e3 1E+2 5e-1"), {
+            vec![
+                Int(0),
+                Int(42),
+                Float(2.5),
+                Float(1000.0),
+                Float(100.0),
+                Float(0.5),
+                Eof,
+            ]
+        });
+        // `items[0].price`: the `.` after a digit is not a decimal point.
+        assert_eq!(
+            toks("x[0].y"),
+            vec![
+                Ident("x".into()),
+                LBracket,
+                Int(0),
+                RBracket,
+                Dot,
+                Ident("y".into()),
+                Eof
+            ]
+        );
+        assert_eq!(toks("1."), vec![Int(1), Dot, Eof]);
+        assert_eq!(toks("-5"), vec![Minus, Int(5), Eof]);
+        assert_eq!(toks("99999999999999999999"), vec![Float(1e20), Eof]);
+        assert!(lex("1e").is_err());
+        assert!(lex("1x").is_err());
+        assert!(lex("1e400").is_err());
+    }
+
+    #[test]
+    fn strings_and_positions() {
+        let t = lex(r#"ab 'c\'d' "e""#).unwrap();
+        assert_eq!(t[1].tok, Tok::Str("c'd".into()));
+        assert_eq!((t[1].pos, t[1].end), (3, 9));
+        assert_eq!(t[2].tok, Tok::Str("e".into()));
+        assert_eq!(t[3].tok, Tok::Eof);
+        assert_eq!(t[3].pos, 13);
+        assert_eq!(lex(r"'\q'").unwrap()[0].tok, Tok::Str(r"\q".into()));
+        assert_eq!(lex("'日本'").unwrap()[0].tok, Tok::Str("日本".into()));
+        assert_eq!(
+            lex(r"'\u0041\u{42}'").unwrap()[0].tok,
+            Tok::Str("AB".into())
+        );
+        let e = lex("x 'abc").unwrap_err();
+        assert_eq!((e.pos, e.msg.as_str()), (2, "unterminated string"));
+        assert!(lex(r"'abc\'").is_err());
+        assert!(lex(r"'\").is_err());
+        assert!(lex(r"'\u{110000}'").is_err());
+        assert!(lex(r"'\u{}'").is_err());
+        assert!(lex(r"'\u{1234567}'").is_err());
+        assert!(lex(r"'\uéééé'").is_err());
+    }
+
+    #[test]
+    fn error_columns_count_characters() {
+        let e = PErr::new("ü ü ".len(), "x").into_error("ü ü #");
+        assert_eq!(e.column, 5);
+        let e = PErr::new(99, "x").into_error("abc");
+        assert_eq!(e.column, 4);
+    }
+}

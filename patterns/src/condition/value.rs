@@ -331,3 +331,117 @@ impl Row {
         self.vals.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn int_float_comparison_is_exact() {
+        use Ordering::*;
+        assert_eq!(int_float_cmp(1, 1.0), Some(Equal));
+        assert_eq!(int_float_cmp(1, 1.5), Some(Less));
+        assert_eq!(int_float_cmp(2, 1.5), Some(Greater));
+        assert_eq!(int_float_cmp(-1, -1.5), Some(Greater));
+        assert_eq!(int_float_cmp(-2, -1.5), Some(Less));
+        assert_eq!(int_float_cmp(0, -0.0), Some(Equal));
+        assert_eq!(
+            int_float_cmp(i64::MAX, 9_223_372_036_854_775_808.0),
+            Some(Less)
+        );
+        assert_eq!(
+            int_float_cmp(i64::MIN, -9_223_372_036_854_775_808.0),
+            Some(Equal)
+        );
+        assert_eq!(int_float_cmp(i64::MIN, -1e19), Some(Greater));
+        assert_eq!(
+            int_float_cmp(9_007_199_254_740_993, 9_007_199_254_740_992.0),
+            Some(Greater)
+        );
+        assert_eq!(int_float_cmp(0, f64::NAN), None);
+        assert_eq!(int_float_cmp(0, f64::INFINITY), Some(Less));
+        assert_eq!(int_float_cmp(0, f64::NEG_INFINITY), Some(Greater));
+        assert_eq!(num_cmp(&Val::Float(2.0), &Val::Int(1)), Some(Greater));
+        assert_eq!(num_cmp(&Val::Str("1".into()), &Val::Int(1)), None);
+    }
+
+    #[test]
+    fn equality_and_ordering() {
+        let s = |x: &str| Val::Str(x.into());
+        assert!(Val::Int(1).loose_eq(&Val::Float(1.0)));
+        assert!(!Val::Int(1).loose_eq(&s("1")));
+        assert!(Val::Null.loose_eq(&Val::Null));
+        assert!(!Val::Null.loose_eq(&Val::Bool(false)));
+        assert!(Val::from_json(&json!([1, [2]])).loose_eq(&Val::from_json(&json!([1.0, [2.0]]))));
+        assert!(Val::from_json(&json!({"a": 1})).loose_eq(&Val::from_json(&json!({"a": 1}))));
+        assert_eq!(s("a").loose_cmp(&s("b")), Some(Ordering::Less));
+        assert_eq!(Val::Bool(false).loose_cmp(&Val::Bool(true)), None);
+        assert_eq!(Val::Null.loose_cmp(&Val::Null), None);
+    }
+
+    #[test]
+    fn json_conversion() {
+        assert_eq!(Val::from_json(&json!(3)), Val::Int(3));
+        assert_eq!(Val::from_json(&json!(3.0)), Val::Float(3.0));
+        assert_eq!(
+            Val::from_json(&json!(u64::MAX)),
+            Val::Float(u64::MAX as f64)
+        );
+        assert_eq!(Val::from_json(&json!("x")).type_name(), "string");
+        assert_eq!(Val::Float(f64::NAN).to_json(), Value::Null);
+        assert_eq!(
+            Val::from_json(&json!({"b": 1, "a": [true, null]})).to_string(),
+            r#"{"b":1,"a":[true,null]}"#
+        );
+    }
+
+    #[test]
+    fn rows_mark_presence() {
+        let mut schema = Schema::new();
+        for p in ["a", "b", "c.d", "e[1]"] {
+            schema.slot_for(p).unwrap();
+        }
+        for i in 0..70 {
+            schema.slot_for(&format!("f{i}")).unwrap();
+        }
+        let row = schema.extract(&json!({"a": null, "c": {"d": 2}, "e": [0, 1], "f69": 1}));
+        assert_eq!(row.len(), 74);
+        assert!(row.is_present(0) && !row.is_present(1) && row.is_present(2) && row.is_present(3));
+        assert!(row.is_present(73) && !row.is_present(72) && !row.is_present(74));
+        assert_eq!(row.get(3), &Val::Int(1));
+        let row = Row::from_vals(vec![Val::Null; 65]);
+        assert!(row.is_present(64) && !row.is_present(65));
+        assert!(Row::empty().is_empty() && !Row::empty().is_present(0));
+        // Extracting from a non-object reads every field as missing.
+        let row = schema.extract(&json!([1, 2]));
+        assert!((0..schema.len()).all(|s| !row.is_present(s) && *row.get(s) == Val::Null));
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            ".{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((".{0,4}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trip(v in arb_json()) {
+            let val = Val::from_json(&v);
+            prop_assert_eq!(val.to_json(), v);
+            prop_assert!(val.loose_eq(&val));
+        }
+    }
+}
