@@ -1,0 +1,784 @@
+//! The compiled automaton and the matcher: Flink's `NFA.process` / `NFA.advanceTime` over a
+//! per-key [`NfaState`] (partial matches, completed matches waiting for their turn, and the
+//! shared buffer).
+
+use std::cell::OnceCell;
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::dewey::Dewey;
+use crate::pattern::{AfterMatchSkip, Leaf};
+use crate::pq::JavaPq;
+use crate::shared_buffer::{EventId, NodeId, Path, SharedBuffer};
+
+/// Index of a state of the automaton.
+pub type StateId = u32;
+
+/// The kind of an automaton state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Where every match starts.
+    Start,
+    /// An ordinary state.
+    Normal,
+    /// Reaching it completes a match.
+    Final,
+    /// Reaching it discards the partial match (a NOT stage matched).
+    Stop,
+    /// A trailing `not_followed_by`: the match completes when the window ends.
+    Pending,
+}
+
+/// What a transition does with the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Consume the event into the partial match.
+    Take,
+    /// Skip the event.
+    Ignore,
+    /// Move on without consuming (an epsilon transition).
+    Proceed,
+}
+
+/// A transition condition: user conditions combined as the compiler needs.
+#[derive(Clone, Debug)]
+pub enum CondExpr {
+    /// Always true.
+    True,
+    /// A user condition, by index.
+    Leaf(u32),
+    /// Negation.
+    Not(Box<CondExpr>),
+    /// Conjunction.
+    And(Box<CondExpr>, Box<CondExpr>),
+    /// Disjunction.
+    Or(Box<CondExpr>, Box<CondExpr>),
+}
+
+/// A transition of the automaton.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// What it does.
+    pub action: Action,
+    /// Where it comes from.
+    pub source: StateId,
+    /// Where it goes.
+    pub target: StateId,
+    /// When it applies.
+    pub cond: CondExpr,
+}
+
+/// A state of the automaton.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// Unique internal name (stage name, with `:n` for further states of the same stage).
+    pub name: String,
+    /// The stage (page) under which events taken here are reported.
+    pub page: u16,
+    /// Its kind.
+    pub kind: Kind,
+    /// Outgoing transitions, in order.
+    pub transitions: Vec<Transition>,
+}
+
+/// A partial match: where it stands, the newest buffer node it holds, its version and times
+/// (Flink's `ComputationState`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CState {
+    pub state: StateId,
+    pub prev: Option<NodeId>,
+    pub version: Dewey,
+    pub start_ts: i64,
+    pub prev_ts: i64,
+    pub start_event: Option<EventId>,
+}
+
+impl CState {
+    fn start(state: StateId, version: Dewey) -> CState {
+        CState {
+            state,
+            prev: None,
+            version,
+            start_ts: -1,
+            prev_ts: -1,
+            start_event: None,
+        }
+    }
+}
+
+/// Partial matches come out by the event that started them; start states last.
+fn cmp_cs(a: &CState, b: &CState) -> Ordering {
+    let ka = a.start_event.map_or((i64::MAX, u32::MAX), |e| (e.ts, e.id));
+    let kb = b.start_event.map_or((i64::MAX, u32::MAX), |e| (e.ts, e.id));
+    ka.cmp(&kb)
+}
+
+/// The compiled, immutable automaton of one pattern; shared by all keys.
+pub struct Nfa<E> {
+    name: String,
+    states: Vec<State>,
+    pages: Vec<Arc<str>>,
+    leaves: Vec<Arc<Leaf<E>>>,
+    window: i64,
+    window_times: Vec<Option<i64>>,
+    skip: AfterMatchSkip,
+    skip_page: Option<u16>,
+    start_states: Vec<StateId>,
+    has_iterative: bool,
+}
+
+/// Events of a match or partial match, by stage, in order.
+pub type Events<E> = Vec<(Arc<str>, Vec<Arc<E>>)>;
+
+/// A timed-out partial match and the time it timed out.
+pub type Timeout<E> = (Events<E>, i64);
+
+impl<E> std::fmt::Debug for Nfa<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nfa")
+            .field("name", &self.name)
+            .field("states", &self.states)
+            .field("window", &self.window)
+            .field("skip", &self.skip)
+            .finish()
+    }
+}
+
+/// The per-key state of one pattern.
+pub struct NfaState<E> {
+    pub(crate) partial: JavaPq<CState>,
+    pub(crate) completed: JavaPq<CState>,
+    pub(crate) buffer: SharedBuffer<E>,
+}
+
+impl<E> NfaState<E> {
+    /// Whether only the start states remain and nothing is buffered.
+    pub fn is_idle(&self) -> bool {
+        self.completed.is_empty()
+            && self.buffer.is_empty()
+            && self
+                .partial
+                .as_slice()
+                .iter()
+                .all(|c| c.start_event.is_none())
+    }
+
+    /// Number of partial matches under way (start states excluded).
+    pub fn partial_count(&self) -> usize {
+        self.partial
+            .as_slice()
+            .iter()
+            .filter(|c| c.start_event.is_some())
+            .count()
+    }
+
+    /// Number of events held in the shared buffer.
+    pub fn buffered_events(&self) -> usize {
+        self.buffer.event_count()
+    }
+}
+
+/// What an iterative condition sees: the events already matched by the partial match being
+/// extended (Flink's `getEventsForPattern`), computed lazily on first use.
+pub struct Context<'a, E> {
+    buffer: &'a SharedBuffer<E>,
+    cs: &'a CState,
+    pages: &'a [Arc<str>],
+    ts: i64,
+    matched: OnceCell<Vec<Vec<EventId>>>,
+}
+
+impl<'a, E> Context<'a, E> {
+    fn matched(&self) -> &Vec<Vec<EventId>> {
+        self.matched.get_or_init(|| {
+            let mut by_page = vec![Vec::new(); self.pages.len()];
+            if let Some(prev) = self.cs.prev {
+                if let Some(path) = self
+                    .buffer
+                    .extract(prev, &self.cs.version)
+                    .into_iter()
+                    .next()
+                {
+                    for (page, evs) in path {
+                        by_page[page as usize] = evs;
+                    }
+                }
+            }
+            by_page
+        })
+    }
+
+    /// The events matched so far by the stage named `stage`, in order.
+    pub fn events(&self, stage: &str) -> impl Iterator<Item = &'a E> + '_ {
+        let page = self.pages.iter().position(|p| &**p == stage);
+        self.events_by_page(page.unwrap_or(usize::MAX))
+    }
+
+    /// The events matched so far by the stage with index `page` (see [`Nfa::page_of`]).
+    pub fn events_by_page(&self, page: usize) -> impl Iterator<Item = &'a E> + '_ {
+        let ids: &[EventId] = self.matched().get(page).map_or(&[], |v| v.as_slice());
+        let buffer = self.buffer;
+        ids.iter()
+            .filter_map(move |id| buffer.event(*id).map(|e| &**e))
+    }
+
+    /// The timestamp of the event being evaluated.
+    pub fn timestamp(&self) -> i64 {
+        self.ts
+    }
+}
+
+/// Per-event cache of the results of simple conditions.
+struct Eval<'e, E> {
+    event: &'e E,
+    cache: Vec<u8>,
+}
+
+/// The decision for one computation state and one event, computed before anything changes.
+struct Decision {
+    edges: Vec<(Action, StateId, StateId, Option<StateId>)>,
+    total_take: i32,
+    total_ignore: i32,
+}
+
+impl<E> Nfa<E> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: String,
+        states: Vec<State>,
+        pages: Vec<Arc<str>>,
+        leaves: Vec<Arc<Leaf<E>>>,
+        window: i64,
+        window_times: Vec<Option<i64>>,
+        skip: AfterMatchSkip,
+        skip_page: Option<u16>,
+    ) -> Nfa<E> {
+        let start_states = states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind == Kind::Start)
+            .map(|(i, _)| i as StateId)
+            .collect();
+        let has_iterative = leaves.iter().any(|l| matches!(**l, Leaf::Iterative(_)));
+        Nfa {
+            name,
+            states,
+            pages,
+            leaves,
+            window,
+            window_times,
+            skip,
+            skip_page,
+            start_states,
+            has_iterative,
+        }
+    }
+
+    /// The pattern's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The states, for `--explain`.
+    pub fn states(&self) -> &[State] {
+        &self.states
+    }
+
+    /// The names under which events are reported, by page index.
+    pub fn pages(&self) -> &[Arc<str>] {
+        &self.pages
+    }
+
+    /// The page index of a stage name.
+    pub fn page_of(&self, stage: &str) -> Option<usize> {
+        self.pages.iter().position(|p| &**p == stage)
+    }
+
+    /// The window of the whole pattern in milliseconds (0: none).
+    pub fn window(&self) -> i64 {
+        self.window
+    }
+
+    /// Whether some condition reads the partial match.
+    pub fn has_iterative(&self) -> bool {
+        self.has_iterative
+    }
+
+    /// A fresh per-key state.
+    pub fn initial_state(&self) -> NfaState<E> {
+        let mut partial = JavaPq::new();
+        for &s in &self.start_states {
+            partial.add(CState::start(s, Dewey::new(1)), cmp_cs);
+        }
+        NfaState {
+            partial,
+            completed: JavaPq::new(),
+            buffer: SharedBuffer::default(),
+        }
+    }
+
+    fn is_start(&self, cs: &CState) -> bool {
+        self.states[cs.state as usize].kind == Kind::Start
+    }
+
+    fn kind(&self, s: StateId) -> Kind {
+        self.states[s as usize].kind
+    }
+
+    fn eval(&self, c: &CondExpr, ev: &mut Eval<'_, E>, ctx: &Context<'_, E>) -> bool {
+        match c {
+            CondExpr::True => true,
+            CondExpr::Leaf(i) => match &*self.leaves[*i as usize] {
+                Leaf::Simple(f) => {
+                    let slot = &mut ev.cache[*i as usize];
+                    if *slot == 0 {
+                        *slot = if f(ev.event) { 2 } else { 1 };
+                    }
+                    *slot == 2
+                }
+                Leaf::Iterative(f) => f(ev.event, ctx),
+            },
+            CondExpr::Not(a) => !self.eval(a, ev, ctx),
+            CondExpr::And(a, b) => self.eval(a, ev, ctx) && self.eval(b, ev, ctx),
+            CondExpr::Or(a, b) => self.eval(a, ev, ctx) || self.eval(b, ev, ctx),
+        }
+    }
+
+    /// The earliest time at which a partial match of `st` times out (`i64::MAX`: never).
+    pub fn next_due(&self, st: &NfaState<E>) -> i64 {
+        let mut due = i64::MAX;
+        for cs in st.partial.as_slice() {
+            if self.is_start(cs) {
+                continue;
+            }
+            if self.window > 0 {
+                due = due.min(cs.start_ts.saturating_add(self.window));
+            }
+            if let Some(w) = self.window_times[cs.state as usize] {
+                if w > 0 {
+                    due = due.min(cs.prev_ts.saturating_add(w));
+                }
+            }
+        }
+        due
+    }
+
+    fn materialize(&self, buffer: &SharedBuffer<E>, path: &Path) -> Events<E> {
+        path.iter()
+            .map(|(page, ids)| {
+                let evs = ids
+                    .iter()
+                    .filter_map(|id| buffer.event(*id).cloned())
+                    .collect();
+                (self.pages[*page as usize].clone(), evs)
+            })
+            .collect()
+    }
+
+    fn extract_current(&self, buffer: &SharedBuffer<E>, cs: &CState) -> Events<E> {
+        match cs.prev {
+            None => Vec::new(),
+            Some(prev) => match buffer.extract(prev, &cs.version).first() {
+                Some(path) => self.materialize(buffer, path),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    /// Times out partial matches for which `ts` is too late; returns matches completed by a
+    /// trailing `not_followed_by` whose window ended, and the timed-out partial matches.
+    pub fn advance_time(
+        &self,
+        st: &mut NfaState<E>,
+        ts: i64,
+        matches: &mut Vec<Events<E>>,
+        timeouts: &mut Vec<Timeout<E>>,
+    ) {
+        let mut new_partial = JavaPq::new();
+        let mut potential = JavaPq::new();
+        for cs in st.partial.take_vec() {
+            let prev_window = self.window_times[cs.state as usize];
+            let start = self.is_start(&cs);
+            let timeout_prev = !start && prev_window.is_some_and(|w| w > 0 && ts - cs.prev_ts >= w);
+            let timeout_first = !start && self.window > 0 && ts - cs.start_ts >= self.window;
+            if timeout_prev || timeout_first {
+                if self.kind(cs.state) == Kind::Pending {
+                    potential.add(cs, cmp_cs);
+                    continue;
+                }
+                let events = self.extract_current(&st.buffer, &cs);
+                let at = if timeout_prev {
+                    cs.prev_ts + prev_window.unwrap_or(0)
+                } else {
+                    cs.start_ts + self.window
+                };
+                timeouts.push((events, at));
+                if let Some(p) = cs.prev {
+                    st.buffer.release_node(p, &cs.version);
+                }
+            } else {
+                new_partial.add(cs, cmp_cs);
+            }
+        }
+        self.process_matches(st, &mut potential, &mut new_partial, matches);
+        st.partial = new_partial;
+        st.buffer.advance_time(ts);
+    }
+
+    /// Feeds one event (with its timestamp) to the partial matches of `st`.
+    pub fn process(
+        &self,
+        st: &mut NfaState<E>,
+        event: &Arc<E>,
+        ts: i64,
+        matches: &mut Vec<Events<E>>,
+    ) {
+        let mut ev = Eval {
+            event: &**event,
+            cache: vec![0; self.leaves.len()],
+        };
+        let mut event_id: Option<EventId> = None;
+        let mut new_partial = JavaPq::new();
+        let mut potential = JavaPq::new();
+        for cs in st.partial.take_vec() {
+            let next = self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id);
+            let mut retain = Vec::new();
+            let mut discard = false;
+            for ncs in next {
+                match self.kind(ncs.state) {
+                    Kind::Final => potential.add(ncs, cmp_cs),
+                    Kind::Stop => {
+                        discard = true;
+                        if let Some(p) = ncs.prev {
+                            st.buffer.release_node(p, &ncs.version);
+                        }
+                    }
+                    _ => retain.push(ncs),
+                }
+            }
+            if discard {
+                for s in retain {
+                    if let Some(p) = s.prev {
+                        st.buffer.release_node(p, &s.version);
+                    }
+                }
+            } else {
+                for s in retain {
+                    new_partial.add(s, cmp_cs);
+                }
+            }
+        }
+        self.process_matches(st, &mut potential, &mut new_partial, matches);
+        st.partial = new_partial;
+        if let Some(id) = event_id {
+            st.buffer.release_event(id);
+        }
+    }
+
+    fn process_matches(
+        &self,
+        st: &mut NfaState<E>,
+        potential: &mut JavaPq<CState>,
+        partial: &mut JavaPq<CState>,
+        result: &mut Vec<Events<E>>,
+    ) {
+        for cs in potential.take_vec() {
+            st.completed.add(cs, cmp_cs);
+        }
+        let skipping = self.skip != AfterMatchSkip::NoSkip;
+        while let Some(earliest) = st.completed.peek() {
+            if skipping {
+                if let Some(ep) = partial.peek() {
+                    if cmp_cs(earliest, ep) == Ordering::Greater {
+                        break;
+                    }
+                }
+            }
+            let earliest = st.completed.poll(cmp_cs).expect("peeked");
+            let Some(prev) = earliest.prev else { continue };
+            let paths = st.buffer.extract(prev, &earliest.version);
+            if skipping {
+                if let Some(pruning) = self.pruning_id(&paths) {
+                    self.prune(partial, pruning, &mut st.buffer);
+                    self.prune(&mut st.completed, pruning, &mut st.buffer);
+                }
+            }
+            if let Some(first) = paths.first() {
+                result.push(self.materialize(&st.buffer, first));
+            }
+            st.buffer.release_node(prev, &earliest.version);
+        }
+    }
+
+    fn pruning_id(&self, paths: &[Path]) -> Option<EventId> {
+        let mut id: Option<EventId> = None;
+        match &self.skip {
+            AfterMatchSkip::NoSkip => return None,
+            AfterMatchSkip::SkipToNext => {
+                for path in paths {
+                    for (_, evs) in path {
+                        let first = evs[0];
+                        id = Some(id.map_or(first, |x| x.min(first)));
+                    }
+                }
+            }
+            AfterMatchSkip::SkipPastLastEvent => {
+                for path in paths {
+                    for (_, evs) in path {
+                        let last = *evs.last().expect("non-empty");
+                        id = Some(id.map_or(last, |x| x.max(last)));
+                    }
+                }
+            }
+            AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_) => {
+                let page = self.skip_page?;
+                let first = matches!(self.skip, AfterMatchSkip::SkipToFirst(_));
+                for path in paths {
+                    if let Some((_, evs)) = path.iter().find(|(p, _)| *p == page) {
+                        if !evs.is_empty() {
+                            let e = if first { evs[0] } else { evs[evs.len() - 1] };
+                            id = Some(id.map_or(e, |x| x.max(e)));
+                        }
+                    }
+                }
+            }
+        }
+        id
+    }
+
+    fn prune(&self, q: &mut JavaPq<CState>, pruning: EventId, buffer: &mut SharedBuffer<E>) {
+        let strict = matches!(
+            self.skip,
+            AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_)
+        );
+        let mut discard: Vec<CState> = Vec::new();
+        for cs in q.as_slice() {
+            if let Some(start) = cs.start_event {
+                let prune = if strict {
+                    start < pruning
+                } else {
+                    start <= pruning
+                };
+                if prune {
+                    if let Some(p) = cs.prev {
+                        buffer.release_node(p, &cs.version);
+                    }
+                    discard.push(cs.clone());
+                }
+            }
+        }
+        if !discard.is_empty() {
+            q.remove_if(|c| discard.contains(c), cmp_cs);
+        }
+    }
+
+    fn decide(&self, st: &NfaState<E>, cs: &CState, ev: &mut Eval<'_, E>, ts: i64) -> Decision {
+        let ctx = Context {
+            buffer: &st.buffer,
+            cs,
+            pages: &self.pages,
+            ts,
+            matched: OnceCell::new(),
+        };
+        let mut d = Decision {
+            edges: Vec::new(),
+            total_take: 0,
+            total_ignore: 0,
+        };
+        let mut stack = vec![cs.state];
+        while let Some(s) = stack.pop() {
+            for t in &self.states[s as usize].transitions {
+                if !self.eval(&t.cond, ev, &ctx) {
+                    continue;
+                }
+                match t.action {
+                    Action::Proceed => stack.push(t.target),
+                    Action::Ignore | Action::Take => {
+                        let self_ignore = t.action == Action::Ignore && t.target == cs.state;
+                        if !self_ignore {
+                            if t.action == Action::Ignore {
+                                d.total_ignore += 1;
+                            } else {
+                                d.total_take += 1;
+                            }
+                        }
+                        let fin = if t.action == Action::Take {
+                            self.final_after_proceed(t.target, ev, &ctx)
+                        } else {
+                            None
+                        };
+                        d.edges.push((t.action, t.source, t.target, fin));
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    fn final_after_proceed(
+        &self,
+        state: StateId,
+        ev: &mut Eval<'_, E>,
+        ctx: &Context<'_, E>,
+    ) -> Option<StateId> {
+        let mut stack = vec![state];
+        while let Some(s) = stack.pop() {
+            for t in &self.states[s as usize].transitions {
+                if t.action == Action::Proceed && self.eval(&t.cond, ev, ctx) {
+                    if self.kind(t.target) == Kind::Final {
+                        return Some(t.target);
+                    }
+                    stack.push(t.target);
+                }
+            }
+        }
+        None
+    }
+
+    fn compute_next_states(
+        &self,
+        st: &mut NfaState<E>,
+        cs: &CState,
+        event: &Arc<E>,
+        ts: i64,
+        ev: &mut Eval<'_, E>,
+        event_id: &mut Option<EventId>,
+    ) -> Vec<CState> {
+        let d = self.decide(st, cs, ev, ts);
+        let mut take_to_visit = (d.total_take - 1).max(0);
+        let mut ignore_to_visit = d.total_ignore;
+        let take_to_skip = (d.total_take - 1).max(0);
+        let is_start = self.is_start(cs);
+        let mut result = Vec::new();
+        for (action, source, target, fin) in d.edges {
+            match action {
+                Action::Ignore => {
+                    if !is_start {
+                        let version = if target == cs.state {
+                            cs.version
+                                .increase(increasing_self_state(d.total_ignore, d.total_take))
+                        } else {
+                            let v = cs
+                                .version
+                                .increase(take_to_skip + ignore_to_visit)
+                                .add_stage();
+                            ignore_to_visit -= 1;
+                            v
+                        };
+                        add_state(
+                            &mut st.buffer,
+                            &mut result,
+                            target,
+                            cs.prev,
+                            version,
+                            cs.start_ts,
+                            cs.prev_ts,
+                            cs.start_event,
+                        );
+                    }
+                }
+                Action::Take => {
+                    let current_version = cs.version.increase(take_to_visit);
+                    let next_version = current_version.add_stage();
+                    take_to_visit -= 1;
+                    let id = *event_id
+                        .get_or_insert_with(|| st.buffer.register_event(event.clone(), ts));
+                    let page = self.states[source as usize].page;
+                    let new_entry = st.buffer.put(page, id, cs.prev, &current_version);
+                    let (start_ts, start_event) = if is_start {
+                        (ts, Some(id))
+                    } else {
+                        (cs.start_ts, cs.start_event)
+                    };
+                    add_state(
+                        &mut st.buffer,
+                        &mut result,
+                        target,
+                        Some(new_entry),
+                        next_version.clone(),
+                        start_ts,
+                        ts,
+                        start_event,
+                    );
+                    if let Some(f) = fin {
+                        add_state(
+                            &mut st.buffer,
+                            &mut result,
+                            f,
+                            Some(new_entry),
+                            next_version,
+                            start_ts,
+                            ts,
+                            start_event,
+                        );
+                    }
+                }
+                Action::Proceed => {}
+            }
+        }
+        if is_start {
+            let total = increasing_self_state(d.total_ignore, d.total_take);
+            result.push(CState::start(cs.state, cs.version.increase(total)));
+        }
+        if let Some(p) = cs.prev {
+            st.buffer.release_node(p, &cs.version);
+        }
+        result
+    }
+
+    /// The partial matches of `st`: state name, start time, events so far.
+    pub fn partial_matches(&self, st: &NfaState<E>) -> Vec<PartialMatch<E>> {
+        st.partial
+            .as_slice()
+            .iter()
+            .filter(|c| c.start_event.is_some())
+            .map(|c| PartialMatch {
+                stage: self.states[c.state as usize].name.clone(),
+                start_ts: c.start_ts,
+                events: self.extract_current(&st.buffer, c),
+            })
+            .collect()
+    }
+}
+
+/// A partial match as shown to users.
+pub struct PartialMatch<E> {
+    /// The automaton state it waits in (a stage name, `$endState$`, or `name:n`).
+    pub stage: String,
+    /// Timestamp of its first event.
+    pub start_ts: i64,
+    /// Its events so far.
+    pub events: Events<E>,
+}
+
+fn increasing_self_state(ignore: i32, take: i32) -> i32 {
+    if take == 0 && ignore == 0 {
+        0
+    } else {
+        ignore + take.max(1)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_state<E>(
+    buffer: &mut SharedBuffer<E>,
+    out: &mut Vec<CState>,
+    state: StateId,
+    prev: Option<NodeId>,
+    version: Dewey,
+    start_ts: i64,
+    prev_ts: i64,
+    start_event: Option<EventId>,
+) {
+    if let Some(p) = prev {
+        buffer.lock_node(p, &version);
+    }
+    out.push(CState {
+        state,
+        prev,
+        version,
+        start_ts,
+        prev_ts,
+        start_event,
+    });
+}
