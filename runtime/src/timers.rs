@@ -187,13 +187,13 @@ where
             processing: self.processing.iter().cloned().collect(),
             watermark: self.watermark,
         };
-        postcard::to_allocvec(&snap).map_err(|e| Error::codec("timer snapshot", e))
+        rmp_serde::to_vec(&snap).map_err(|e| Error::codec("timer snapshot", e))
     }
 
     /// Replaces the pending timers and watermark with a snapshot's.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let snap: TimerSnapshot<K, N> =
-            postcard::from_bytes(bytes).map_err(|e| Error::codec("timer snapshot", e))?;
+            rmp_serde::from_slice(bytes).map_err(|e| Error::codec("timer snapshot", e))?;
         self.event = snap.event.into_iter().collect();
         self.processing = snap.processing.into_iter().collect();
         self.watermark = snap.watermark;

@@ -10,7 +10,7 @@
 //! - [`KeyedStateStore`]: a backend plus the *current* key and namespace, set by the operator before
 //!   it calls user code, as in Flink.
 //! - Typed handles ([`ValueState`], [`ListState`], [`MapState`], [`ReducingState`],
-//!   [`AggregatingState`]): named descriptors that encode values with `postcard` (serde).
+//!   [`AggregatingState`]): named descriptors that encode values with MessagePack (serde).
 
 mod memory;
 mod typed;
@@ -33,12 +33,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// Serializes the snapshot into one blob.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        postcard::to_allocvec(self).map_err(|e| Error::codec("state snapshot", e))
+        rmp_serde::to_vec(self).map_err(|e| Error::codec("state snapshot", e))
     }
 
     /// Reads a snapshot written by [`Snapshot::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        postcard::from_bytes(bytes).map_err(|e| Error::codec("state snapshot", e))
+        rmp_serde::from_slice(bytes).map_err(|e| Error::codec("state snapshot", e))
     }
 }
 

@@ -1,4 +1,7 @@
-//! Typed state handles over a byte-level backend, encoded with `postcard`.
+//! Typed state handles over a byte-level backend, encoded with MessagePack (`rmp-serde`).
+//!
+//! MessagePack is compact, self-delimiting (so list state is a plain concatenation of values) and
+//! self-describing, so that dynamically typed events such as `serde_json::Value` round-trip.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -10,25 +13,32 @@ use serde::Serialize;
 use super::{encode_state_key, MemoryBackend, StateBackend};
 use crate::error::{Error, Result};
 
-/// Appends the postcard encoding of `value` to `out`.
+/// Appends the MessagePack encoding of `value` to `out`.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
-    let buf = std::mem::take(out);
-    *out = postcard::to_extend(value, buf).map_err(|e| Error::codec("state value", e))?;
-    Ok(())
+    rmp_serde::encode::write(out, value).map_err(|e| Error::codec("state value", e))
 }
 
-/// Decodes one postcard-encoded value.
+/// Decodes one MessagePack-encoded value; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::codec("state value", e))
+    let mut rest = bytes;
+    let v = T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))
+        .map_err(|e| Error::codec("state value", e))?;
+    if rest.is_empty() {
+        Ok(v)
+    } else {
+        Err(Error::codec(
+            "state value",
+            format!("{} trailing bytes", rest.len()),
+        ))
+    }
 }
 
-/// Decodes a concatenation of postcard-encoded values (the list-state format).
+/// Decodes a concatenation of MessagePack-encoded values (the list-state format).
 fn decode_all<T: DeserializeOwned>(mut bytes: &[u8], out: &mut Vec<T>) -> Result<()> {
     while !bytes.is_empty() {
-        let (v, rest) =
-            postcard::take_from_bytes(bytes).map_err(|e| Error::codec("list state", e))?;
+        let v = T::deserialize(&mut rmp_serde::Deserializer::new(&mut bytes))
+            .map_err(|e| Error::codec("list state", e))?;
         out.push(v);
-        bytes = rest;
     }
     Ok(())
 }
@@ -71,7 +81,7 @@ impl KeyedStateStore {
         }
     }
 
-    /// Sets the current key, encoding it with postcard.
+    /// Sets the current key, encoding it with MessagePack.
     pub fn set_current_key<K: Serialize + ?Sized>(&mut self, key: &K) -> Result<()> {
         self.key.clear();
         encode_into(key, &mut self.key)
