@@ -8,6 +8,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use regex_automata::meta::Regex;
+use rustc_hash::FxHashSet;
 
 use super::value::{num_cmp, Row, Val};
 use super::StageEvents;
@@ -71,6 +72,12 @@ pub(crate) enum Expr {
         needle: Box<Expr>,
         haystack: Box<Expr>,
     },
+    /// `in` / `not in` against a constant list of many strings, looked up by hash.
+    InStrs {
+        negated: bool,
+        needle: Box<Expr>,
+        set: Arc<FxHashSet<Arc<str>>>,
+    },
     Regex {
         negated: bool,
         subject: Box<Expr>,
@@ -93,7 +100,10 @@ impl Expr {
         match self {
             Expr::Const(_) | Expr::Field(_) | Expr::Exists(_) | Expr::Agg { .. } => false,
             Expr::Not(x) | Expr::Neg(x) => c(x),
-            Expr::Regex { subject, .. } => c(subject),
+            Expr::Regex { subject, .. }
+            | Expr::InStrs {
+                needle: subject, ..
+            } => c(subject),
             Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => c(a) && c(b),
             Expr::In {
                 needle, haystack, ..
@@ -107,7 +117,10 @@ impl Expr {
             Expr::Agg { .. } => true,
             Expr::Const(_) | Expr::Field(_) | Expr::Exists(_) => false,
             Expr::Not(x) | Expr::Neg(x) => x.is_iterative(),
-            Expr::Regex { subject, .. } => subject.is_iterative(),
+            Expr::Regex { subject, .. }
+            | Expr::InStrs {
+                needle: subject, ..
+            } => subject.is_iterative(),
             Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => a.is_iterative() || b.is_iterative(),
             Expr::In {
                 needle, haystack, ..
@@ -137,6 +150,11 @@ pub(crate) fn test(e: &Expr, row: &Row, ctx: &dyn StageEvents) -> bool {
             needle,
             haystack,
         } => membership(&eval(needle, row, ctx), &eval(haystack, row, ctx)) == Some(!negated),
+        Expr::InStrs {
+            negated,
+            needle,
+            set,
+        } => in_strs(&eval(needle, row, ctx), set) != *negated,
         Expr::Regex {
             negated,
             subject,
@@ -167,6 +185,11 @@ pub(crate) fn eval<'a>(e: &'a Expr, row: &'a Row, ctx: &dyn StageEvents) -> Cow<
         } => bool_or_null(
             membership(&eval(needle, row, ctx), &eval(haystack, row, ctx)).map(|b| b != *negated),
         ),
+        Expr::InStrs {
+            negated,
+            needle,
+            set,
+        } => Val::Bool(in_strs(&eval(needle, row, ctx), set) != *negated),
         Expr::Regex {
             negated,
             subject,
@@ -195,6 +218,10 @@ fn membership(needle: &Val, haystack: &Val) -> Option<bool> {
         Val::List(items) => Some(items.iter().any(|x| x.loose_eq(needle))),
         _ => None,
     }
+}
+
+fn in_strs(needle: &Val, set: &FxHashSet<Arc<str>>) -> bool {
+    matches!(needle, Val::Str(s) if set.contains(s))
 }
 
 /// Unanchored search; `None` (null) unless the subject is a string.

@@ -452,6 +452,29 @@ mod tests {
     }
 
     #[test]
+    fn membership_in_long_string_lists() {
+        let list = "['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']";
+        for (ev, want) in [
+            (json!({"t": "e"}), Some(true)),
+            (json!({"t": "z"}), Some(false)),
+            (json!({"t": 1}), Some(false)),
+            (json!({}), Some(false)),
+        ] {
+            assert_eq!(
+                matches(&format!("t in {list}"), ev.clone()),
+                want == Some(true)
+            );
+            assert_eq!(
+                matches(&format!("t not in {list}"), ev.clone()),
+                want == Some(false)
+            );
+        }
+        assert!(matches(&format!("'j' in {list}"), json!({})));
+        assert!(!matches(&format!("lower(t) in {list}"), json!({"t": "Q"})));
+        assert!(matches(&format!("lower(t) in {list}"), json!({"t": "J"})));
+    }
+
+    #[test]
     fn regex_search() {
         let e = json!({"ip": "10.1.2.3", "ip2": "192.10.0.1", "n": 10, "msg": "Login FAILED"});
         for (src, want) in [

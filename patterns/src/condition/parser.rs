@@ -1,5 +1,7 @@
 //! A recursive-descent parser that resolves field paths, stages and regexes while it builds the tree.
 
+use std::sync::Arc;
+
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 
@@ -18,6 +20,9 @@ pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 const FUNCTIONS: &str = "contains, starts_with, ends_with, lower, upper, len, abs, exists, field, \
                          first, last, count, sum, avg, min, max";
+
+/// From how many strings on a constant `in` list is hashed instead of scanned.
+const IN_SET_MIN: usize = 8;
 
 /// A subtree and its height.
 struct Node {
@@ -283,6 +288,24 @@ impl Parser<'_> {
     fn membership(&mut self, lhs: Node, negated: bool, pos: usize) -> Result<Node, PErr> {
         let rhs = self.additive()?;
         let h = lhs.h.max(rhs.h);
+        // A long constant list of strings becomes a hash set.
+        if let Expr::Const(Val::List(items)) = &rhs.e {
+            if items.len() >= IN_SET_MIN && items.iter().all(|v| matches!(v, Val::Str(_))) {
+                let set = items
+                    .iter()
+                    .filter_map(|v| match v {
+                        Val::Str(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let e = Expr::InStrs {
+                    negated,
+                    needle: Box::new(lhs.e),
+                    set: Arc::new(set),
+                };
+                return self.node(e, h, pos);
+            }
+        }
         let e = Expr::In {
             negated,
             needle: Box::new(lhs.e),
