@@ -80,13 +80,13 @@ pub struct Condition {
     iterative: bool,
 }
 
+/// Shows the source rather than the compiled tree (whose regexes print at great length).
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition")
             .field("source", &self.source)
             .field("iterative", &self.iterative)
-            .field("expr", &self.expr)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -680,6 +680,13 @@ mod tests {
         assert!(!p("x == 1 && true", &mut schema).is_always_true());
         assert!(Condition::always_true().is_always_true());
         assert!(Condition::always_true().eval(&Row::empty(), &NoStageEvents));
+        let c = p("x =~ 'a'", &mut schema);
+        assert_eq!(
+            format!("{c:?}"),
+            r#"Condition { source: "x =~ 'a'", iterative: false, .. }"#
+        );
+        assert_eq!(c.to_string(), "x =~ 'a'");
+        assert_eq!(c.source(), "x =~ 'a'");
     }
 
     fn err_at(src: &str, column: usize, needle: &str) {
