@@ -1,21 +1,42 @@
 //! The in-memory state backend.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::{Snapshot, StateBackend};
 use crate::error::Result;
 
-/// Keeps state in an ordered in-memory map. Snapshots copy the map.
+/// Keeps state in memory: a hash map for point reads and writes (the per-event path), plus an
+/// ordered index of the keys for prefix scans and snapshots. Both share each key's allocation.
+/// Overwriting an existing key touches only the hash map.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBackend {
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    map: FxHashMap<Arc<[u8]>, Vec<u8>>,
+    index: BTreeSet<Arc<[u8]>>,
 }
 
 impl MemoryBackend {
     /// An empty backend.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn insert_new(&mut self, key: &[u8], value: Vec<u8>) {
+        let k: Arc<[u8]> = Arc::from(key);
+        self.index.insert(k.clone());
+        self.map.insert(k, value);
+    }
+
+    fn keys_with_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = &'a Arc<[u8]>> + 'a {
+        self.index
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |k| k.starts_with(prefix))
     }
 }
 
@@ -32,15 +53,13 @@ impl StateBackend for MemoryBackend {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        // Reuse the existing allocations when overwriting, the common case for value state.
+        // Reuse the existing allocation when overwriting, the common case for value state.
         match self.map.get_mut(key) {
             Some(v) => {
                 v.clear();
                 v.extend_from_slice(value);
             }
-            None => {
-                self.map.insert(key.to_vec(), value.to_vec());
-            }
+            None => self.insert_new(key, value.to_vec()),
         }
         Ok(())
     }
@@ -48,15 +67,15 @@ impl StateBackend for MemoryBackend {
     fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         match self.map.get_mut(key) {
             Some(v) => v.extend_from_slice(value),
-            None => {
-                self.map.insert(key.to_vec(), value.to_vec());
-            }
+            None => self.insert_new(key, value.to_vec()),
         }
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        self.map.remove(key);
+        if self.map.remove(key).is_some() {
+            self.index.remove(key);
+        }
         Ok(())
     }
 
@@ -65,29 +84,21 @@ impl StateBackend for MemoryBackend {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        let range = self
-            .map
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
-        for (k, v) in range {
-            if !k.starts_with(prefix) || !visit(k, v) {
-                break;
+        for k in self.keys_with_prefix(prefix) {
+            if let Some(v) = self.map.get(k) {
+                if !visit(k, v) {
+                    break;
+                }
             }
         }
         Ok(())
     }
 
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {
-        // Split off everything from the prefix on, drop the prefixed part, put the rest back.
-        let mut tail = self.map.split_off(prefix);
-        let rest: Vec<Vec<u8>> = tail
-            .keys()
-            .skip_while(|k| k.starts_with(prefix))
-            .take(1)
-            .cloned()
-            .collect();
-        if let Some(first_after) = rest.first() {
-            let mut after = tail.split_off(first_after);
-            self.map.append(&mut after);
+        let keys: Vec<Arc<[u8]>> = self.keys_with_prefix(prefix).cloned().collect();
+        for k in keys {
+            self.map.remove(&k);
+            self.index.remove(&k);
         }
         Ok(())
     }
@@ -99,15 +110,19 @@ impl StateBackend for MemoryBackend {
     fn snapshot(&self) -> Result<Snapshot> {
         Ok(Snapshot {
             entries: self
-                .map
+                .index
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .filter_map(|k| self.map.get(k).map(|v| (k.to_vec(), v.clone())))
                 .collect(),
         })
     }
 
     fn restore(&mut self, snapshot: Snapshot) -> Result<()> {
-        self.map = snapshot.entries.into_iter().collect();
+        self.map.clear();
+        self.index.clear();
+        for (k, v) in snapshot.entries {
+            self.insert_new(&k, v);
+        }
         Ok(())
     }
 }
