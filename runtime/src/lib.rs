@@ -80,7 +80,7 @@ pub mod window;
 pub use dataflow::{Collected, Dataflow, KeyedStream, Sink, Stream, VecSink, WindowedStream};
 pub use error::{Error, Result};
 pub use io::JsonLinesSink;
-pub use operator::{Key, Operator, Output, OutputTag, SideOutputs};
+pub use operator::{Key, Operator, OperatorSnapshot, Output, OutputTag, SideOutputs};
 pub use process::{Context, KeyedProcessFunction, KeyedProcessOperator};
 pub use state::{
     AggregateFunction, AggregatingState, KeyedStateStore, ListState, MapState, MemoryBackend,

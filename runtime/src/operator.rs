@@ -14,7 +14,8 @@ use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::state::Snapshot;
 use crate::time::Timestamp;
 
 /// What a key must be: ordered (timers), hashable (partitioning), serializable (state) and sendable
@@ -180,6 +181,28 @@ impl<O> Output<'_, O> {
     }
 }
 
+/// A consistent copy of a keyed operator: its state backend's entries and its timers (which include
+/// the watermark it had seen).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorSnapshot {
+    /// The keyed state.
+    pub state: Snapshot,
+    /// The encoded timer service.
+    pub timers: Vec<u8>,
+}
+
+impl OperatorSnapshot {
+    /// Serializes the snapshot into one blob.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        rmp_serde::to_vec(self).map_err(|e| Error::codec("operator snapshot", e))
+    }
+
+    /// Reads a snapshot written by [`OperatorSnapshot::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        rmp_serde::from_slice(bytes).map_err(|e| Error::codec("operator snapshot", e))
+    }
+}
+
 /// A stream operator: called per element, per watermark advance and per processing-time tick.
 pub trait Operator<I, O>: Send {
     /// Handles one element with its timestamp.
@@ -208,6 +231,18 @@ pub trait Operator<I, O>: Send {
     /// Called once after the last element and the final watermark.
     fn end_of_input(&mut self, _out: &mut Output<'_, O>) -> Result<()> {
         Ok(())
+    }
+
+    /// A consistent copy of the operator's state and timers, or `None` if it keeps none.
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        Ok(None)
+    }
+
+    /// Replaces the operator's state and timers with a snapshot taken by [`Operator::snapshot`].
+    fn restore(&mut self, _snapshot: OperatorSnapshot) -> Result<()> {
+        Err(Error::Config(
+            "this operator keeps no state to restore".into(),
+        ))
     }
 }
 

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::operator::{Key, Operator, Output, OutputTag};
+use crate::operator::{Key, Operator, OperatorSnapshot, Output, OutputTag};
 use crate::state::{KeyedStateStore, StateBackend};
 use crate::time::{Clock, Timestamp, MAX_WATERMARK};
 use crate::timers::{TimeDomain, TimerService};
@@ -201,6 +201,18 @@ where
     fn end_of_input(&mut self, out: &mut Output<'_, O>) -> Result<()> {
         // A bounded job ends as if processing time had reached +infinity too (Flink's batch rule).
         self.fire_processing_timers(MAX_WATERMARK, out)
+    }
+
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        Ok(Some(OperatorSnapshot {
+            state: self.state.backend().snapshot()?,
+            timers: self.timers.snapshot()?,
+        }))
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        self.state.backend_mut().restore(snapshot.state)?;
+        self.timers.restore(&snapshot.timers)
     }
 }
 

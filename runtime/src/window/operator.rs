@@ -11,7 +11,7 @@ use super::assigner::WindowAssigner;
 use super::trigger::{TimerOp, Trigger, TriggerContext, TriggerResult};
 use super::Window;
 use crate::error::Result;
-use crate::operator::{Key, Operator, Output, OutputTag};
+use crate::operator::{Key, Operator, OperatorSnapshot, Output, OutputTag};
 use crate::state::{
     encode_into, AggregateFunction, KeyedStateStore, ListState, StateBackend, ValueState,
 };
@@ -673,5 +673,113 @@ where
     fn end_of_input(&mut self, out: &mut Output<'_, O<C, K, T, A>>) -> Result<()> {
         // A bounded job ends as if processing time had reached +infinity too (Flink's batch rule).
         self.fire_processing_timers(MAX_WATERMARK, out)
+    }
+
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        Ok(Some(OperatorSnapshot {
+            state: self.state.backend().snapshot()?,
+            timers: self.timers.snapshot()?,
+        }))
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        self.state.backend_mut().restore(snapshot.state)?;
+        self.timers.restore(&snapshot.timers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::SideOutputs;
+    use crate::state::MemoryBackend;
+    use crate::time::ManualClock;
+    use crate::window::{SessionWindows, TimeWindow};
+
+    type Ev = (String, i64);
+    type Row = (String, TimeWindow, Vec<i64>);
+    type ListFn = fn(&String, &TimeWindow, Vec<Ev>, &mut Vec<Row>);
+    type Op = WindowOperator<String, Ev, SessionWindows, ListContents<Ev, Row, ListFn>>;
+
+    // The key type is `String`, so the window function takes `&String`.
+    #[allow(clippy::ptr_arg)]
+    fn list(k: &String, w: &TimeWindow, els: Vec<Ev>, out: &mut Vec<Row>) {
+        out.push((k.clone(), *w, els.into_iter().map(|e| e.1).collect()));
+    }
+
+    fn op() -> Op {
+        WindowOperator::new(
+            WindowSpec::new(SessionWindows::event_time(10).unwrap()),
+            Arc::new(ListContents::new(list as ListFn, None)),
+            Box::new(MemoryBackend::new()),
+            Arc::new(ManualClock::new(0)),
+        )
+    }
+
+    /// Feeds (key, ts) events with a watermark of ts - 5 after each.
+    fn feed(op: &mut Op, events: &[(&str, i64)], out: &mut Vec<(i64, Row)>) {
+        let mut side = SideOutputs::new();
+        let mut o = Output {
+            records: out,
+            side: &mut side,
+        };
+        for (k, ts) in events {
+            op.process_element(*ts, (k.to_string(), (k.to_string(), *ts)), &mut o)
+                .unwrap();
+            op.process_watermark(ts - 5, &mut o).unwrap();
+        }
+    }
+
+    #[test]
+    fn restoring_a_snapshot_mid_stream_gives_the_same_results() {
+        let first = [("a", 1), ("b", 2), ("a", 8), ("a", 30), ("b", 9)];
+        let second = [("a", 15), ("b", 40), ("a", 33), ("c", 41), ("a", 60)];
+        let mut straight = Vec::new();
+        let mut o = op();
+        feed(&mut o, &first, &mut straight);
+        feed(&mut o, &second, &mut straight);
+        let mut side = SideOutputs::new();
+        o.process_watermark(
+            i64::MAX,
+            &mut Output {
+                records: &mut straight,
+                side: &mut side,
+            },
+        )
+        .unwrap();
+
+        let mut resumed = Vec::new();
+        let mut o = op();
+        feed(&mut o, &first, &mut resumed);
+        let blob = o.snapshot().unwrap().unwrap().to_bytes().unwrap();
+        drop(o);
+        let mut o = op();
+        o.restore(OperatorSnapshot::from_bytes(&blob).unwrap())
+            .unwrap();
+        feed(&mut o, &second, &mut resumed);
+        o.process_watermark(
+            i64::MAX,
+            &mut Output {
+                records: &mut resumed,
+                side: &mut side,
+            },
+        )
+        .unwrap();
+
+        let w = TimeWindow::new;
+        assert_eq!(
+            straight,
+            vec![
+                // Watermark 25 (after a@30) closes b's and a's first sessions; b@9 and a@15 then
+                // arrive too late for them and are dropped.
+                (11, ("b".to_string(), w(2, 12), vec![2])),
+                (17, ("a".to_string(), w(1, 18), vec![1, 8])),
+                (42, ("a".to_string(), w(30, 43), vec![30, 33])),
+                (49, ("b".to_string(), w(40, 50), vec![40])),
+                (50, ("c".to_string(), w(41, 51), vec![41])),
+                (69, ("a".to_string(), w(60, 70), vec![60])),
+            ]
+        );
+        assert_eq!(resumed, straight);
     }
 }
