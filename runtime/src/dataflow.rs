@@ -31,7 +31,7 @@
 //! ```
 
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -92,13 +92,41 @@ impl<T, S: Sink<T>> Push<T> for SinkNode<S> {
     }
 }
 
-/// Collects records with their timestamps.
+/// Collects records with their timestamps into a shared vector; keep a clone to read them after
+/// the job ran.
 #[derive(Debug)]
-pub struct VecSink<T>(pub Vec<(Timestamp, T)>);
+pub struct VecSink<T>(Arc<Mutex<Vec<(Timestamp, T)>>>);
+
+impl<T> Clone for VecSink<T> {
+    fn clone(&self) -> Self {
+        VecSink(self.0.clone())
+    }
+}
+
+impl<T> Default for VecSink<T> {
+    fn default() -> Self {
+        VecSink(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+impl<T> VecSink<T> {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Removes and returns what was collected so far.
+    pub fn take(&self) -> Vec<(Timestamp, T)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 impl<T: Send> Sink<T> for VecSink<T> {
     fn write(&mut self, timestamp: Timestamp, value: T) -> Result<()> {
-        self.0.push((timestamp, value));
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((timestamp, value));
         Ok(())
     }
 }
@@ -376,12 +404,9 @@ impl<T: Send + 'static> Stream<T> {
 
     /// Runs the job and collects every record.
     pub fn collect(self) -> Result<Collected<T>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let side_outputs = self.sink(FnSink(move |ts, v| {
-            tx.send((ts, v)).ok();
-            Ok(())
-        }))?;
-        let (timestamps, records) = rx.try_iter().unzip();
+        let sink = VecSink::new();
+        let side_outputs = self.sink(sink.clone())?;
+        let (timestamps, records) = sink.take().into_iter().unzip();
         Ok(Collected {
             records,
             timestamps,

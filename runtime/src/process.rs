@@ -134,6 +134,7 @@ impl<K: Key, I, O, F: KeyedProcessFunction<K, I, O>> KeyedProcessOperator<K, I, 
     fn fire_processing_timers(&mut self, now: Timestamp, out: &mut Output<'_, O>) -> Result<()> {
         while let Some(t) = self.timers.pop_processing_timer(now) {
             self.state.set_current_key(&t.key)?;
+            self.state.clear_namespace();
             let mut ctx = Context {
                 key: &t.key,
                 timestamp: t.timestamp,
@@ -162,6 +163,7 @@ where
         out: &mut Output<'_, O>,
     ) -> Result<()> {
         self.state.set_current_key(&key)?;
+        self.state.clear_namespace();
         let mut ctx = Context {
             key: &key,
             timestamp,
@@ -177,6 +179,7 @@ where
         self.timers.advance_watermark(watermark);
         while let Some(t) = self.timers.pop_event_timer() {
             self.state.set_current_key(&t.key)?;
+            self.state.clear_namespace();
             let mut ctx = Context {
                 key: &t.key,
                 timestamp: t.timestamp,

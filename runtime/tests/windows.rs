@@ -586,3 +586,88 @@ fn json_value_events_work_in_windows() {
         ]
     );
 }
+
+#[test]
+fn processing_time_sessions_merge_and_fire_from_the_clock() {
+    let clock = ManualClock::new(0);
+    let source_clock = clock.clone();
+    let events = vec![(0, "a", 1), (30, "a", 2), (100, "b", 3), (200, "a", 4)];
+    let out = Dataflow::new()
+        .with_parallelism(1)
+        .with_clock(Arc::new(clock))
+        .from_iter(events)
+        .map(move |(at, k, v)| {
+            source_clock.set(at);
+            (k.to_string(), v)
+        })
+        .key_by(|e: &(String, i64)| e.0.clone())
+        .window(SessionWindows::processing_time(50).unwrap())
+        .process(
+            |k: &String,
+             w: &TimeWindow,
+             els: Vec<(String, i64)>,
+             out: &mut Vec<(String, i64, i64, Vec<i64>)>| {
+                out.push((
+                    k.clone(),
+                    w.start,
+                    w.end,
+                    els.into_iter().map(|e| e.1).collect(),
+                ))
+            },
+        )
+        .collect()
+        .unwrap();
+    assert_eq!(
+        out.records,
+        vec![
+            // a@0 and a@30 merged into [0, 80); fired when the clock showed 100.
+            ("a".to_string(), 0, 80, vec![1, 2]),
+            // Fired when the clock showed 200.
+            ("b".to_string(), 100, 150, vec![3]),
+            // Fired at the end of input.
+            ("a".to_string(), 200, 250, vec![4]),
+        ]
+    );
+}
+
+#[test]
+fn vec_sink_collects_records_with_timestamps() {
+    let sink = cep_runtime::VecSink::new();
+    let side = source(readings(), 5_000)
+        .key_by(key)
+        .window(TumblingWindows::event_time(15_000).unwrap())
+        .aggregate_with(MaxTemp, |k: &String, _: &TimeWindow, m| (k.clone(), m))
+        .sink(sink.clone())
+        .unwrap();
+    assert!(side.is_empty());
+    assert_eq!(
+        sink.take(),
+        vec![
+            (14_999, ("s1".to_string(), 20.0)),
+            (14_999, ("s2".to_string(), 21.0)),
+            (29_999, ("s1".to_string(), 23.0)),
+            (29_999, ("s2".to_string(), 25.0)),
+            (44_999, ("s1".to_string(), 24.5)),
+        ]
+    );
+}
+
+struct MaxTemp;
+
+impl AggregateFunction for MaxTemp {
+    type In = Reading;
+    type Acc = f64;
+    type Out = f64;
+    fn create_accumulator(&self) -> f64 {
+        f64::NEG_INFINITY
+    }
+    fn add(&self, r: Reading, acc: &mut f64) {
+        *acc = acc.max(r.temp);
+    }
+    fn get_result(&self, acc: &f64) -> f64 {
+        *acc
+    }
+    fn merge(&self, a: f64, b: f64) -> f64 {
+        a.max(b)
+    }
+}
