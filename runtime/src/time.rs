@@ -524,6 +524,45 @@ mod tests {
         assert_eq!(h.event_time(), 25);
     }
 
+    proptest::proptest! {
+        /// Whatever the inputs report, the combined event-time watermark never decreases, and once
+        /// every input has reported it is the larger of its previous value and the minimum over
+        /// the non-idle inputs' latest (non-regressing) watermarks.
+        #[test]
+        fn holder_is_a_monotonic_min_over_active_inputs(
+            updates in proptest::collection::vec((0usize..4, proptest::option::of(-50i64..50)), 0..60)
+        ) {
+            let mut h = WatermarkHolder::new(4);
+            let mut latest: [Option<Watermark>; 4] = [None; 4];
+            let mut last = MIN_WATERMARK;
+            for (input, w) in updates {
+                let w = w.map_or(Watermark::Idle, Watermark::EventTime);
+                let out = h.set(input, w);
+                // Model: an input's watermark does not regress.
+                latest[input] = match (latest[input], w) {
+                    (Some(Watermark::EventTime(old)), Watermark::EventTime(new)) if new < old => latest[input],
+                    _ => Some(w),
+                };
+                if let Some(Watermark::EventTime(t)) = out {
+                    proptest::prop_assert!(t >= last);
+                }
+                if latest.iter().all(Option::is_some) {
+                    let min = latest.iter().filter_map(|w| match w {
+                        Some(Watermark::EventTime(t)) => Some(*t),
+                        _ => None,
+                    }).min();
+                    match min {
+                        Some(m) => proptest::prop_assert_eq!(h.event_time(), m.max(last)),
+                        None => proptest::prop_assert_eq!(h.watermark(), Some(Watermark::Idle)),
+                    }
+                } else {
+                    proptest::prop_assert_eq!(out, None);
+                }
+                last = h.event_time();
+            }
+        }
+    }
+
     #[test]
     fn late_means_at_or_before_the_watermark() {
         assert!(is_late(10, 10));

@@ -10,6 +10,7 @@
 //! notificator rule); a processing-time timer once the [`Clock`] reaches it.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::hash::Hash;
@@ -162,18 +163,25 @@ where
             _ => return None,
         }
         let Reverse((timestamp, key, namespace)) = self.heap.pop()?;
-        if let Some(timers) = self.live.get_mut(&key) {
-            if let Some(i) = timers
-                .iter()
-                .position(|(t, n)| *t == timestamp && *n == namespace)
-            {
-                timers.swap_remove(i);
-                self.len -= 1;
+        // One lookup: take the key back out of the map entry when its last timer goes.
+        let key = match self.live.entry(key) {
+            Entry::Occupied(mut e) => {
+                let timers = e.get_mut();
+                if let Some(i) = timers
+                    .iter()
+                    .position(|(t, n)| *t == timestamp && *n == namespace)
+                {
+                    timers.swap_remove(i);
+                    self.len -= 1;
+                }
+                if timers.is_empty() {
+                    e.remove_entry().0
+                } else {
+                    e.key().clone()
+                }
             }
-            if timers.is_empty() {
-                self.live.remove(&key);
-            }
-        }
+            Entry::Vacant(e) => e.into_key(),
+        };
         self.clean_top();
         Some(Timer {
             timestamp,

@@ -671,3 +671,62 @@ impl AggregateFunction for MaxTemp {
         a.max(b)
     }
 }
+
+proptest::proptest! {
+    /// With an out-of-orderness bound larger than the time span, nothing is late, so the arrival
+    /// order cannot change the per-key window results.
+    #[test]
+    fn window_results_do_not_depend_on_arrival_order(
+        events in proptest::collection::vec((0u8..4, 0i64..60_000, -40i32..40), 1..80),
+        seed in proptest::num::u64::ANY,
+    ) {
+        let run = |evs: Vec<(u8, i64, i32)>| {
+            let mut out = Dataflow::new()
+                .with_parallelism(1)
+                .from_iter(evs)
+                .assign_timestamps_and_watermarks(
+                    WatermarkStrategy::for_bounded_out_of_orderness(100_000)
+                        .with_timestamp_assigner(|e: &(u8, i64, i32)| e.1),
+                )
+                .key_by(|e: &(u8, i64, i32)| e.0)
+                .window(SlidingWindows::event_time(15_000, 5_000).unwrap())
+                .aggregate_with(SumCount, |k: &u8, w: &TimeWindow, r| (*k, w.start, r))
+                .collect()
+                .unwrap()
+                .records;
+            out.sort();
+            out
+        };
+        let mut shuffled = events.clone();
+        // A seeded Fisher-Yates shuffle.
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        proptest::prop_assert_eq!(run(events), run(shuffled));
+    }
+}
+
+struct SumCount;
+
+impl AggregateFunction for SumCount {
+    type In = (u8, i64, i32);
+    type Acc = (i64, u32);
+    type Out = (i64, u32);
+    fn create_accumulator(&self) -> (i64, u32) {
+        (0, 0)
+    }
+    fn add(&self, e: (u8, i64, i32), acc: &mut (i64, u32)) {
+        acc.0 += i64::from(e.2);
+        acc.1 += 1;
+    }
+    fn get_result(&self, acc: &(i64, u32)) -> (i64, u32) {
+        *acc
+    }
+    fn merge(&self, a: (i64, u32), b: (i64, u32)) -> (i64, u32) {
+        (a.0 + b.0, a.1 + b.1)
+    }
+}
