@@ -300,13 +300,39 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         st
     }
 
-    /// Drops all state of the pattern at `index` for every key and replaces its automaton
-    /// (used when a pattern is replaced while events flow).
-    pub fn replace_pattern(&mut self, index: usize, nfa: Arc<Nfa<E>>) {
+    /// Replaces the patterns: `keep[i]` is the index of the old pattern whose per-key state the
+    /// new pattern `i` takes over, or `None` to start it from nothing. State of old patterns
+    /// not kept is dropped; queued events stay queued.
+    pub fn set_patterns(&mut self, nfas: Vec<Arc<Nfa<E>>>, keep: &[Option<usize>]) {
         for slot in self.slots.iter_mut().flatten() {
-            slot.states[index] = nfa.initial_state();
+            let mut old: Vec<Option<NfaState<E>>> = std::mem::take(&mut slot.states)
+                .into_iter()
+                .map(Some)
+                .collect();
+            slot.states = nfas
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    keep.get(i)
+                        .copied()
+                        .flatten()
+                        .and_then(|o| old.get_mut(o).and_then(Option::take))
+                        .unwrap_or_else(|| n.initial_state())
+                })
+                .collect();
         }
-        self.nfas[index] = nfa;
+        self.nfas = nfas;
+    }
+
+    /// Rewrites every event still waiting for the watermark.
+    pub fn map_queued(&mut self, mut f: impl FnMut(&E) -> E) {
+        for slot in self.slots.iter_mut().flatten() {
+            for evs in slot.queue.values_mut() {
+                for e in evs.iter_mut() {
+                    *e = Arc::new(f(e));
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,458 @@
+//! The JSON evaluation engine: JSON events in, keyed by a field, timed by a field, evaluated by
+//! every pattern in event time with bounded out-of-orderness; JSON outputs out. This is what
+//! `cep run` and each pipeline of the service run. It does no IO.
+
+use std::sync::Arc;
+
+use cep::{CepOperator, OutputKind as CepKind};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::compile::{build, CompiledPattern, JsonEvent};
+use crate::condition::Schema;
+use crate::spec::PatternErrors;
+
+/// How the time field is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// Milliseconds since the epoch (a number).
+    #[default]
+    EpochMs,
+    /// Seconds since the epoch (a number, fractions allowed).
+    EpochS,
+    /// An RFC 3339 date-time string.
+    Rfc3339,
+}
+
+/// What the engine reads from each event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Field path of the key (`user.id`).
+    pub key_by: String,
+    /// Field path of the event time.
+    pub time_field: String,
+    /// How the time is written.
+    pub time_format: TimeFormat,
+    /// Bounded out-of-orderness: the watermark trails the highest timestamp by this much (+1 ms).
+    pub out_of_orderness_ms: i64,
+}
+
+/// Why a record was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// What an output is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// A match.
+    Match,
+    /// A timed-out partial match.
+    Timeout,
+    /// A late event.
+    Late,
+}
+
+/// One output line: `{"kind","pattern","key","timestamp","events"}` or, for a late event,
+/// `{"kind":"late","key","timestamp","event"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// Match, timeout or late.
+    pub kind: OutputKind,
+    /// The pattern (absent for late events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The key.
+    pub key: String,
+    /// When it happened (for a timeout: when it timed out).
+    pub timestamp: i64,
+    /// The events by stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Map<String, Value>>,
+    /// The late event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Value>,
+}
+
+/// A partial match held for a key, as shown by introspection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PartialMatchInfo {
+    /// The pattern.
+    pub pattern: String,
+    /// The automaton state it waits in.
+    pub state: String,
+    /// Timestamp of its first event.
+    pub start_timestamp: i64,
+    /// Its events so far, by stage.
+    pub events: Map<String, Value>,
+}
+
+/// Per-pattern counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PatternStats {
+    /// The pattern.
+    pub pattern: String,
+    /// Matches emitted.
+    pub matches: u64,
+    /// Timeouts emitted.
+    pub timeouts: u64,
+}
+
+/// Counts of what the engine holds and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Events accepted.
+    pub events: u64,
+    /// Late events.
+    pub late: u64,
+    /// Keys with state.
+    pub keys: usize,
+    /// Partial matches under way.
+    pub partial_matches: usize,
+    /// Events waiting for the watermark or held by partial matches.
+    pub buffered_events: usize,
+    /// Per pattern.
+    pub patterns: Vec<PatternStats>,
+}
+
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn parse_path(path: &str) -> Result<Vec<Seg>, String> {
+    let mut segs = Vec::new();
+    if path.trim().is_empty() {
+        return Err("empty field path".into());
+    }
+    for part in path.split('.') {
+        let (name, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if name.is_empty() && segs.is_empty() {
+            return Err(format!("invalid field path '{path}'"));
+        }
+        if !name.is_empty() {
+            segs.push(Seg::Key(name.to_string()));
+        }
+        while !rest.is_empty() {
+            let close = rest
+                .find(']')
+                .ok_or_else(|| format!("invalid field path '{path}': missing ']'"))?;
+            let idx: usize = rest[1..close]
+                .parse()
+                .map_err(|_| format!("invalid field path '{path}': bad index"))?;
+            segs.push(Seg::Index(idx));
+            rest = &rest[close + 1..];
+        }
+    }
+    Ok(segs)
+}
+
+fn lookup<'v>(v: &'v Value, path: &[Seg]) -> Option<&'v Value> {
+    let mut cur = v;
+    for s in path {
+        cur = match s {
+            Seg::Key(k) => cur.as_object()?.get(k)?,
+            Seg::Index(i) => cur.as_array()?.get(*i)?,
+        };
+    }
+    Some(cur)
+}
+
+/// Evaluates patterns over JSON events.
+pub struct JsonEngine {
+    config: EngineConfig,
+    key_path: Vec<Seg>,
+    time_path: Vec<Seg>,
+    schema: Schema,
+    patterns: Vec<Arc<CompiledPattern>>,
+    op: CepOperator<String, JsonEvent>,
+    max_ts: i64,
+    scratch: Vec<cep::Output<String, JsonEvent>>,
+    stats: EngineStats,
+}
+
+impl std::fmt::Debug for JsonEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonEngine").field("config", &self.config).finish()
+    }
+}
+
+impl JsonEngine {
+    /// An engine for these patterns.
+    pub fn new(
+        config: EngineConfig,
+        patterns: Vec<Arc<CompiledPattern>>,
+    ) -> Result<JsonEngine, PatternErrors> {
+        let key_path =
+            parse_path(&config.key_by).map_err(|m| PatternErrors::one("key_by", None, m))?;
+        let time_path =
+            parse_path(&config.time_field).map_err(|m| PatternErrors::one("time_field", None, m))?;
+        let mut schema = Schema::new();
+        let mut nfas = Vec::new();
+        for p in &patterns {
+            nfas.push(Arc::new(build(p.spec(), &mut schema)?));
+        }
+        let stats = EngineStats {
+            patterns: patterns
+                .iter()
+                .map(|p| PatternStats {
+                    pattern: p.name().to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Ok(JsonEngine {
+            config,
+            key_path,
+            time_path,
+            schema,
+            patterns,
+            op: CepOperator::new(nfas),
+            max_ts: i64::MIN,
+            scratch: Vec::new(),
+            stats,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The patterns evaluated.
+    pub fn patterns(&self) -> &[Arc<CompiledPattern>] {
+        &self.patterns
+    }
+
+    /// Reads key and time of an event.
+    pub fn key_and_time(&self, event: &Value) -> Result<(String, i64), RecordError> {
+        let key = match lookup(event, &self.key_path) {
+            None => {
+                return Err(RecordError {
+                    message: format!("missing key field '{}'", self.config.key_by),
+                })
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            Some(v) => {
+                return Err(RecordError {
+                    message: format!(
+                        "key field '{}' must be a string or a number, found {}",
+                        self.config.key_by,
+                        type_name(v)
+                    ),
+                })
+            }
+        };
+        let field = &self.config.time_field;
+        let raw = lookup(event, &self.time_path).ok_or_else(|| RecordError {
+            message: format!("missing time field '{field}'"),
+        })?;
+        let ts = match self.config.time_format {
+            TimeFormat::EpochMs | TimeFormat::EpochS => {
+                let scale = if self.config.time_format == TimeFormat::EpochS { 1000.0 } else { 1.0 };
+                match raw {
+                    Value::Number(n) => match n.as_i64() {
+                        Some(i) if scale == 1.0 => i,
+                        _ => {
+                            let f = n.as_f64().unwrap_or(f64::NAN) * scale;
+                            if !f.is_finite() || f.abs() > 9.0e15 {
+                                return Err(RecordError {
+                                    message: format!("time field '{field}' is out of range: {n}"),
+                                });
+                            }
+                            f.floor() as i64
+                        }
+                    },
+                    v => {
+                        return Err(RecordError {
+                            message: format!(
+                                "time field '{field}' must be a number ({}), found {}",
+                                if scale == 1.0 { "epoch milliseconds" } else { "epoch seconds" },
+                                type_name(v)
+                            ),
+                        })
+                    }
+                }
+            }
+            TimeFormat::Rfc3339 => match raw {
+                Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|d| d.timestamp_millis())
+                    .map_err(|e| RecordError {
+                        message: format!("time field '{field}' is not an RFC 3339 date-time ('{s}'): {e}"),
+                    })?,
+                v => {
+                    return Err(RecordError {
+                        message: format!(
+                            "time field '{field}' must be an RFC 3339 string, found {}",
+                            type_name(v)
+                        ),
+                    })
+                }
+            },
+        };
+        Ok((key, ts))
+    }
+
+    /// Ingests one event; the watermark then advances to the highest timestamp seen minus the
+    /// out-of-orderness minus 1 ms, and outputs are appended to `out`.
+    pub fn push(&mut self, event: Value, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        let (key, ts) = self.key_and_time(&event)?;
+        let row = self.schema.extract(&event);
+        self.stats.events += 1;
+        self.op
+            .process_element(key, JsonEvent { row, value: event }, ts, &mut self.scratch);
+        self.max_ts = self.max_ts.max(ts);
+        let wm = self
+            .max_ts
+            .saturating_sub(self.config.out_of_orderness_ms)
+            .saturating_sub(1);
+        self.op.advance_watermark(wm, &mut self.scratch);
+        self.drain(out);
+        Ok(())
+    }
+
+    /// Moves the watermark (for idleness, or `i64::MAX` at the end of the input).
+    pub fn advance_watermark(&mut self, watermark: i64, out: &mut Vec<Output>) {
+        self.op.advance_watermark(watermark, &mut self.scratch);
+        self.drain(out);
+    }
+
+    /// The current watermark.
+    pub fn watermark(&self) -> i64 {
+        self.op.watermark()
+    }
+
+    fn drain(&mut self, out: &mut Vec<Output>) {
+        for o in self.scratch.drain(..) {
+            let pattern = self.patterns.get(o.pattern).map(|p| p.name().to_string());
+            match o.kind {
+                CepKind::Match => self.stats.patterns[o.pattern].matches += 1,
+                CepKind::Timeout => self.stats.patterns[o.pattern].timeouts += 1,
+                CepKind::Late => self.stats.late += 1,
+            }
+            let kind = match o.kind {
+                CepKind::Match => OutputKind::Match,
+                CepKind::Timeout => OutputKind::Timeout,
+                CepKind::Late => OutputKind::Late,
+            };
+            let events = (kind != OutputKind::Late).then(|| events_json(&o.events));
+            out.push(Output {
+                kind,
+                pattern,
+                key: o.key,
+                timestamp: o.timestamp,
+                events,
+                event: o.event.map(|e| e.value.clone()),
+            });
+        }
+    }
+
+    /// Replaces the patterns. Patterns whose definition is unchanged keep their partial
+    /// matches; new, changed and removed ones start from nothing (their partial matches are
+    /// dropped). Events waiting for the watermark are kept.
+    pub fn set_patterns(&mut self, patterns: Vec<Arc<CompiledPattern>>) -> Result<(), PatternErrors> {
+        let mut schema = self.schema.clone();
+        let mut nfas = Vec::new();
+        let mut keep = Vec::new();
+        for p in &patterns {
+            let old = self
+                .patterns
+                .iter()
+                .position(|o| o.spec() == p.spec());
+            match old {
+                Some(i) => nfas.push(self.op.patterns()[i].clone()),
+                None => nfas.push(Arc::new(build(p.spec(), &mut schema)?)),
+            }
+            keep.push(old);
+        }
+        let grown = schema.len() != self.schema.len();
+        self.schema = schema;
+        self.op.set_patterns(nfas, &keep);
+        if grown {
+            let schema = &self.schema;
+            self.op.map_queued(|e| JsonEvent {
+                row: schema.extract(&e.value),
+                value: e.value.clone(),
+            });
+        }
+        let old_stats = std::mem::take(&mut self.stats.patterns);
+        self.stats.patterns = patterns
+            .iter()
+            .zip(&keep)
+            .map(|(p, k)| match k {
+                Some(i) => old_stats[*i].clone(),
+                None => PatternStats {
+                    pattern: p.name().to_string(),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        self.patterns = patterns;
+        Ok(())
+    }
+
+    /// The partial matches held for `key` now.
+    pub fn partial_matches(&self, key: &str) -> Vec<PartialMatchInfo> {
+        self.op
+            .partial_matches(&key.to_string())
+            .into_iter()
+            .map(|(i, pm)| PartialMatchInfo {
+                pattern: self.patterns[i].name().to_string(),
+                state: pm.stage,
+                start_timestamp: pm.start_ts,
+                events: events_json(&pm.events),
+            })
+            .collect()
+    }
+
+    /// Counts of what the engine holds and did.
+    pub fn stats(&self) -> EngineStats {
+        let s = self.op.stats();
+        EngineStats {
+            keys: s.keys,
+            partial_matches: s.partial_matches,
+            buffered_events: s.queued_events + s.buffered_events,
+            ..self.stats.clone()
+        }
+    }
+}
+
+fn events_json(events: &cep::Events<JsonEvent>) -> Map<String, Value> {
+    let mut m = Map::new();
+    for (stage, evs) in events {
+        m.insert(
+            stage.to_string(),
+            Value::Array(evs.iter().map(|e| e.value.clone()).collect()),
+        );
+    }
+    m
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
