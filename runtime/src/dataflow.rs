@@ -31,7 +31,9 @@
 //! ```
 
 use std::hash::Hash;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -64,6 +66,9 @@ pub trait Push<T>: Send {
     fn push(&mut self, timestamp: Timestamp, value: T, cx: &mut RunContext) -> Result<()>;
     /// A watermark (only advancing ones, and idleness changes).
     fn watermark(&mut self, watermark: Watermark, cx: &mut RunContext) -> Result<()>;
+    /// Processing time moved on without input (an idle live source): emit periodic watermarks,
+    /// fire due processing-time timers, flush batches, and pass the tick on.
+    fn tick(&mut self, cx: &mut RunContext) -> Result<()>;
     /// The end of input; comes after the final watermark.
     fn finish(&mut self, cx: &mut RunContext) -> Result<()>;
 }
@@ -85,6 +90,9 @@ impl<T, S: Sink<T>> Push<T> for SinkNode<S> {
         self.0.write(timestamp, value)
     }
     fn watermark(&mut self, _: Watermark, _: &mut RunContext) -> Result<()> {
+        Ok(())
+    }
+    fn tick(&mut self, _: &mut RunContext) -> Result<()> {
         Ok(())
     }
     fn finish(&mut self, _: &mut RunContext) -> Result<()> {
@@ -262,6 +270,31 @@ impl Dataflow {
         }
     }
 
+    /// An unbounded source fed through a channel, for live use: the job runs (on the calling thread)
+    /// until every sender is dropped, then ends like a bounded source. When no event arrives for
+    /// `tick`, the pipeline is ticked: periodic watermarks are generated (so idleness is detected),
+    /// due processing-time timers fire, and partly filled batches are flushed.
+    pub fn from_receiver<T: Send + 'static>(
+        &self,
+        receiver: Receiver<T>,
+        tick: Duration,
+    ) -> Stream<T> {
+        Stream {
+            env: self.clone(),
+            run: Box::new(move |mut down, cx| {
+                loop {
+                    match receiver.recv_timeout(tick) {
+                        Ok(item) => down.push(MIN_WATERMARK, item, cx)?,
+                        Err(RecvTimeoutError::Timeout) => down.tick(cx)?,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                down.watermark(Watermark::EventTime(MAX_WATERMARK), cx)?;
+                down.finish(cx)
+            }),
+        }
+    }
+
     /// A source of several partitions, each with its own watermark generator from `strategy`; the
     /// source's watermark is the minimum over the partitions that are not idle ([`WatermarkHolder`]).
     /// Partitions are polled round-robin; a poll yielding `None` means "no data right now", which is
@@ -427,6 +460,9 @@ impl<T, U, F: FnMut(T) -> U + Send> Push<T> for MapNode<F, U> {
     fn watermark(&mut self, w: Watermark, cx: &mut RunContext) -> Result<()> {
         self.down.watermark(w, cx)
     }
+    fn tick(&mut self, cx: &mut RunContext) -> Result<()> {
+        self.down.tick(cx)
+    }
     fn finish(&mut self, cx: &mut RunContext) -> Result<()> {
         self.down.finish(cx)
     }
@@ -446,6 +482,9 @@ impl<T, F: FnMut(&T) -> bool + Send> Push<T> for FilterNode<F, T> {
     }
     fn watermark(&mut self, w: Watermark, cx: &mut RunContext) -> Result<()> {
         self.down.watermark(w, cx)
+    }
+    fn tick(&mut self, cx: &mut RunContext) -> Result<()> {
+        self.down.tick(cx)
     }
     fn finish(&mut self, cx: &mut RunContext) -> Result<()> {
         self.down.finish(cx)
@@ -499,6 +538,13 @@ impl<T: Send + 'static> Push<T> for TimestampsNode<T> {
         Ok(())
     }
 
+    fn tick(&mut self, cx: &mut RunContext) -> Result<()> {
+        // Periodic emission without events is what lets idleness be detected.
+        let w = self.generator.on_periodic_emit();
+        self.forward(w, cx)?;
+        self.down.tick(cx)
+    }
+
     fn finish(&mut self, cx: &mut RunContext) -> Result<()> {
         self.down.finish(cx)
     }
@@ -522,7 +568,7 @@ impl<K, I, O: Send> KeyedNode<K, I, O> {
         Ok(())
     }
 
-    fn tick(&mut self, cx: &mut RunContext) -> Result<()> {
+    fn fire_due(&mut self, cx: &mut RunContext) -> Result<()> {
         if let Some(next) = self.op.next_processing_time() {
             let now = self.clock.now();
             if next <= now {
@@ -547,7 +593,7 @@ impl<K: Send, I: Send, O: Send> Push<I> for KeyedNode<K, I, O> {
         };
         self.op.process_element(ts, (k, value), &mut out)?;
         self.drain(cx)?;
-        self.tick(cx)
+        self.fire_due(cx)
     }
 
     fn watermark(&mut self, w: Watermark, cx: &mut RunContext) -> Result<()> {
@@ -564,7 +610,12 @@ impl<K: Send, I: Send, O: Send> Push<I> for KeyedNode<K, I, O> {
             self.drain(cx)?;
         }
         self.down.watermark(w, cx)?;
-        self.tick(cx)
+        self.fire_due(cx)
+    }
+
+    fn tick(&mut self, cx: &mut RunContext) -> Result<()> {
+        self.fire_due(cx)?;
+        self.down.tick(cx)
     }
 
     fn finish(&mut self, cx: &mut RunContext) -> Result<()> {

@@ -24,6 +24,8 @@ use crate::time::{Timestamp, Watermark, WatermarkHolder, MAX_WATERMARK, MIN_WATE
 enum ToWorker<K, I> {
     Record(Timestamp, K, I),
     Watermark(Watermark),
+    /// Processing time moved on: fire due processing-time timers.
+    Tick,
     End,
 }
 
@@ -217,6 +219,15 @@ where
         self.maybe_flush(cx)
     }
 
+    fn tick(&mut self, cx: &mut RunContext) -> Result<()> {
+        for buf in &mut self.buffers {
+            buf.push(ToWorker::Tick);
+        }
+        self.flush_all()?;
+        self.drain_results(cx)?;
+        self.down.tick(cx)
+    }
+
     fn finish(&mut self, cx: &mut RunContext) -> Result<()> {
         for buf in &mut self.buffers {
             buf.push(ToWorker::End);
@@ -280,6 +291,8 @@ fn run_worker<K, I, O>(
                 ToWorker::Watermark(Watermark::Idle) => {
                     outs.push(WorkerOut::Watermark(Watermark::Idle))
                 }
+                // Due processing-time timers fire after every batch, below.
+                ToWorker::Tick => {}
                 ToWorker::End => {
                     if watermark < MAX_WATERMARK {
                         watermark = MAX_WATERMARK;

@@ -285,3 +285,68 @@ fn timers_on_a_million_keys_fire_in_timestamp_order() {
     }
     assert_eq!(op.timers().num_event_timers(), 0);
 }
+
+/// A live source: the job runs on its own thread, fed through a channel. Processing-time windows
+/// close on ticks while no events arrive, before the input ends.
+#[test]
+fn live_channel_source_fires_processing_time_windows_on_ticks() {
+    // Single-threaded, so that "the job has mapped the marker" implies "the window operator has
+    // assigned every earlier event" (at processing time 0).
+    {
+        let parallelism = 1;
+        let clock = ManualClock::new(0);
+        let (tx, rx) = std::sync::mpsc::channel::<(String, i64)>();
+        let sink = cep_runtime::VecSink::new();
+        let seen_by_job = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let job = {
+            let env = Dataflow::new()
+                .with_parallelism(parallelism)
+                .with_clock(Arc::new(clock.clone()));
+            let sink = sink.clone();
+            let seen_by_job = seen_by_job.clone();
+            std::thread::spawn(move || {
+                env.from_receiver(rx, std::time::Duration::from_millis(2))
+                    .map(move |e| {
+                        seen_by_job.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        e
+                    })
+                    .filter(|e: &(String, i64)| e.0 != "marker")
+                    .key_by(|e: &(String, i64)| e.0.clone())
+                    .window(TumblingWindows::processing_time(100).unwrap())
+                    .reduce(|a, b| (a.0, a.1 + b.1))
+                    .sink(sink)
+            })
+        };
+        tx.send(("a".into(), 1)).unwrap();
+        tx.send(("a".into(), 2)).unwrap();
+        tx.send(("b".into(), 5)).unwrap();
+        tx.send(("marker".into(), 0)).unwrap();
+        // The events must be assigned to windows at processing time 0 before the clock moves.
+        while seen_by_job.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        clock.set(150);
+        // Wait (boundedly) for the ticks to close the window [0, 100); the sender is still open, so
+        // only a tick can have fired it.
+        let mut seen = Vec::new();
+        for _ in 0..5_000 {
+            seen.extend(sink.take());
+            if seen.len() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        seen.sort_by(|x, y| x.1.cmp(&y.1));
+        assert_eq!(
+            seen,
+            vec![(99, ("a".to_string(), 3)), (99, ("b".to_string(), 5))],
+            "parallelism {parallelism}"
+        );
+        tx.send(("a".into(), 7)).unwrap();
+        drop(tx);
+        let side = job.join().unwrap().unwrap();
+        assert!(side.is_empty());
+        // The last window fires at the end of input.
+        assert_eq!(sink.take(), vec![(199, ("a".to_string(), 7))]);
+    }
+}
