@@ -265,6 +265,65 @@ impl<E> WatermarkGenerator<E> for WithIdleness<E> {
     }
 }
 
+/// Wraps a generator for live inputs whose event time tracks wall-clock time: after `timeout`
+/// milliseconds without events, the watermark moves on with the clock, as
+/// `last watermark + (now - last event - timeout)`, so windows close and timers fire although no
+/// event arrives. Unlike [`WithIdleness`] this keeps a single input's watermark moving rather than
+/// letting other inputs overtake it. (Not a Flink built-in; Flink users write such a generator.)
+pub struct WithIdleAdvance<E> {
+    inner: Box<dyn WatermarkGenerator<E>>,
+    clock: Arc<dyn Clock>,
+    timeout: Timestamp,
+    last_activity: Timestamp,
+    last: Timestamp,
+}
+
+impl<E> WithIdleAdvance<E> {
+    /// Wraps `inner`, reading processing time from `clock`.
+    pub fn new(
+        inner: Box<dyn WatermarkGenerator<E>>,
+        timeout: Timestamp,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let last_activity = clock.now();
+        WithIdleAdvance {
+            inner,
+            clock,
+            timeout,
+            last_activity,
+            last: MIN_WATERMARK,
+        }
+    }
+
+    fn track(&mut self, w: Option<Watermark>) -> Option<Watermark> {
+        if let Some(Watermark::EventTime(t)) = w {
+            self.last = self.last.max(t);
+        }
+        w
+    }
+}
+
+impl<E> WatermarkGenerator<E> for WithIdleAdvance<E> {
+    fn on_event(&mut self, event: &E, timestamp: Timestamp) -> Option<Watermark> {
+        self.last_activity = self.clock.now();
+        let w = self.inner.on_event(event, timestamp);
+        self.track(w)
+    }
+
+    fn on_periodic_emit(&mut self) -> Option<Watermark> {
+        let w = self.inner.on_periodic_emit();
+        let w = self.track(w);
+        let idle_for = self.clock.now() - self.last_activity;
+        if idle_for > self.timeout && self.last > MIN_WATERMARK {
+            Some(Watermark::EventTime(
+                self.last.saturating_add(idle_for - self.timeout),
+            ))
+        } else {
+            w
+        }
+    }
+}
+
 type TimestampFn<E> = Arc<dyn Fn(&E) -> Timestamp + Send + Sync>;
 type GeneratorFactory<E> = Arc<dyn Fn() -> Box<dyn WatermarkGenerator<E>> + Send + Sync>;
 
@@ -274,6 +333,7 @@ pub struct WatermarkStrategy<E> {
     timestamps: Option<TimestampFn<E>>,
     generator: GeneratorFactory<E>,
     idleness: Option<(Timestamp, Arc<dyn Clock>)>,
+    idle_advance: Option<(Timestamp, Arc<dyn Clock>)>,
 }
 
 impl<E> Clone for WatermarkStrategy<E> {
@@ -282,6 +342,7 @@ impl<E> Clone for WatermarkStrategy<E> {
             timestamps: self.timestamps.clone(),
             generator: self.generator.clone(),
             idleness: self.idleness.clone(),
+            idle_advance: self.idle_advance.clone(),
         }
     }
 }
@@ -314,6 +375,7 @@ impl<E: 'static> WatermarkStrategy<E> {
             timestamps: None,
             generator: Arc::new(factory),
             idleness: None,
+            idle_advance: None,
         }
     }
 
@@ -337,6 +399,13 @@ impl<E: 'static> WatermarkStrategy<E> {
         self
     }
 
+    /// After `timeout` ms of `clock` time without events, advance the watermark with the clock
+    /// ([`WithIdleAdvance`]), for live single-input jobs whose windows must close without new events.
+    pub fn with_idle_advance(mut self, timeout: Timestamp, clock: Arc<dyn Clock>) -> Self {
+        self.idle_advance = Some((timeout, clock));
+        self
+    }
+
     /// The timestamp of `event`, or `existing` without a timestamp assigner.
     #[inline]
     pub fn extract_timestamp(&self, event: &E, existing: Timestamp) -> Timestamp {
@@ -348,7 +417,10 @@ impl<E: 'static> WatermarkStrategy<E> {
 
     /// A new generator for one input.
     pub fn create_generator(&self) -> Box<dyn WatermarkGenerator<E>> {
-        let inner = (self.generator)();
+        let mut inner = (self.generator)();
+        if let Some((timeout, clock)) = &self.idle_advance {
+            inner = Box::new(WithIdleAdvance::new(inner, *timeout, clock.clone()));
+        }
         match &self.idleness {
             Some((timeout, clock)) => Box::new(WithIdleness::new(inner, *timeout, clock.clone())),
             None => inner,
@@ -489,6 +561,28 @@ mod tests {
         assert_eq!(g.on_periodic_emit(), Some(Watermark::Idle));
         assert_eq!(g.on_event(&60, 60), None);
         assert_eq!(g.on_periodic_emit(), Some(Watermark::EventTime(59)));
+    }
+
+    #[test]
+    fn idle_advance_moves_the_watermark_with_the_clock() {
+        let clock = ManualClock::new(0);
+        let s = WatermarkStrategy::for_bounded_out_of_orderness(10)
+            .with_timestamp_assigner(|e: &i64| *e)
+            .with_idle_advance(100, Arc::new(clock.clone()));
+        let mut g = s.create_generator();
+        // Nothing seen yet: nothing to advance from.
+        clock.set(500);
+        assert_eq!(g.on_periodic_emit(), Some(Watermark::EventTime(i64::MIN)));
+        assert_eq!(g.on_event(&1_000, 1_000), None);
+        assert_eq!(g.on_periodic_emit(), Some(Watermark::EventTime(989)));
+        clock.set(600);
+        assert_eq!(g.on_periodic_emit(), Some(Watermark::EventTime(989)));
+        clock.set(650);
+        assert_eq!(g.on_periodic_emit(), Some(Watermark::EventTime(1_039)));
+        // An event stops the advance; the regular watermark (989) is behind what was emitted,
+        // which the emitter will not forward.
+        assert_eq!(g.on_event(&1_010, 1_010), None);
+        assert_eq!(g.on_periodic_emit(), Some(Watermark::EventTime(999)));
     }
 
     #[test]
