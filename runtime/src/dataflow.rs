@@ -664,11 +664,14 @@ impl<K: Key + Hash, T: Send + 'static> KeyedStream<K, T> {
     pub fn process<O, P>(self, function: P) -> Stream<O>
     where
         O: Send + 'static,
-        P: KeyedProcessFunction<K, T, O> + Clone + Sync + 'static,
+        P: KeyedProcessFunction<K, T, O> + Clone + 'static,
     {
+        // Workers clone the prototype when they start; the mutex makes sharing it need only `Send`.
+        let prototype = Mutex::new(function);
         self.operator(Arc::new(move |env: &Dataflow| {
+            let function = prototype.lock().unwrap_or_else(|e| e.into_inner()).clone();
             Box::new(KeyedProcessOperator::new(
-                function.clone(),
+                function,
                 (env.backend)(),
                 env.clock.clone(),
             ))
@@ -745,7 +748,7 @@ where
 impl<K, T, A> WindowedStream<K, T, A>
 where
     K: Key + Hash,
-    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
     A: WindowAssigner,
 {
     fn apply<C>(self, contents: C) -> Stream<C::Out>
