@@ -350,3 +350,54 @@ fn live_channel_source_fires_processing_time_windows_on_ticks() {
         assert_eq!(sink.take(), vec![(199, ("a".to_string(), 7))]);
     }
 }
+
+/// Fails on the event with value 13, panics on the event with value 666.
+#[derive(Clone)]
+struct Fussy;
+
+impl KeyedProcessFunction<u64, u64, u64> for Fussy {
+    fn process_element(&mut self, v: u64, ctx: &mut Context<'_, u64, u64>) -> Result<()> {
+        match v {
+            13 => Err(cep_runtime::Error::User(format!(
+                "unlucky event for key {}",
+                ctx.key()
+            ))),
+            666 => panic!("a user function panicked"),
+            _ => {
+                ctx.collect(v);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn user_errors_and_worker_panics_end_the_job_with_an_error() {
+    for parallelism in [1, 3] {
+        let env = Dataflow::new()
+            .with_parallelism(parallelism)
+            .with_batch_size(8);
+        let err = env
+            .from_iter(0..10_000u64)
+            .key_by(|v: &u64| v % 7)
+            .process(Fussy)
+            .collect()
+            .unwrap_err();
+        assert!(
+            matches!(&err, cep_runtime::Error::User(m) if m == "unlucky event for key 6"),
+            "parallelism {parallelism}: {err}"
+        );
+        assert!(!err.is_retryable());
+    }
+    // A panicking worker is reported, not propagated into the caller (which would hang or abort).
+    let err = Dataflow::new()
+        .with_parallelism(3)
+        .with_batch_size(8)
+        .from_iter((0..10_000u64).filter(|v| *v != 13))
+        .key_by(|v: &u64| v % 7)
+        .process(Fussy)
+        .collect()
+        .unwrap_err();
+    assert!(matches!(err, cep_runtime::Error::Worker { .. }), "{err}");
+    assert!(err.is_retryable());
+}
