@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cep_patterns::{compile, DurationMs, EngineConfig, JsonEngine, Output, OutputKind, PatternSpec, TimeFormat};
+use cep_patterns::{
+    compile, DurationMs, EngineConfig, JsonEngine, Output, OutputKind, PatternSpec, TimeFormat,
+};
 use serde_json::Value;
 
 fn render(o: &Output) -> String {
@@ -36,8 +38,9 @@ fn render(o: &Output) -> String {
 }
 
 fn run_case(path: &Path) -> Result<(), String> {
-    let case: Value = serde_json::from_str(&std::fs::read_to_string(path).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let case: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     let spec = PatternSpec::from_value(case["pattern"].clone()).map_err(|e| e.to_string())?;
     let pattern = compile(&spec).map_err(|e| e.to_string())?;
     let ooo = match case.get("out_of_orderness") {
@@ -88,5 +91,11 @@ fn semantic_cases() {
             failures.push(format!("{}: {e}", f.file_name().unwrap().to_string_lossy()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }

@@ -26,9 +26,19 @@ fn reference(text: &str) -> BTreeMap<Tuple, i64> {
         }
         let mut stages: Vec<&str> = p[3].split(';').collect();
         stages.sort();
-        let ts = if p[0] == "T" { p[4].to_string() } else { String::new() };
-        *out.entry((p[0].to_string(), p[1].to_string(), p[2].to_string(), stages.join(";"), ts))
-            .or_insert(0) += 1;
+        let ts = if p[0] == "T" {
+            p[4].to_string()
+        } else {
+            String::new()
+        };
+        *out.entry((
+            p[0].to_string(),
+            p[1].to_string(),
+            p[2].to_string(),
+            stages.join(";"),
+            ts,
+        ))
+        .or_insert(0) += 1;
     }
     out
 }
@@ -63,11 +73,16 @@ fn agrees_with_flink_on_the_conformance_corpus() {
     };
     let mut engine = JsonEngine::new(config, patterns).unwrap();
     let mut outs = Vec::new();
-    for line in std::fs::read_to_string(dir.join("events.jsonl")).unwrap().lines() {
+    for line in std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+    {
         if line.trim().is_empty() {
             continue;
         }
-        engine.push(serde_json::from_str(line).unwrap(), &mut outs).unwrap();
+        engine
+            .push(serde_json::from_str(line).unwrap(), &mut outs)
+            .unwrap();
     }
     engine.advance_watermark(i64::MAX, &mut outs);
     let mut got: BTreeMap<Tuple, i64> = BTreeMap::new();
@@ -84,25 +99,48 @@ fn agrees_with_flink_on_the_conformance_corpus() {
             .iter()
             .filter(|(_, evs)| !evs.as_array().unwrap().is_empty())
             .map(|(s, evs)| {
-                let ids: Vec<String> = evs.as_array().unwrap().iter().map(|e| e["id"].to_string()).collect();
+                let ids: Vec<String> = evs
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["id"].to_string())
+                    .collect();
                 format!("{s}={}", ids.join(","))
             })
             .collect();
         stages.sort();
-        let ts = if kind == "T" { o.timestamp.to_string() } else { String::new() };
-        let key = (kind.to_string(), o.pattern.clone().unwrap(), o.key.clone(), stages.join(";"), ts);
+        let ts = if kind == "T" {
+            o.timestamp.to_string()
+        } else {
+            String::new()
+        };
+        let key = (
+            kind.to_string(),
+            o.pattern.clone().unwrap(),
+            o.key.clone(),
+            stages.join(";"),
+            ts,
+        );
         *got.entry(key).or_insert(0) += 1;
     }
     let want = reference(&std::fs::read_to_string(dir.join("expected.txt")).unwrap());
     let mut per: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     let mut diffs = Vec::new();
-    for k in want.keys().chain(got.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for k in want
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let (w, g) = (*want.get(k).unwrap_or(&0), *got.get(k).unwrap_or(&0));
         if w != g && diffs.len() < 40 {
             diffs.push(format!("{} {k:?}", if w > g { "missing" } else { "extra" }));
         }
     }
-    for k in want.keys().chain(got.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for k in want
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let (w, g) = (*want.get(k).unwrap_or(&0), *got.get(k).unwrap_or(&0));
         let e = per.entry(k.1.clone()).or_default();
         e.0 += w.min(g);

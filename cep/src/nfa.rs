@@ -133,6 +133,10 @@ pub type Events<E> = Vec<(Arc<str>, Vec<Arc<E>>)>;
 /// A timed-out partial match and the time it timed out.
 pub type Timeout<E> = (Events<E>, i64);
 
+/// A match and its time: the time of the event that completed it, or, for a match completed by
+/// the end of the window of a trailing `not_followed_by`, the end of that window.
+pub type Match<E> = (Events<E>, i64);
+
 impl<E> std::fmt::Debug for Nfa<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nfa")
@@ -344,20 +348,26 @@ impl<E> Nfa<E> {
         }
     }
 
+    /// When a partial match times out (`i64::MAX`: never).
+    fn due_of(&self, cs: &CState) -> i64 {
+        let mut due = i64::MAX;
+        if self.window > 0 {
+            due = due.min(cs.start_ts.saturating_add(self.window));
+        }
+        if let Some(w) = self.window_times[cs.state as usize] {
+            if w > 0 {
+                due = due.min(cs.prev_ts.saturating_add(w));
+            }
+        }
+        due
+    }
+
     /// The earliest time at which a partial match of `st` times out (`i64::MAX`: never).
     pub fn next_due(&self, st: &NfaState<E>) -> i64 {
         let mut due = i64::MAX;
         for cs in st.partial.as_slice() {
-            if self.is_start(cs) {
-                continue;
-            }
-            if self.window > 0 {
-                due = due.min(cs.start_ts.saturating_add(self.window));
-            }
-            if let Some(w) = self.window_times[cs.state as usize] {
-                if w > 0 {
-                    due = due.min(cs.prev_ts.saturating_add(w));
-                }
+            if !self.is_start(cs) {
+                due = due.min(self.due_of(cs));
             }
         }
         due
@@ -391,7 +401,7 @@ impl<E> Nfa<E> {
         &self,
         st: &mut NfaState<E>,
         ts: i64,
-        matches: &mut Vec<Events<E>>,
+        matches: &mut Vec<Match<E>>,
         timeouts: &mut Vec<Timeout<E>>,
     ) {
         let mut new_partial = JavaPq::new();
@@ -431,7 +441,7 @@ impl<E> Nfa<E> {
         st: &mut NfaState<E>,
         event: &Arc<E>,
         ts: i64,
-        matches: &mut Vec<Events<E>>,
+        matches: &mut Vec<Match<E>>,
     ) {
         let mut ev = Eval {
             event: &**event,
@@ -480,7 +490,7 @@ impl<E> Nfa<E> {
         st: &mut NfaState<E>,
         potential: &mut JavaPq<CState>,
         partial: &mut JavaPq<CState>,
-        result: &mut Vec<Events<E>>,
+        result: &mut Vec<Match<E>>,
     ) {
         for cs in potential.take_vec() {
             st.completed.add(cs, cmp_cs);
@@ -504,7 +514,12 @@ impl<E> Nfa<E> {
                 }
             }
             if let Some(first) = paths.first() {
-                result.push(self.materialize(&st.buffer, first));
+                let at = if self.kind(earliest.state) == Kind::Pending {
+                    self.due_of(&earliest)
+                } else {
+                    earliest.prev_ts
+                };
+                result.push((self.materialize(&st.buffer, first), at));
             }
             st.buffer.release_node(prev, &earliest.version);
         }

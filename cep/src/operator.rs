@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::nfa::{Events, Nfa, NfaState, PartialMatch};
+use crate::nfa::{Events, Match, Nfa, NfaState, PartialMatch};
 
 /// What an output is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +35,9 @@ pub struct Output<K, E> {
     pub pattern: usize,
     /// The key.
     pub key: K,
-    /// For a match, the time of the event (or watermark) that completed it; for a timeout, the
-    /// time it timed out; for a late event, its timestamp.
+    /// For a match, the time of the event that completed it (for a trailing `not_followed_by`,
+    /// the end of its window); for a timeout, the time it timed out; for a late event, its
+    /// timestamp.
     pub timestamp: i64,
     /// The events by stage (empty for late events).
     pub events: Events<E>,
@@ -83,7 +84,7 @@ pub struct CepOperator<K, E> {
     timers: BinaryHeap<Reverse<(i64, u32)>>,
     watermark: i64,
     mode: TimeMode,
-    matches: Vec<Events<E>>,
+    matches: Vec<Match<E>>,
     timeouts: Vec<(Events<E>, i64)>,
 }
 
@@ -229,7 +230,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                     nfa.process(st, e, ts, &mut self.matches);
                 }
                 let key = &slot.key;
-                flush(i, key, ts, &mut self.matches, &mut self.timeouts, out);
+                flush(i, key, &mut self.matches, &mut self.timeouts, out);
             }
         }
     }
@@ -243,14 +244,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 let st = &mut slot.states[i];
                 if nfa.next_due(st) <= now {
                     nfa.advance_time(st, now, &mut self.matches, &mut self.timeouts);
-                    flush(
-                        i,
-                        &slot.key,
-                        now,
-                        &mut self.matches,
-                        &mut self.timeouts,
-                        out,
-                    );
+                    flush(i, &slot.key, &mut self.matches, &mut self.timeouts, out);
                 }
                 due = due.min(nfa.next_due(st));
                 idle &= st.is_idle();
@@ -339,17 +333,16 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
 fn flush<K: Clone, E>(
     pattern: usize,
     key: &K,
-    ts: i64,
-    matches: &mut Vec<Events<E>>,
+    matches: &mut Vec<Match<E>>,
     timeouts: &mut Vec<(Events<E>, i64)>,
     out: &mut Vec<Output<K, E>>,
 ) {
-    for events in matches.drain(..) {
+    for (events, at) in matches.drain(..) {
         out.push(Output {
             kind: OutputKind::Match,
             pattern,
             key: key.clone(),
-            timestamp: ts,
+            timestamp: at,
             events,
             event: None,
         });
