@@ -558,6 +558,7 @@ pub(crate) struct KeyedNode<K, I, O> {
     pub(crate) down: Box<dyn Push<O>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) watermark: Timestamp,
+    pub(crate) idle: bool,
 }
 
 impl<K, I, O: Send> KeyedNode<K, I, O> {
@@ -597,17 +598,26 @@ impl<K: Send, I: Send, O: Send> Push<I> for KeyedNode<K, I, O> {
     }
 
     fn watermark(&mut self, w: Watermark, cx: &mut RunContext) -> Result<()> {
-        if let Watermark::EventTime(t) = w {
-            if t <= self.watermark {
+        match w {
+            Watermark::EventTime(t) if t <= self.watermark => {
+                // Not an advance; pass it on only if it ends an idle period downstream.
+                if self.idle {
+                    self.idle = false;
+                    self.down.watermark(w, cx)?;
+                }
                 return Ok(());
             }
-            self.watermark = t;
-            let mut out = Output {
-                records: &mut self.buf,
-                side: &mut cx.side_outputs,
-            };
-            self.op.process_watermark(t, &mut out)?;
-            self.drain(cx)?;
+            Watermark::EventTime(t) => {
+                self.idle = false;
+                self.watermark = t;
+                let mut out = Output {
+                    records: &mut self.buf,
+                    side: &mut cx.side_outputs,
+                };
+                self.op.process_watermark(t, &mut out)?;
+                self.drain(cx)?;
+            }
+            Watermark::Idle => self.idle = true,
         }
         self.down.watermark(w, cx)?;
         self.fire_due(cx)
@@ -653,6 +663,7 @@ impl<K: Key + Hash, T: Send + 'static> KeyedStream<K, T> {
                     down,
                     clock: env.clock.clone(),
                     watermark: MIN_WATERMARK,
+                    idle: false,
                 })
             } else {
                 Box::new(ParallelNode::new(env, key, factory, down))
@@ -834,5 +845,101 @@ where
     ) -> Stream<O> {
         let keep_last = self.keep_last;
         self.apply(ListContents::new(function, keep_last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Context;
+    use crate::time::ManualClock;
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum Seen {
+        Record(Timestamp, u32),
+        Wm(Watermark),
+        Tick,
+        Finish,
+    }
+
+    struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+    impl Push<u32> for Recorder {
+        fn push(&mut self, ts: Timestamp, v: u32, _: &mut RunContext) -> Result<()> {
+            self.0.lock().unwrap().push(Seen::Record(ts, v));
+            Ok(())
+        }
+        fn watermark(&mut self, w: Watermark, _: &mut RunContext) -> Result<()> {
+            self.0.lock().unwrap().push(Seen::Wm(w));
+            Ok(())
+        }
+        fn tick(&mut self, _: &mut RunContext) -> Result<()> {
+            self.0.lock().unwrap().push(Seen::Tick);
+            Ok(())
+        }
+        fn finish(&mut self, _: &mut RunContext) -> Result<()> {
+            self.0.lock().unwrap().push(Seen::Finish);
+            Ok(())
+        }
+    }
+
+    #[derive(Clone)]
+    struct EchoOnTimer;
+
+    impl KeyedProcessFunction<u32, u32, u32> for EchoOnTimer {
+        fn process_element(&mut self, v: u32, ctx: &mut Context<'_, u32, u32>) -> Result<()> {
+            ctx.register_event_time_timer(i64::from(v));
+            Ok(())
+        }
+        fn on_timer(&mut self, ts: Timestamp, ctx: &mut Context<'_, u32, u32>) -> Result<()> {
+            ctx.collect(ts as u32);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn keyed_node_forwards_advances_idleness_and_reactivation() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
+        let mut node = KeyedNode {
+            key: Arc::new(|v: &u32| *v % 2),
+            op: Box::new(KeyedProcessOperator::new(
+                EchoOnTimer,
+                Box::new(MemoryBackend::new()),
+                clock.clone(),
+            )),
+            buf: Vec::new(),
+            down: Box::new(Recorder(seen.clone())) as Box<dyn Push<u32>>,
+            clock,
+            watermark: MIN_WATERMARK,
+            idle: false,
+        };
+        let mut cx = RunContext::default();
+        let et = Watermark::EventTime;
+        node.push(1, 4, &mut cx).unwrap();
+        node.push(2, 9, &mut cx).unwrap();
+        for w in [et(5), Watermark::Idle, et(5), et(3), et(7), et(7)] {
+            node.watermark(w, &mut cx).unwrap();
+        }
+        node.tick(&mut cx).unwrap();
+        node.finish(&mut cx).unwrap();
+        use Seen::*;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                // The timer at 4 fires before the watermark that fired it is forwarded.
+                Record(4, 4),
+                Wm(et(5)),
+                Wm(crate::time::Watermark::Idle),
+                // Back from idle at the same time: forwarded once, not processed again.
+                Wm(et(5)),
+                Wm(et(7)),
+                Tick,
+                // The end of input is a watermark at +infinity, which fires the timer at 9.
+                Record(9, 9),
+                Wm(et(i64::MAX)),
+                Finish,
+            ]
+        );
     }
 }
