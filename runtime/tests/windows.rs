@@ -730,3 +730,43 @@ impl AggregateFunction for SumCount {
         (a.0 + b.0, a.1 + b.1)
     }
 }
+
+#[test]
+fn a_late_event_within_the_lateness_merges_into_a_fired_session_and_fires_it_again() {
+    let events: Vec<(String, i64)> = [0, 30, 5, 200]
+        .into_iter()
+        .map(|t| ("k".to_string(), t))
+        .collect();
+    let out = Dataflow::new()
+        .with_parallelism(1)
+        .from_iter(events)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .with_timestamp_assigner(|e: &(String, i64)| e.1),
+        )
+        .key_by(|e: &(String, i64)| e.0.clone())
+        .window(SessionWindows::event_time(10).unwrap())
+        .allowed_lateness(100)
+        .process(
+            |_: &String,
+             w: &TimeWindow,
+             els: Vec<(String, i64)>,
+             out: &mut Vec<(i64, i64, Vec<i64>)>| {
+                out.push((w.start, w.end, els.into_iter().map(|e| e.1).collect()))
+            },
+        )
+        .collect()
+        .unwrap();
+    assert_eq!(
+        out.records,
+        vec![
+            // Watermark 29 closes [0, 10).
+            (0, 10, vec![0]),
+            // k@5 is late but within the lateness: it extends the fired session to [0, 15), which
+            // fires again at once with the merged contents.
+            (0, 15, vec![0, 5]),
+            (30, 40, vec![30]),
+            (200, 210, vec![200]),
+        ]
+    );
+}
