@@ -1,1 +1,33 @@
-//! The CEP service.
+//! The CEP service: `cep serve`, an axum service under /api/v1 with an embedded RocksDB store.
+//!
+//! A tour: [`config`] reads flags, `CEP_*` variables and a TOML file into a [`ServeConfig`];
+//! [`state`] keeps the catalog of patterns and pipelines in memory and in the [`store`];
+//! each [`pipeline`] owns one JSON engine from `cep-patterns`; `routes` holds the endpoints,
+//! `error` the one JSON error shape, and [`server`] starts and stops it all.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod duration;
+mod engine;
+mod error;
+mod metrics;
+mod openapi;
+pub mod pipeline;
+mod routes;
+pub mod server;
+pub mod state;
+pub mod store;
+mod validate;
+
+pub use config::{ServeArgs, ServeConfig};
+pub use server::{serve, start, RunningServer};
+
+/// `cep serve`: reads the configuration, sets up logs, and serves until SIGTERM/SIGINT.
+pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::resolve(&args)?;
+    server::init_logging(config.log_format, &config.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}

@@ -1,0 +1,253 @@
+//! The service's configuration: flags, `CEP_*` environment variables and an optional TOML file.
+//!
+//! Precedence, highest first: command-line flag, environment variable, TOML file, default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Millis;
+
+/// `cep serve` flags. Each also reads a `CEP_*` environment variable.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file; flags and environment variables override its values.
+    #[arg(long, env = "CEP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CEP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where patterns, pipelines and recent outputs are stored (RocksDB) [default: ./data].
+    #[arg(long, env = "CEP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A bearer token required on every endpoint but /healthz and /readyz.
+    #[arg(long, env = "CEP_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// The largest request body accepted, in bytes [default: 10485760].
+    #[arg(long, env = "CEP_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Create the pipeline "default" (key_by "key", time field "ts", epoch_ms, all patterns) at
+    /// start when it does not exist [default: true].
+    #[arg(long, env = "CEP_DEFAULT_PIPELINE", action = clap::ArgAction::Set)]
+    pub default_pipeline: Option<bool>,
+    /// How many recent outputs each pipeline keeps for GET .../matches [default: 10000].
+    #[arg(long, env = "CEP_RECENT_OUTPUTS")]
+    pub recent_outputs: Option<usize>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CEP_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. "info" or "cep_api=debug" [default: info].
+    #[arg(long, env = "CEP_LOG")]
+    pub log: Option<String>,
+    /// The most stages (counting group members) a pattern may have [default: 64].
+    #[arg(long, env = "CEP_MAX_PATTERN_STAGES")]
+    pub max_pattern_stages: Option<usize>,
+    /// The longest condition (`where`) a stage may have, in bytes [default: 4096].
+    #[arg(long, env = "CEP_MAX_CONDITION_LENGTH")]
+    pub max_condition_length: Option<usize>,
+    /// The longest window (`within`) a pattern may have, e.g. "7d" [default: 7d].
+    #[arg(long, env = "CEP_MAX_WINDOW", value_parser = parse_millis)]
+    pub max_window: Option<Millis>,
+    /// The largest pattern document, in bytes [default: 65536].
+    #[arg(long, env = "CEP_MAX_PATTERN_BYTES")]
+    pub max_pattern_bytes: Option<usize>,
+    /// The most pipelines [default: 64].
+    #[arg(long, env = "CEP_MAX_PIPELINES")]
+    pub max_pipelines: Option<usize>,
+    /// The most patterns [default: 1024].
+    #[arg(long, env = "CEP_MAX_PATTERNS")]
+    pub max_patterns: Option<usize>,
+}
+
+fn parse_millis(text: &str) -> Result<Millis, String> {
+    Millis::parse(text)
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Limits on what a client may register.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The most stages (counting group members) in one pattern.
+    pub max_pattern_stages: usize,
+    /// The longest `where` condition, in bytes.
+    pub max_condition_length: usize,
+    /// The longest `within` window.
+    pub max_window: Millis,
+    /// The largest pattern document, in bytes.
+    pub max_pattern_bytes: usize,
+    /// The most pipelines.
+    pub max_pipelines: usize,
+    /// The most patterns.
+    pub max_patterns: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_pattern_stages: 64,
+            max_condition_length: 4096,
+            max_window: Millis(7 * 86_400_000),
+            max_pattern_bytes: 64 * 1024,
+            max_pipelines: 64,
+            max_patterns: 1024,
+        }
+    }
+}
+
+/// The effective configuration of `cep serve`. Also the shape of the TOML file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The RocksDB directory.
+    pub data_dir: PathBuf,
+    /// The bearer token, if any.
+    pub auth_token: Option<String>,
+    /// The largest request body, in bytes.
+    pub body_limit: usize,
+    /// Whether the pipeline "default" is created at start when missing.
+    pub default_pipeline: bool,
+    /// Recent outputs kept per pipeline.
+    pub recent_outputs: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log: String,
+    /// Limits on patterns and pipelines.
+    pub limits: Limits,
+}
+
+impl Default for ServeConfig {
+    fn default() -> ServeConfig {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            auth_token: None,
+            body_limit: 10 * 1024 * 1024,
+            default_pipeline: true,
+            recent_outputs: 10_000,
+            log_format: LogFormat::Text,
+            log: "info".to_string(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The configuration from the TOML file named by `args` (if any), overridden by the flags
+    /// and environment variables in `args`.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("reading the configuration file {}", path.display())
+                })?;
+                ServeConfig::from_toml(&text)
+                    .with_context(|| format!("in the configuration file {}", path.display()))?
+            }
+            None => ServeConfig::default(),
+        };
+        config.apply(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses the TOML form; missing keys take their defaults.
+    pub fn from_toml(text: &str) -> anyhow::Result<ServeConfig> {
+        Ok(toml::from_str(text)?)
+    }
+
+    fn apply(&mut self, args: &ServeArgs) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut self.listen, &args.listen);
+        set(&mut self.data_dir, &args.data_dir);
+        if args.auth_token.is_some() {
+            self.auth_token = args.auth_token.clone();
+        }
+        set(&mut self.body_limit, &args.body_limit);
+        set(&mut self.default_pipeline, &args.default_pipeline);
+        set(&mut self.recent_outputs, &args.recent_outputs);
+        set(&mut self.log_format, &args.log_format);
+        set(&mut self.log, &args.log);
+        set(
+            &mut self.limits.max_pattern_stages,
+            &args.max_pattern_stages,
+        );
+        set(
+            &mut self.limits.max_condition_length,
+            &args.max_condition_length,
+        );
+        set(&mut self.limits.max_window, &args.max_window);
+        set(&mut self.limits.max_pattern_bytes, &args.max_pattern_bytes);
+        set(&mut self.limits.max_pipelines, &args.max_pipelines);
+        set(&mut self.limits.max_patterns, &args.max_patterns);
+        // An empty token (e.g. `CEP_AUTH_TOKEN=`) means no authentication.
+        if self.auth_token.as_deref() == Some("") {
+            self.auth_token = None;
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.body_limit > 0, "body_limit must be positive");
+        anyhow::ensure!(self.recent_outputs > 0, "recent_outputs must be positive");
+        Ok(())
+    }
+
+    /// The configuration as logged: the token is redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if self.auth_token.is_some() {
+            value["auth_token"] = serde_json::Value::from("<redacted>");
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_toml_which_overrides_defaults() {
+        let mut config = ServeConfig::from_toml(
+            "listen = \"0.0.0.0:9000\"\nbody_limit = 100\n[limits]\nmax_window = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.body_limit, 100);
+        assert_eq!(config.limits.max_window, Millis(3_600_000));
+        assert_eq!(config.recent_outputs, 10_000);
+        config.apply(&ServeArgs {
+            body_limit: Some(5),
+            auth_token: Some("s3cret".into()),
+            ..ServeArgs::default()
+        });
+        assert_eq!(config.body_limit, 5);
+        assert_eq!(config.listen.port(), 9000);
+        let logged = config.redacted().to_string();
+        assert!(!logged.contains("s3cret"));
+        assert!(logged.contains("redacted"));
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_errors() {
+        assert!(ServeConfig::from_toml("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! The OpenAPI 3 document served at GET /api/v1/openapi.json, written by hand.
+
+use serde_json::{json, Map, Value};
+
+fn error_ref(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn schema(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn name_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
+}
+
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+/// Adds the answers every authenticated endpoint can give.
+fn op(mut operation: Value, open: bool) -> Value {
+    let responses = operation["responses"].as_object_mut().expect("responses");
+    if !open {
+        responses.insert("401".into(), error_ref("Missing or wrong bearer token."));
+    }
+    responses.insert(
+        "500".into(),
+        error_ref("Internal error (details are logged, not returned)."),
+    );
+    if open {
+        operation["security"] = json!([]);
+    }
+    operation
+}
+
+fn output_filters() -> Vec<Value> {
+    vec![
+        name_param("name", "Pipeline name."),
+        query_param(
+            "pattern",
+            "Only this pattern's outputs.",
+            json!({"type": "string"}),
+        ),
+        query_param("key", "Only this key's outputs.", json!({"type": "string"})),
+        query_param(
+            "kind",
+            "Only this kind of output.",
+            json!({"type": "string", "enum": ["match", "timeout", "late"]}),
+        ),
+        query_param(
+            "after",
+            "Only outputs with a larger seq.",
+            json!({"type": "integer", "minimum": 0}),
+        ),
+    ]
+}
+
+/// The document.
+pub fn document() -> Value {
+    let pattern_body = json!({
+        "required": true,
+        "content": {"application/json": {"schema": schema("Pattern")}}
+    });
+    let pipeline_body = json!({
+        "required": true,
+        "content": {"application/json": {"schema": schema("Pipeline")}}
+    });
+    let pipeline_name = name_param("name", "Pipeline name.");
+    let pattern_name = name_param("name", "Pattern name.");
+    let mut paths = Map::new();
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": op(json!({
+        "summary": "Liveness: the process answers.",
+        "responses": {"200": json_response("Alive.", json!({"type": "object"}))}
+    }), true)}),
+    );
+    paths.insert(
+        "/readyz".into(),
+        json!({"get": op(json!({
+        "summary": "Readiness: the store is open and the service is not shutting down.",
+        "responses": {
+            "200": json_response("Ready.", json!({"type": "object"})),
+            "503": error_ref("Shutting down.")
+        }
+    }), true)}),
+    );
+    paths.insert("/metrics".into(), json!({"get": op(json!({
+        "summary": "Prometheus metrics: events in, rejected, matches, timeouts, late events, partial matches, keys, watermark; per pipeline and pattern.",
+        "responses": {"200": {"description": "Prometheus text format 0.0.4.", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    }), false)}));
+    paths.insert(
+        "/api/v1/openapi.json".into(),
+        json!({"get": op(json!({
+        "summary": "This document.",
+        "responses": {"200": json_response("OpenAPI 3 document.", json!({"type": "object"}))}
+    }), false)}),
+    );
+    paths.insert("/api/v1/patterns".into(), json!({
+        "get": op(json!({
+            "summary": "List patterns.",
+            "responses": {"200": json_response("Every pattern.", json!({"type": "object", "properties": {"patterns": {"type": "array", "items": schema("Pattern")}}}))}
+        }), false),
+        "post": op(json!({
+            "summary": "Register a pattern.",
+            "requestBody": pattern_body,
+            "responses": {
+                "201": json_response("Registered.", schema("Pattern")),
+                "400": error_ref("Malformed JSON, or an invalid pattern: details.errors lists each error with its path (e.g. stages[1].where) and column."),
+                "409": error_ref("A pattern with this name exists."),
+                "413": error_ref("Body larger than the limit."),
+                "415": error_ref("Not application/json.")
+            }
+        }), false)
+    }));
+    paths.insert("/api/v1/patterns/validate".into(), json!({"post": op(json!({
+        "summary": "Validate a pattern without storing it (dry run).",
+        "requestBody": pattern_body,
+        "responses": {
+            "200": json_response("Valid.", json!({"type": "object", "properties": {"valid": {"type": "boolean"}, "name": {"type": "string"}, "exists": {"type": "boolean"}}})),
+            "400": error_ref("Malformed JSON or invalid pattern, with locations."),
+            "413": error_ref("Body larger than the limit."),
+            "415": error_ref("Not application/json.")
+        }
+    }), false)}));
+    paths.insert("/api/v1/patterns/{name}".into(), json!({
+        "parameters": [pattern_name],
+        "get": op(json!({
+            "summary": "Read a pattern.",
+            "responses": {"200": json_response("The pattern.", schema("Pattern")), "404": error_ref("No such pattern.")}
+        }), false),
+        "put": op(json!({
+            "summary": "Create or replace a pattern. Running pipelines switch to the new version at once; partial matches of the old version are dropped.",
+            "requestBody": pattern_body,
+            "responses": {
+                "200": json_response("Replaced.", schema("Pattern")),
+                "201": json_response("Created.", schema("Pattern")),
+                "400": error_ref("Invalid pattern, or its name differs from the path."),
+                "413": error_ref("Body larger than the limit."),
+                "415": error_ref("Not application/json.")
+            }
+        }), false),
+        "delete": op(json!({
+            "summary": "Delete a pattern.",
+            "responses": {
+                "204": {"description": "Deleted."},
+                "404": error_ref("No such pattern."),
+                "409": error_ref("A pipeline lists this pattern by name.")
+            }
+        }), false)
+    }));
+    paths.insert("/api/v1/pipelines".into(), json!({
+        "get": op(json!({
+            "summary": "List pipelines.",
+            "responses": {"200": json_response("Every pipeline.", json!({"type": "object", "properties": {"pipelines": {"type": "array", "items": schema("Pipeline")}}}))}
+        }), false),
+        "post": op(json!({
+            "summary": "Create a pipeline.",
+            "requestBody": pipeline_body,
+            "responses": {
+                "201": json_response("Created.", schema("Pipeline")),
+                "400": error_ref("Malformed JSON."),
+                "409": error_ref("A pipeline with this name exists, or the limit of pipelines is reached."),
+                "415": error_ref("Not application/json."),
+                "422": error_ref("Invalid pipeline (unknown field, wrong type, unknown pattern).")
+            }
+        }), false)
+    }));
+    paths.insert("/api/v1/pipelines/{name}".into(), json!({
+        "parameters": [pipeline_name],
+        "get": op(json!({
+            "summary": "Read a pipeline, with its status (paused, watermark, engine statistics).",
+            "responses": {"200": json_response("The pipeline.", schema("Pipeline")), "404": error_ref("No such pipeline.")}
+        }), false),
+        "put": op(json!({
+            "summary": "Create or replace a pipeline. A replaced pipeline starts a new engine: its partial matches are dropped; recent outputs and live streams stay.",
+            "requestBody": pipeline_body,
+            "responses": {
+                "200": json_response("Replaced.", schema("Pipeline")),
+                "201": json_response("Created.", schema("Pipeline")),
+                "400": error_ref("Malformed JSON, or its name differs from the path."),
+                "415": error_ref("Not application/json."),
+                "422": error_ref("Invalid pipeline.")
+            }
+        }), false),
+        "delete": op(json!({
+            "summary": "Delete a pipeline; its live streams end.",
+            "responses": {"204": {"description": "Deleted."}, "404": error_ref("No such pipeline.")}
+        }), false)
+    }));
+    for (action, summary) in [
+        (
+            "pause",
+            "Pause intake: events are refused with 409 until resumed.",
+        ),
+        ("resume", "Resume intake."),
+    ] {
+        paths.insert(format!("/api/v1/pipelines/{{name}}/{action}"), json!({"post": op(json!({
+            "summary": summary,
+            "parameters": [name_param("name", "Pipeline name.")],
+            "responses": {"200": json_response("The pipeline.", schema("Pipeline")), "404": error_ref("No such pipeline.")}
+        }), false)}));
+    }
+    paths.insert("/api/v1/pipelines/{name}/watermark".into(), json!({"post": op(json!({
+        "summary": "Advance the event-time watermark by hand (e.g. at the end of a replay); \"end\" closes every window.",
+        "parameters": [name_param("name", "Pipeline name.")],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["watermark"],
+            "properties": {"watermark": {"oneOf": [{"type": "integer"}, {"type": "string", "enum": ["end"]}]}}
+        }}}},
+        "responses": {
+            "200": json_response("The watermark after.", json!({"type": "object"})),
+            "404": error_ref("No such pipeline."),
+            "409": error_ref("The pipeline is paused."),
+            "422": error_ref("Invalid body.")
+        }
+    }), false)}));
+    paths.insert("/api/v1/pipelines/{name}/events".into(), json!({"post": op(json!({
+        "summary": "Ingest events: one JSON object, an array of objects, or NDJSON (application/x-ndjson, or detected). Each record is accepted or rejected on its own.",
+        "parameters": [name_param("name", "Pipeline name.")],
+        "requestBody": {"required": true, "content": {
+            "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}},
+            "application/x-ndjson": {"schema": {"type": "string"}}
+        }},
+        "responses": {
+            "202": json_response("Counts, and the index and reason of each rejected record.", schema("IngestReport")),
+            "400": error_ref("Empty body, or a body that is neither JSON nor NDJSON."),
+            "404": error_ref("No such pipeline."),
+            "409": error_ref("The pipeline is paused."),
+            "413": error_ref("Body larger than the limit."),
+            "415": error_ref("Neither JSON nor NDJSON."),
+            "503": error_ref("Shutting down.")
+        }
+    }), false)}));
+    let mut recent_params = output_filters();
+    recent_params.push(query_param(
+        "limit",
+        "At most this many (the most recent); default 100.",
+        json!({"type": "integer", "minimum": 0}),
+    ));
+    paths.insert("/api/v1/pipelines/{name}/matches".into(), json!({"get": op(json!({
+        "summary": "Recent outputs (matches, timeouts, late events) from a bounded ring, oldest first.",
+        "parameters": recent_params,
+        "responses": {
+            "200": json_response("Outputs.", json!({"type": "object", "properties": {"pipeline": {"type": "string"}, "outputs": {"type": "array", "items": schema("Output")}}})),
+            "400": error_ref("Bad filter."),
+            "404": error_ref("No such pipeline.")
+        }
+    }), false)}));
+    paths.insert("/api/v1/pipelines/{name}/matches/stream".into(), json!({"get": op(json!({
+        "summary": "Live outputs as Server-Sent Events: event name = kind (match, timeout, late; lagged when the reader fell behind), id = seq, data = the Output JSON.",
+        "parameters": output_filters(),
+        "responses": {
+            "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": error_ref("Bad filter."),
+            "404": error_ref("No such pipeline.")
+        }
+    }), false)}));
+    paths.insert("/api/v1/pipelines/{name}/keys/{key}".into(), json!({"get": op(json!({
+        "summary": "The partial matches held for a key now, and the pipeline's watermark.",
+        "parameters": [name_param("name", "Pipeline name."), name_param("key", "The key (value of key_by).")],
+        "responses": {
+            "200": json_response("State of the key.", json!({"type": "object", "properties": {
+                "pipeline": {"type": "string"}, "key": {"type": "string"},
+                "watermark": {"type": ["integer", "null"]},
+                "partial_matches": {"type": "array", "items": {"type": "object"}}
+            }})),
+            "404": error_ref("No such pipeline.")
+        }
+    }), false)}));
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "CEP service",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Complex event processing with Flink CEP semantics: register patterns, bind them to pipelines, post events, read matches."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "Required on every endpoint but /healthz and /readyz when the service runs with --auth-token."}},
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error"],
+                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                        "code": {"type": "string", "description": "Machine-readable, e.g. invalid_pattern, not_found, already_exists, paused, payload_too_large."},
+                        "message": {"type": "string"},
+                        "details": {"description": "E.g. {\"errors\": [{\"path\", \"column\", \"message\"}]} for invalid patterns."}
+                    }}}
+                },
+                "Pattern": {
+                    "type": "object", "required": ["name", "stages"],
+                    "description": "The JSON pattern format.",
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+                        "within": {"type": "string", "example": "2s"},
+                        "after_match": {"type": "string", "example": "skip_past_last_event"},
+                        "stages": {"type": "array", "items": {"type": "object", "properties": {
+                            "name": {"type": "string"}, "where": {"type": "string"},
+                            "times": {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
+                            "consecutive": {"type": "boolean"}, "contiguity": {"type": "string"},
+                            "group": {"type": "array", "items": {"type": "object"}}
+                        }}}
+                    },
+                    "example": {"name": "login-failures", "within": "2s", "after_match": "skip_past_last_event", "stages": [{"name": "fail", "where": "type == 'fail'", "times": 3, "consecutive": true}]}
+                },
+                "Pipeline": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "source": {"type": "object", "properties": {"type": {"type": "string", "enum": ["http"]}}},
+                        "key_by": {"type": "string", "default": "key"},
+                        "time_field": {"type": "string", "default": "ts"},
+                        "time_format": {"type": "string", "enum": ["epoch_ms", "epoch_s", "rfc3339"], "default": "epoch_ms"},
+                        "watermark": {"type": "object", "properties": {
+                            "out_of_orderness": {"type": "string", "default": "0s"},
+                            "idleness": {"type": ["string", "null"]}
+                        }},
+                        "patterns": {"oneOf": [{"type": "string", "enum": ["*"]}, {"type": "array", "items": {"type": "string"}}], "default": "*"},
+                        "sinks": {"type": "array", "items": {"type": "object", "properties": {"type": {"type": "string", "enum": ["recent"]}}}},
+                        "status": {"type": "object", "readOnly": true, "properties": {
+                            "paused": {"type": "boolean"}, "watermark": {"type": ["integer", "null"]}, "stats": {"type": "object"}
+                        }}
+                    }
+                },
+                "IngestReport": {
+                    "type": "object",
+                    "properties": {
+                        "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
+                        "errors": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}}}}
+                    }
+                },
+                "Output": {
+                    "type": "object",
+                    "properties": {
+                        "seq": {"type": "integer"}, "pipeline": {"type": "string"},
+                        "kind": {"type": "string", "enum": ["match", "timeout", "late"]},
+                        "pattern": {"type": ["string", "null"]}, "key": {"type": "string"},
+                        "timestamp": {"type": "integer"},
+                        "events": {"type": ["object", "null"], "description": "Stage name -> the events it matched."},
+                        "event": {"description": "The late event."}
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_route() {
+        let doc = document();
+        for (method, path) in crate::routes::ROUTES {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} missing from the OpenAPI document"
+            );
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Outputs: GET /api/v1/pipelines/{name}/matches (recent, from a bounded ring) and
+//! GET /api/v1/pipelines/{name}/matches/stream (live, Server-Sent Events).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures::stream::{self, Stream, StreamExt};
+use serde_json::{json, Value};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::error::{ApiPath, ApiQuery, AppError};
+use crate::pipeline::OutputFilter;
+use crate::state::AppState;
+
+/// The default `limit` of GET .../matches.
+pub const DEFAULT_LIMIT: usize = 100;
+
+fn check_filter(filter: &OutputFilter) -> Result<(), AppError> {
+    if let Some(kind) = &filter.kind {
+        if !matches!(kind.as_str(), "match" | "timeout" | "late") {
+            return Err(AppError::bad_request(
+                "bad_query",
+                format!("kind must be match, timeout or late, not '{kind}'"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// GET /pipelines/{name}/matches?pattern=&key=&kind=&limit=&after=: the most recent outputs,
+/// oldest first.
+pub async fn recent(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(filter): ApiQuery<OutputFilter>,
+) -> Result<Json<Value>, AppError> {
+    check_filter(&filter)?;
+    let pipeline = state.pipeline(&name)?;
+    let limit = filter
+        .limit
+        .unwrap_or(DEFAULT_LIMIT)
+        .min(state.config.recent_outputs);
+    let outputs = pipeline.recent(&filter, limit);
+    Ok(Json(json!({"pipeline": name, "outputs": outputs})))
+}
+
+/// GET /pipelines/{name}/matches/stream: outputs as they happen, as SSE events named after their
+/// kind (`match`, `timeout`, `late`), with the output's `seq` as id. A slow reader that falls
+/// behind gets a `lagged` event saying how many outputs it missed.
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(filter): ApiQuery<OutputFilter>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    check_filter(&filter)?;
+    let pipeline = state.pipeline(&name)?;
+    // Subscribed before the answer goes out: a client that has the headers misses nothing.
+    let live = BroadcastStream::new(pipeline.subscribe());
+    drop(pipeline);
+    let events = live.filter_map(move |item| {
+        let event = match item {
+            Ok(record) if record.matches(&filter) => Some(
+                Event::default()
+                    .event(record.kind.as_str())
+                    .id(record.seq.to_string())
+                    .data(record.json.to_string()),
+            ),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(skipped)) => Some(
+                Event::default()
+                    .event("lagged")
+                    .data(json!({ "skipped": skipped }).to_string()),
+            ),
+        };
+        std::future::ready(event.map(Ok::<Event, Infallible>))
+    });
+    let hello = stream::once(std::future::ready(Ok::<Event, Infallible>(
+        Event::default().comment("subscribed"),
+    )));
+    // Ends when the service shuts down, so that shutdown does not wait on open streams.
+    let stream = hello.chain(events).take_until(state.shutdown_signal());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,88 @@
+//! /api/v1/patterns: register, list, read, replace, delete and validate patterns.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::require_json;
+use crate::error::{ApiBytes, ApiPath, AppError};
+use crate::state::AppState;
+use crate::validate::{check_name, check_pattern};
+
+/// POST /patterns: registers a new pattern; 409 if the name is taken.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> Result<Response, AppError> {
+    require_json(&headers)?;
+    let valid = check_pattern(&state.config.limits, &body, None)?;
+    let document = valid.document.clone();
+    let name = valid.compiled.name().to_string();
+    state.put_pattern(valid, false)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/patterns/{name}"))],
+        Json(document),
+    )
+        .into_response())
+}
+
+/// GET /patterns: every pattern.
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!({ "patterns": state.patterns() }))
+}
+
+/// GET /patterns/{name}.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    Ok(Json(state.pattern(&name)?))
+}
+
+/// PUT /patterns/{name}: creates or replaces; pipelines switch to the new version at once.
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> Result<Response, AppError> {
+    require_json(&headers)?;
+    check_name(&name).map_err(|m| AppError::bad_request("invalid_name", m))?;
+    let valid = check_pattern(&state.config.limits, &body, Some(&name))?;
+    let document = valid.document.clone();
+    let created = state.put_pattern(valid, true)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(document)).into_response())
+}
+
+/// DELETE /patterns/{name}.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, AppError> {
+    state.delete_pattern(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /patterns/validate: the checks of POST /patterns, without storing.
+pub async fn validate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<serde_json::Value>, AppError> {
+    require_json(&headers)?;
+    let valid = check_pattern(&state.config.limits, &body, None)?;
+    let name = valid.compiled.name().to_string();
+    let exists = state.pattern(&name).is_ok();
+    Ok(Json(json!({"valid": true, "name": name, "exists": exists})))
+}

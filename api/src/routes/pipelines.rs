@@ -1,0 +1,206 @@
+//! /api/v1/pipelines: create, list, read, replace, delete, pause and resume pipelines, and look
+//! at the state held for a key.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiJson, ApiPath, AppError};
+use crate::pipeline::{Pipeline, PipelineSpec};
+use crate::state::AppState;
+
+/// A watermark as shown to clients: null before the first event.
+pub fn watermark_json(watermark: i64) -> Value {
+    if watermark == i64::MIN {
+        Value::Null
+    } else {
+        Value::from(watermark)
+    }
+}
+
+/// A pipeline as shown to clients: its configuration plus `status`.
+pub fn view(pipeline: &Pipeline) -> Value {
+    let record = pipeline.record();
+    let mut value = serde_json::to_value(&record.spec).unwrap_or_else(|_| json!({}));
+    value["status"] = json!({
+        "paused": record.paused,
+        "watermark": watermark_json(pipeline.watermark()),
+        "stats": pipeline.stats(),
+    });
+    value
+}
+
+/// Reads a pipeline body; `status` (as in GET answers) is ignored so GET output can be PUT back.
+fn spec_from(mut body: Value, path_name: Option<&str>) -> Result<PipelineSpec, AppError> {
+    let Value::Object(map) = &mut body else {
+        return Err(AppError::unprocessable(
+            "invalid_body",
+            "a pipeline must be a JSON object",
+        ));
+    };
+    map.remove("status");
+    if let Some(path_name) = path_name {
+        match map.get("name") {
+            None => {
+                map.insert("name".into(), Value::from(path_name));
+            }
+            Some(Value::String(n)) if n == path_name => {}
+            Some(other) => {
+                return Err(AppError::bad_request(
+                    "name_mismatch",
+                    format!(
+                    "the pipeline's name {other} differs from the name in the path '{path_name}'"
+                ),
+                ))
+            }
+        }
+    }
+    serde_json::from_value(body)
+        .map_err(|e| AppError::unprocessable("invalid_body", format!("invalid pipeline: {e}")))
+}
+
+/// POST /pipelines.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, AppError> {
+    let spec = spec_from(body, None)?;
+    let name = spec.name.clone();
+    state.create_pipeline(spec, false)?;
+    let pipeline = state.pipeline(&name)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/pipelines/{name}"))],
+        Json(view(&pipeline)),
+    )
+        .into_response())
+}
+
+/// GET /pipelines.
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let pipelines: Vec<Value> = state.pipelines().iter().map(|p| view(p)).collect();
+    Json(json!({ "pipelines": pipelines }))
+}
+
+/// GET /pipelines/{name}.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, AppError> {
+    let pipeline = state.pipeline(&name)?;
+    Ok(Json(view(&pipeline)))
+}
+
+/// PUT /pipelines/{name}: creates or replaces. A replaced pipeline gets a new engine (partial
+/// matches are dropped) and keeps its recent outputs, live streams and paused state.
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, AppError> {
+    let spec = spec_from(body, Some(&name))?;
+    let created = state.create_pipeline(spec, true)?;
+    let pipeline = state.pipeline(&name)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&pipeline))).into_response())
+}
+
+/// DELETE /pipelines/{name}.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, AppError> {
+    state.delete_pipeline(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /pipelines/{name}/pause: ingest answers 409 until resumed.
+pub async fn pause(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, AppError> {
+    let pipeline = state.set_paused(&name, true)?;
+    Ok(Json(view(&pipeline)))
+}
+
+/// POST /pipelines/{name}/resume.
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, AppError> {
+    let pipeline = state.set_paused(&name, false)?;
+    Ok(Json(view(&pipeline)))
+}
+
+/// Body of POST /pipelines/{name}/watermark.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkBody {
+    /// The new watermark (event time, ms); `"end"` ends the input: every window closes.
+    watermark: WatermarkValue,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WatermarkValue {
+    At(i64),
+    End(EndMarker),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EndMarker {
+    End,
+}
+
+/// POST /pipelines/{name}/watermark: moves event time forward by hand (e.g. at the end of a
+/// replay), so windows close and timeouts fire without new events.
+pub async fn watermark(
+    State(state): State<Arc<AppState>>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<WatermarkBody>,
+) -> Result<Json<Value>, AppError> {
+    let pipeline = state.pipeline(&name)?;
+    if pipeline.is_paused() {
+        return Err(paused(&name));
+    }
+    let target = match body.watermark {
+        WatermarkValue::At(ms) => ms,
+        WatermarkValue::End(EndMarker::End) => i64::MAX,
+    };
+    let now = pipeline.advance_watermark(target);
+    Ok(Json(
+        json!({"pipeline": name, "watermark": watermark_json(now)}),
+    ))
+}
+
+/// GET /pipelines/{name}/keys/{key}: the partial matches held for a key, and the watermark.
+pub async fn key_state(
+    State(state): State<Arc<AppState>>,
+    ApiPath((name, key)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let pipeline = state.pipeline(&name)?;
+    Ok(Json(json!({
+        "pipeline": name,
+        "key": key,
+        "watermark": watermark_json(pipeline.watermark()),
+        "partial_matches": pipeline.partial_matches(&key),
+    })))
+}
+
+/// The 409 of a paused pipeline.
+pub fn paused(name: &str) -> AppError {
+    AppError::conflict(
+        "paused",
+        format!("pipeline '{name}' is paused; POST /api/v1/pipelines/{name}/resume to resume it"),
+    )
+}

@@ -1,0 +1,399 @@
+//! The service's state: the catalog of patterns and pipelines, kept in memory and in the store.
+//!
+//! Lock order: the catalog, then a pipeline's engine, then its ring of outputs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+use crate::engine::{CompiledPattern, PatternErrors};
+use crate::error::AppError;
+use crate::pipeline::{PatternSelection, Pipeline, PipelineRecord, PipelineSpec};
+use crate::store::Store;
+use crate::validate::{pattern_errors, ValidPattern};
+
+/// A registered pattern.
+pub struct PatternEntry {
+    /// The document as registered (with its name).
+    pub document: Value,
+    /// The compiled form shared with the engines.
+    pub compiled: Arc<CompiledPattern>,
+}
+
+#[derive(Default)]
+struct Catalog {
+    patterns: BTreeMap<String, PatternEntry>,
+    pipelines: BTreeMap<String, Arc<Pipeline>>,
+}
+
+/// Shared by every request handler.
+pub struct AppState {
+    /// The effective configuration.
+    pub config: ServeConfig,
+    store: Store,
+    catalog: RwLock<Catalog>,
+    draining: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// Opens the store and starts every stored pipeline.
+    pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
+        let store = Store::open(&config.data_dir)?;
+        let mut catalog = Catalog::default();
+        for (name, bytes) in store.patterns()? {
+            let text = String::from_utf8_lossy(&bytes);
+            match crate::validate::check_stored(&text) {
+                Ok(valid) => {
+                    catalog.patterns.insert(
+                        name,
+                        PatternEntry {
+                            document: valid.document,
+                            compiled: valid.compiled,
+                        },
+                    );
+                }
+                // A pattern that an older version accepted but this one does not: keep serving
+                // the others, and say so.
+                Err(errors) => {
+                    tracing::error!(pattern = %name, %errors, "stored pattern no longer compiles; skipped")
+                }
+            }
+        }
+        let (shutdown, _) = watch::channel(false);
+        let state = AppState {
+            config,
+            store,
+            catalog: RwLock::new(Catalog::default()),
+            draining: AtomicBool::new(false),
+            shutdown,
+        };
+        for (name, bytes) in state.store.pipelines()? {
+            let record: PipelineRecord = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading stored pipeline {name}"))?;
+            let patterns = select(&catalog.patterns, &record.spec.patterns);
+            let pipeline = Pipeline::start(record, patterns, state.config.recent_outputs)
+                .map_err(|e| anyhow::anyhow!("starting pipeline {name}: {e}"))?;
+            if let Some(stored) = state.store.outputs(&name)? {
+                if let Ok(json) = serde_json::from_slice(&stored) {
+                    pipeline.restore_recent(json);
+                }
+            }
+            catalog.pipelines.insert(name, Arc::new(pipeline));
+        }
+        *state.write() = catalog;
+        if state.config.default_pipeline && !state.read().pipelines.contains_key("default") {
+            state
+                .create_pipeline(PipelineSpec::default_named("default"), false)
+                .map_err(|e| anyhow::anyhow!("creating the default pipeline: {e}"))?;
+            tracing::info!("created the default pipeline");
+        }
+        Ok(state)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- Patterns ----
+
+    /// Every pattern document, by name.
+    pub fn patterns(&self) -> Vec<Value> {
+        self.read()
+            .patterns
+            .values()
+            .map(|p| p.document.clone())
+            .collect()
+    }
+
+    /// One pattern document.
+    pub fn pattern(&self, name: &str) -> Result<Value, AppError> {
+        self.read()
+            .patterns
+            .get(name)
+            .map(|p| p.document.clone())
+            .ok_or_else(|| AppError::not_found("pattern", name))
+    }
+
+    /// Registers a new pattern (`replace`: false) or creates or replaces one (`replace`: true).
+    /// Returns whether it was created.
+    pub fn put_pattern(&self, valid: ValidPattern, replace: bool) -> Result<bool, AppError> {
+        let name = valid.compiled.name().to_string();
+        let mut catalog = self.write();
+        let exists = catalog.patterns.contains_key(&name);
+        if exists && !replace {
+            return Err(AppError::conflict(
+                "already_exists",
+                format!("pattern '{name}' already exists (use PUT to replace it)"),
+            ));
+        }
+        if !exists && catalog.patterns.len() >= self.config.limits.max_patterns {
+            return Err(AppError::conflict(
+                "limit_reached",
+                format!(
+                    "there are already {} patterns, the limit",
+                    catalog.patterns.len()
+                ),
+            ));
+        }
+        let text = serde_json::to_string(&valid.document).map_err(AppError::internal)?;
+        self.store.put_pattern(&name, &text)?;
+        catalog.patterns.insert(
+            name.clone(),
+            PatternEntry {
+                document: valid.document,
+                compiled: valid.compiled,
+            },
+        );
+        apply_patterns(&catalog, |selection| selection.includes(&name))?;
+        tracing::info!(pattern = %name, replaced = exists, "pattern stored");
+        Ok(!exists)
+    }
+
+    /// Removes a pattern. Refused while a pipeline lists it by name.
+    pub fn delete_pattern(&self, name: &str) -> Result<(), AppError> {
+        let mut catalog = self.write();
+        if !catalog.patterns.contains_key(name) {
+            return Err(AppError::not_found("pattern", name));
+        }
+        let users: Vec<&str> = catalog
+            .pipelines
+            .values()
+            .filter(|p| matches!(p.spec().patterns, PatternSelection::Names(ref n) if n.iter().any(|n| n == name)))
+            .map(|p| p.name())
+            .collect();
+        if !users.is_empty() {
+            return Err(AppError::conflict(
+                "in_use",
+                format!(
+                    "pattern '{name}' is used by pipelines {users:?}; remove it from them first"
+                ),
+            )
+            .with_details(json!({"pipelines": users})));
+        }
+        self.store.delete_pattern(name)?;
+        catalog.patterns.remove(name);
+        apply_patterns(&catalog, |selection| selection.includes(name))?;
+        tracing::info!(pattern = %name, "pattern deleted");
+        Ok(())
+    }
+
+    // ---- Pipelines ----
+
+    /// Every pipeline.
+    pub fn pipelines(&self) -> Vec<Arc<Pipeline>> {
+        self.read().pipelines.values().cloned().collect()
+    }
+
+    /// One pipeline.
+    pub fn pipeline(&self, name: &str) -> Result<Arc<Pipeline>, AppError> {
+        self.read()
+            .pipelines
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AppError::not_found("pipeline", name))
+    }
+
+    /// Creates a pipeline (`replace`: false) or creates or replaces one (`replace`: true).
+    /// Returns whether it was created.
+    pub fn create_pipeline(&self, spec: PipelineSpec, replace: bool) -> Result<bool, AppError> {
+        crate::validate::check_name(&spec.name).map_err(|m| {
+            AppError::unprocessable("invalid_pipeline", m)
+                .with_details(json!([{"path": "name", "message": "invalid name"}]))
+        })?;
+        check_field_path("key_by", &spec.key_by)?;
+        check_field_path("time_field", &spec.time_field)?;
+        let mut catalog = self.write();
+        if let PatternSelection::Names(names) = &spec.patterns {
+            let unknown: Vec<&String> = names
+                .iter()
+                .filter(|n| !catalog.patterns.contains_key(n.as_str()))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(AppError::unprocessable(
+                    "unknown_pattern",
+                    format!("no such patterns: {unknown:?}"),
+                )
+                .with_details(json!({"patterns": unknown})));
+            }
+        }
+        let patterns = select(&catalog.patterns, &spec.patterns);
+        let existing = catalog.pipelines.get(&spec.name).cloned();
+        match existing {
+            Some(_) if !replace => Err(AppError::conflict(
+                "already_exists",
+                format!(
+                    "pipeline '{}' already exists (use PUT to replace it)",
+                    spec.name
+                ),
+            )),
+            Some(pipeline) => {
+                let record = PipelineRecord {
+                    spec: spec.clone(),
+                    paused: pipeline.is_paused(),
+                };
+                self.persist_pipeline(&record)?;
+                pipeline
+                    .reconfigure(spec, patterns)
+                    .map_err(|e| engine_refused(&e))?;
+                tracing::info!(pipeline = %record.spec.name, "pipeline replaced");
+                Ok(false)
+            }
+            None => {
+                if catalog.pipelines.len() >= self.config.limits.max_pipelines {
+                    return Err(AppError::conflict(
+                        "limit_reached",
+                        format!(
+                            "there are already {} pipelines, the limit",
+                            catalog.pipelines.len()
+                        ),
+                    ));
+                }
+                let record = PipelineRecord {
+                    spec,
+                    paused: false,
+                };
+                let pipeline =
+                    Pipeline::start(record.clone(), patterns, self.config.recent_outputs)
+                        .map_err(|e| engine_refused(&e))?;
+                self.persist_pipeline(&record)?;
+                catalog
+                    .pipelines
+                    .insert(record.spec.name.clone(), Arc::new(pipeline));
+                tracing::info!(pipeline = %record.spec.name, "pipeline created");
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes a pipeline; its live streams end.
+    pub fn delete_pipeline(&self, name: &str) -> Result<(), AppError> {
+        let mut catalog = self.write();
+        if !catalog.pipelines.contains_key(name) {
+            return Err(AppError::not_found("pipeline", name));
+        }
+        self.store.delete_pipeline(name)?;
+        catalog.pipelines.remove(name);
+        tracing::info!(pipeline = %name, "pipeline deleted");
+        Ok(())
+    }
+
+    /// Pauses or resumes a pipeline's intake.
+    pub fn set_paused(&self, name: &str, paused: bool) -> Result<Arc<Pipeline>, AppError> {
+        let catalog = self.write();
+        let pipeline = self.pipeline_locked(&catalog, name)?;
+        let mut record = pipeline.record();
+        record.paused = paused;
+        self.persist_pipeline(&record)?;
+        pipeline.set_paused(paused);
+        tracing::info!(pipeline = %name, paused, "pipeline intake changed");
+        Ok(pipeline)
+    }
+
+    fn pipeline_locked(&self, catalog: &Catalog, name: &str) -> Result<Arc<Pipeline>, AppError> {
+        catalog
+            .pipelines
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AppError::not_found("pipeline", name))
+    }
+
+    fn persist_pipeline(&self, record: &PipelineRecord) -> Result<(), AppError> {
+        let bytes = serde_json::to_vec(record).map_err(AppError::internal)?;
+        self.store.put_pipeline(&record.spec.name, &bytes)?;
+        Ok(())
+    }
+
+    /// Number of registered patterns.
+    pub fn pattern_count(&self) -> usize {
+        self.read().patterns.len()
+    }
+
+    // ---- Lifecycle ----
+
+    /// Whether the service is shutting down (intake stopped).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Stops intake and ends live streams.
+    pub fn begin_shutdown(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when shutdown begins.
+    pub fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            // An error means the sender is gone: shutting down as well.
+            let _ = rx.wait_for(|down| *down).await;
+        }
+    }
+
+    /// Writes every pipeline's recent outputs and flushes the store.
+    pub fn persist(&self) -> anyhow::Result<()> {
+        for pipeline in self.pipelines() {
+            let json = serde_json::to_vec(&pipeline.recent_json())?;
+            self.store.put_outputs(pipeline.name(), &json)?;
+        }
+        self.store.flush()
+    }
+}
+
+fn check_field_path(field: &str, path: &str) -> Result<(), AppError> {
+    if path.is_empty() || path.len() > 256 {
+        return Err(AppError::unprocessable(
+            "invalid_pipeline",
+            format!("{field} must be a field path of 1 to 256 characters"),
+        )
+        .with_details(json!([{"path": field, "message": "invalid field path"}])));
+    }
+    Ok(())
+}
+
+fn engine_refused(e: &PatternErrors) -> AppError {
+    AppError::unprocessable("invalid_pipeline", "the engine refused this pipeline")
+        .with_details(pattern_errors(e))
+}
+
+fn select(
+    patterns: &BTreeMap<String, PatternEntry>,
+    selection: &PatternSelection,
+) -> Vec<Arc<CompiledPattern>> {
+    patterns
+        .iter()
+        .filter(|(name, _)| selection.includes(name))
+        .map(|(_, p)| p.compiled.clone())
+        .collect()
+}
+
+/// Hands the current pattern set to every pipeline whose selection is affected.
+fn apply_patterns(
+    catalog: &Catalog,
+    affected: impl Fn(&PatternSelection) -> bool,
+) -> Result<(), AppError> {
+    for pipeline in catalog.pipelines.values() {
+        let selection = pipeline.spec().patterns;
+        if affected(&selection) {
+            pipeline
+                .set_patterns(select(&catalog.patterns, &selection))
+                .map_err(|e| {
+                    AppError::internal(anyhow::anyhow!(
+                        "pipeline {} refused the new patterns: {e}",
+                        pipeline.name()
+                    ))
+                })?;
+        }
+    }
+    Ok(())
+}
