@@ -248,16 +248,15 @@ impl<E> Pattern<E> {
     }
 
     fn push(mut self, name: &str, consuming: Contiguity) -> Self {
-        if matches!(consuming, Contiguity::NotFollow | Contiguity::NotNext)
-            && self.last().quantifier.optional
-        {
+        let after_optional = self.last().quantifier.optional;
+        self.stages.push(Self::stage(name, consuming));
+        if matches!(consuming, Contiguity::NotFollow | Contiguity::NotNext) && after_optional {
             self.error(
                 "a NOT stage cannot follow an optional stage (Flink does not support an optional \
                  path to a NOT condition; use two patterns, one with and one without the optional \
                  stage)",
             );
         }
-        self.stages.push(Self::stage(name, consuming));
         self
     }
 
