@@ -1,1 +1,31 @@
-fn main() {}
+//! The `cep` binary.
+use clap::{Parser, Subcommand};
+
+mod check;
+mod run;
+
+/// Complex event processing with Flink CEP semantics.
+#[derive(Parser)]
+#[command(name = "cep", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (patterns, pipelines, ingest, matches) with a RocksDB store.
+    Serve(cep_api::ServeArgs),
+    /// Evaluate patterns over a JSON-lines file of events, without a server.
+    Run(run::RunArgs),
+    /// Validate pattern files (and with --explain, show their automata).
+    Check(check::CheckArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => cep_api::serve_main(args),
+        Command::Run(args) => std::process::exit(run::run(args)?),
+        Command::Check(args) => std::process::exit(check::check(args)?),
+    }
+}
