@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{compile, CompiledPattern, DurationMs, EngineConfig, JsonEngine, PatternSpec, TimeFormat};
+use cep_patterns::{
+    compile, CompiledPattern, DurationMs, EngineConfig, JsonEngine, PatternSpec, TimeFormat,
+};
 
 /// Options of `cep run`.
 #[derive(clap::Args, Debug)]
@@ -104,7 +106,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if patterns.is_empty() {
         bail!("no pattern files found");
     }
-    let ooo = DurationMs::parse(&args.out_of_orderness).map_err(|e| anyhow::anyhow!("--out-of-orderness: {e}"))?;
+    let ooo = DurationMs::parse(&args.out_of_orderness)
+        .map_err(|e| anyhow::anyhow!("--out-of-orderness: {e}"))?;
     let config = EngineConfig {
         key_by: args.key_by.clone(),
         time_field: args.time_field.clone(),

@@ -31,7 +31,9 @@ pub struct CompiledPattern {
 
 impl std::fmt::Debug for CompiledPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledPattern").field("name", &self.spec.name).finish()
+        f.debug_struct("CompiledPattern")
+            .field("name", &self.spec.name)
+            .finish()
     }
 }
 
@@ -95,7 +97,10 @@ fn leaf_names(stages: &[StageSpec], out: &mut Vec<String>) {
 }
 
 /// Builds the automaton of `spec`, with field slots interned into `schema`.
-pub(crate) fn build(spec: &PatternSpec, schema: &mut Schema) -> Result<Nfa<JsonEvent>, PatternErrors> {
+pub(crate) fn build(
+    spec: &PatternSpec,
+    schema: &mut Schema,
+) -> Result<Nfa<JsonEvent>, PatternErrors> {
     let mut b = Builder {
         schema,
         names: Arc::new(Vec::new()),
@@ -182,18 +187,30 @@ impl Builder<'_> {
             let path = format!("{prefix}[{i}]");
             self.paths.insert(st.name.clone(), path.clone());
             if st.name.trim().is_empty() {
-                self.err(&format!("{path}.name"), None, "a stage needs a non-empty name");
+                self.err(
+                    &format!("{path}.name"),
+                    None,
+                    "a stage needs a non-empty name",
+                );
             }
             let group = match &st.group {
                 Some(g) if g.is_empty() => {
-                    self.err(&format!("{path}.group"), None, "a group needs at least one stage");
+                    self.err(
+                        &format!("{path}.group"),
+                        None,
+                        "a group needs at least one stage",
+                    );
                     None
                 }
                 Some(g) => self.chain(g, &format!("{path}.group")),
                 None => None,
             };
             if st.group.is_some() && (st.where_.is_some() || st.until.is_some()) {
-                self.err(&path, None, "a group stage takes no where or until; put conditions on its inner stages");
+                self.err(
+                    &path,
+                    None,
+                    "a group stage takes no where or until; put conditions on its inner stages",
+                );
             }
             let contiguity = st.contiguity.unwrap_or(ContiguitySpec::FollowedBy);
             let mut p = match pattern.take() {
@@ -209,12 +226,18 @@ impl Builder<'_> {
                 }
                 Some(prev) => match (group, contiguity) {
                     (Some(g), ContiguitySpec::Next) => prev.next_group(g).named(&st.name),
-                    (Some(g), ContiguitySpec::FollowedBy) => prev.followed_by_group(g).named(&st.name),
+                    (Some(g), ContiguitySpec::FollowedBy) => {
+                        prev.followed_by_group(g).named(&st.name)
+                    }
                     (Some(g), ContiguitySpec::FollowedByAny) => {
                         prev.followed_by_any_group(g).named(&st.name)
                     }
                     (Some(_), _) => {
-                        self.err(&format!("{path}.contiguity"), None, "a group cannot be a NOT stage");
+                        self.err(
+                            &format!("{path}.contiguity"),
+                            None,
+                            "a group cannot be a NOT stage",
+                        );
                         prev.followed_by(&st.name)
                     }
                     (None, ContiguitySpec::Next) => prev.next(&st.name),
@@ -235,7 +258,11 @@ impl Builder<'_> {
                 st.times_or_more.is_some(),
             ];
             if quantifiers.iter().filter(|q| **q).count() > 1 {
-                self.err(&path, None, "use only one of times, one_or_more and times_or_more");
+                self.err(
+                    &path,
+                    None,
+                    "use only one of times, one_or_more and times_or_more",
+                );
             }
             match st.times {
                 Some(TimesSpec::Exactly(n)) => p = p.times(n),
@@ -267,9 +294,7 @@ impl Builder<'_> {
                 if let Some(c) = self.condition(src, &format!("{path}.until")) {
                     p = if c.is_iterative() {
                         let names = self.names.clone();
-                        p.until_ctx(move |e, ctx| {
-                            c.eval(&e.row, &Matched { ctx, names: &names })
-                        })
+                        p.until_ctx(move |e, ctx| c.eval(&e.row, &Matched { ctx, names: &names }))
                     } else {
                         p.until(move |e| c.eval(&e.row, &NoStageEvents))
                     };

@@ -189,7 +189,9 @@ pub struct JsonEngine {
 
 impl std::fmt::Debug for JsonEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonEngine").field("config", &self.config).finish()
+        f.debug_struct("JsonEngine")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -201,8 +203,8 @@ impl JsonEngine {
     ) -> Result<JsonEngine, PatternErrors> {
         let key_path =
             parse_path(&config.key_by).map_err(|m| PatternErrors::one("key_by", None, m))?;
-        let time_path =
-            parse_path(&config.time_field).map_err(|m| PatternErrors::one("time_field", None, m))?;
+        let time_path = parse_path(&config.time_field)
+            .map_err(|m| PatternErrors::one("time_field", None, m))?;
         let mut schema = Schema::new();
         let mut nfas = Vec::new();
         for p in &patterns {
@@ -267,7 +269,11 @@ impl JsonEngine {
         })?;
         let ts = match self.config.time_format {
             TimeFormat::EpochMs | TimeFormat::EpochS => {
-                let scale = if self.config.time_format == TimeFormat::EpochS { 1000.0 } else { 1.0 };
+                let scale = if self.config.time_format == TimeFormat::EpochS {
+                    1000.0
+                } else {
+                    1.0
+                };
                 match raw {
                     Value::Number(n) => match n.as_i64() {
                         Some(i) if scale == 1.0 => i,
@@ -285,7 +291,11 @@ impl JsonEngine {
                         return Err(RecordError {
                             message: format!(
                                 "time field '{field}' must be a number ({}), found {}",
-                                if scale == 1.0 { "epoch milliseconds" } else { "epoch seconds" },
+                                if scale == 1.0 {
+                                    "epoch milliseconds"
+                                } else {
+                                    "epoch seconds"
+                                },
                                 type_name(v)
                             ),
                         })
@@ -296,7 +306,9 @@ impl JsonEngine {
                 Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
                     .map(|d| d.timestamp_millis())
                     .map_err(|e| RecordError {
-                        message: format!("time field '{field}' is not an RFC 3339 date-time ('{s}'): {e}"),
+                        message: format!(
+                            "time field '{field}' is not an RFC 3339 date-time ('{s}'): {e}"
+                        ),
                     })?,
                 v => {
                     return Err(RecordError {
@@ -368,15 +380,15 @@ impl JsonEngine {
     /// Replaces the patterns. Patterns whose definition is unchanged keep their partial
     /// matches; new, changed and removed ones start from nothing (their partial matches are
     /// dropped). Events waiting for the watermark are kept.
-    pub fn set_patterns(&mut self, patterns: Vec<Arc<CompiledPattern>>) -> Result<(), PatternErrors> {
+    pub fn set_patterns(
+        &mut self,
+        patterns: Vec<Arc<CompiledPattern>>,
+    ) -> Result<(), PatternErrors> {
         let mut schema = self.schema.clone();
         let mut nfas = Vec::new();
         let mut keep = Vec::new();
         for p in &patterns {
-            let old = self
-                .patterns
-                .iter()
-                .position(|o| o.spec() == p.spec());
+            let old = self.patterns.iter().position(|o| o.spec() == p.spec());
             match old {
                 Some(i) => nfas.push(self.op.patterns()[i].clone()),
                 None => nfas.push(Arc::new(build(p.spec(), &mut schema)?)),

@@ -46,7 +46,11 @@ impl fmt::Display for PatternErrors {
 impl std::error::Error for PatternErrors {}
 
 impl PatternErrors {
-    pub(crate) fn one(path: impl Into<String>, column: Option<usize>, message: impl Into<String>) -> Self {
+    pub(crate) fn one(
+        path: impl Into<String>,
+        column: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         PatternErrors(vec![PatternError {
             path: path.into(),
             column,
@@ -317,22 +321,28 @@ mod tests {
         assert_eq!(DurationMs::parse("1h"), Ok(DurationMs(3_600_000)));
         assert_eq!(DurationMs::parse("1d"), Ok(DurationMs(86_400_000)));
         assert_eq!(DurationMs::parse("250"), Ok(DurationMs(250)));
-        assert!(DurationMs::parse("2 weeks").unwrap_err().contains("invalid duration"));
+        assert!(DurationMs::parse("2 weeks")
+            .unwrap_err()
+            .contains("invalid duration"));
         assert!(DurationMs::parse("s").is_err());
         assert_eq!(DurationMs(900_000).to_string(), "15min");
     }
 
     #[test]
     fn errors_name_their_path() {
-        let e = PatternSpec::from_json(r#"{"name":"x","stages":[{"name":"a"},{"name":"b","times":"x"}]}"#)
-            .unwrap_err();
+        let e = PatternSpec::from_json(
+            r#"{"name":"x","stages":[{"name":"a"},{"name":"b","times":"x"}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.0[0].path, "stages[1].times");
         assert!(e.0[0].message.contains("invalid times"), "{e}");
-        let e = PatternSpec::from_json(r#"{"name":"x","stages":[{"name":"a","colour":1}]}"#).unwrap_err();
+        let e = PatternSpec::from_json(r#"{"name":"x","stages":[{"name":"a","colour":1}]}"#)
+            .unwrap_err();
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
         let e = PatternSpec::from_json(r#"{"stages":[]}"#).unwrap_err();
         assert!(e.to_string().contains("missing field `name`"), "{e}");
-        let e = PatternSpec::from_json(r#"{"name":"x","within":"2 weeks","stages":[]}"#).unwrap_err();
+        let e =
+            PatternSpec::from_json(r#"{"name":"x","within":"2 weeks","stages":[]}"#).unwrap_err();
         assert_eq!(e.0[0].path, "within");
         let e = PatternSpec::from_json("{\"name\": ").unwrap_err();
         assert!(e.to_string().contains("EOF"), "{e}");
