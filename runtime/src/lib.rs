@@ -69,6 +69,7 @@
 pub mod dataflow;
 pub mod error;
 pub mod io;
+pub mod kafka;
 pub mod operator;
 pub mod parallel;
 pub mod process;

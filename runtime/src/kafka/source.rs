@@ -1,0 +1,537 @@
+//! The Kafka source: a consumer group over one or more topics, one watermark generator per assigned
+//! partition, combined as the minimum over the partitions that are not idle.
+//!
+//! The source does not decide how records become events: the caller polls a [`SourceRecord`], reads
+//! it (for JSON, with [`decode_json`] or its own reader), reports the event time with
+//! [`KafkaSource::observe`], and marks the record processed with [`KafkaSource::mark_processed`]
+//! once it has been handed to the operator (also when it went to a dead-letter topic: a poison
+//! record must never stop a pipeline). [`KafkaSource::watermark`] returns the combined watermark
+//! whenever it advances; call it after every poll.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::config::SourceConfig;
+use super::{Error, Result};
+use crate::time::{
+    BoundedOutOfOrderness, Clock, Timestamp, Watermark, WatermarkGenerator, WatermarkHolder,
+    WithIdleness, MIN_WATERMARK,
+};
+
+/// One record read from Kafka, detached from the client's buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Its key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Its value, if any (a tombstone has none).
+    pub payload: Option<Vec<u8>>,
+    /// The record timestamp (create or log-append time), if the broker gave one.
+    pub timestamp: Option<Timestamp>,
+}
+
+/// Where a record's event time comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimeSource {
+    /// A field of the JSON value (dotted path, e.g. `meta.ts`), epoch milliseconds.
+    FieldMillis(String),
+    /// The Kafka record timestamp.
+    RecordTimestamp,
+}
+
+/// Parses a record's value as a JSON object; the error is the reason for the dead-letter topic.
+pub fn parse_json_object(record: &SourceRecord) -> std::result::Result<Value, String> {
+    let bytes = record
+        .payload
+        .as_deref()
+        .ok_or_else(|| "record has no value".to_string())?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err("an event must be a JSON object".to_string())
+    }
+}
+
+/// Reads a record as a JSON object and its event time; the error is the reason for the dead-letter
+/// topic (malformed JSON, not an object, missing or mistyped time field, no record timestamp).
+pub fn decode_json(
+    record: &SourceRecord,
+    time: &TimeSource,
+) -> std::result::Result<(Value, Timestamp), String> {
+    let v = parse_json_object(record)?;
+    let ts = match time {
+        TimeSource::RecordTimestamp => record
+            .timestamp
+            .ok_or_else(|| "record has no timestamp".to_string())?,
+        TimeSource::FieldMillis(path) => {
+            let mut cur = &v;
+            for part in path.split('.') {
+                cur = cur
+                    .get(part)
+                    .ok_or_else(|| format!("missing time field '{path}'"))?;
+            }
+            cur.as_i64().ok_or_else(|| {
+                format!("time field '{path}' must be an integer (epoch milliseconds), found {cur}")
+            })?
+        }
+    };
+    Ok((v, ts))
+}
+
+struct PartitionClock {
+    generator: Box<dyn WatermarkGenerator<()>>,
+    max_timestamp: Timestamp,
+}
+
+/// Per-partition watermarks (bounded out-of-orderness, optional idleness) combined by a
+/// [`WatermarkHolder`]: the minimum over the partitions that are not idle. The combined watermark
+/// only moves forward, across reassignments too.
+pub struct PartitionWatermarks {
+    out_of_orderness: Timestamp,
+    idleness: Option<Timestamp>,
+    clock: Arc<dyn Clock>,
+    partitions: Vec<(String, i32)>,
+    index: HashMap<(String, i32), usize>,
+    clocks: Vec<PartitionClock>,
+    holder: WatermarkHolder,
+    emitted: Timestamp,
+    restored: HashMap<(String, i32), Timestamp>,
+}
+
+impl std::fmt::Debug for PartitionWatermarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionWatermarks")
+            .field("partitions", &self.partitions)
+            .field("emitted", &self.emitted)
+            .finish()
+    }
+}
+
+impl PartitionWatermarks {
+    /// No partitions yet.
+    pub fn new(
+        out_of_orderness: Timestamp,
+        idleness: Option<Timestamp>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        PartitionWatermarks {
+            out_of_orderness,
+            idleness,
+            clock,
+            partitions: Vec::new(),
+            index: HashMap::new(),
+            clocks: Vec::new(),
+            holder: WatermarkHolder::new(0),
+            emitted: MIN_WATERMARK,
+            restored: HashMap::new(),
+        }
+    }
+
+    /// Seeds partitions with the highest event times of a checkpoint (see
+    /// [`max_timestamps`](Self::max_timestamps)), applied when each partition is (next) assigned, and
+    /// the combined watermark already emitted, so that nothing at or below it is emitted again.
+    pub fn restore(&mut self, max_timestamps: Vec<((String, i32), Timestamp)>, emitted: Timestamp) {
+        self.restored.extend(max_timestamps);
+        self.emitted = self.emitted.max(emitted);
+    }
+
+    fn new_clock(&self) -> PartitionClock {
+        let inner: Box<dyn WatermarkGenerator<()>> =
+            Box::new(BoundedOutOfOrderness::new(self.out_of_orderness));
+        let generator: Box<dyn WatermarkGenerator<()>> = match self.idleness {
+            Some(t) => Box::new(WithIdleness::new(inner, t, self.clock.clone())),
+            None => inner,
+        };
+        PartitionClock {
+            generator,
+            max_timestamp: MIN_WATERMARK,
+        }
+    }
+
+    /// Sets the assigned partitions; partitions kept keep their generators.
+    pub fn assign(&mut self, partitions: &[(String, i32)]) {
+        let mut old: HashMap<(String, i32), PartitionClock> = self
+            .partitions
+            .drain(..)
+            .zip(self.clocks.drain(..))
+            .collect();
+        self.index.clear();
+        for (i, p) in partitions.iter().enumerate() {
+            let clock = old.remove(p).unwrap_or_else(|| {
+                let mut c = self.new_clock();
+                if let Some(ts) = self.restored.remove(p) {
+                    c.max_timestamp = ts;
+                    c.generator.on_event(&(), ts);
+                }
+                c
+            });
+            self.clocks.push(clock);
+            self.partitions.push(p.clone());
+            self.index.insert(p.clone(), i);
+        }
+        self.holder = WatermarkHolder::new(partitions.len());
+    }
+
+    /// The assigned partitions.
+    pub fn partitions(&self) -> &[(String, i32)] {
+        &self.partitions
+    }
+
+    /// Reports an event time read on a partition (ignored for a partition not assigned).
+    pub fn on_event(&mut self, topic: &str, partition: i32, ts: Timestamp) {
+        if let Some(&i) = self.index.get(&(topic.to_string(), partition)) {
+            let c = &mut self.clocks[i];
+            c.max_timestamp = c.max_timestamp.max(ts);
+            if let Some(w) = c.generator.on_event(&(), ts) {
+                self.holder.set(i, w);
+            }
+        }
+    }
+
+    /// Asks every partition for its periodic watermark and returns the combined event-time
+    /// watermark if it advanced since the last one returned.
+    pub fn emit(&mut self) -> Option<Timestamp> {
+        for i in 0..self.clocks.len() {
+            if let Some(w) = self.clocks[i].generator.on_periodic_emit() {
+                self.holder.set(i, w);
+            }
+        }
+        match self.holder.watermark() {
+            Some(Watermark::EventTime(t)) if t > self.emitted => {
+                self.emitted = t;
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+
+    /// The highest event time seen per partition (what a checkpoint needs to rebuild generators).
+    pub fn max_timestamps(&self) -> Vec<((String, i32), Timestamp)> {
+        self.partitions
+            .iter()
+            .zip(&self.clocks)
+            .filter(|(_, c)| c.max_timestamp > MIN_WATERMARK)
+            .map(|(p, c)| (p.clone(), c.max_timestamp))
+            .collect()
+    }
+}
+
+struct SourceContext {
+    rebalanced: Arc<AtomicBool>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(_) | Rebalance::Revoke(_) => {
+                self.rebalanced.store(true, Ordering::SeqCst)
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+}
+
+/// A consumer group over one or more topics with per-partition watermarks; see the module docs.
+pub struct KafkaSource {
+    consumer: BaseConsumer<SourceContext>,
+    config: SourceConfig,
+    watermarks: PartitionWatermarks,
+    rebalanced: Arc<AtomicBool>,
+    processed: BTreeMap<(String, i32), i64>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("config", &self.config)
+            .field("watermarks", &self.watermarks)
+            .finish()
+    }
+}
+
+impl KafkaSource {
+    pub(crate) fn new(config: SourceConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        let rebalanced = Arc::new(AtomicBool::new(true));
+        let consumer: BaseConsumer<SourceContext> = config
+            .client_config()
+            .create_with_context(SourceContext {
+                rebalanced: rebalanced.clone(),
+            })
+            .map_err(|e| Error::client("creating the consumer", e))?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| Error::client(format!("subscribing to {topics:?}"), e))?;
+        let watermarks =
+            PartitionWatermarks::new(config.out_of_orderness_ms, config.idleness_ms, clock);
+        Ok(KafkaSource {
+            consumer,
+            config,
+            watermarks,
+            rebalanced,
+            processed: BTreeMap::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    /// The underlying consumer (for group metadata, committed offsets, seeks).
+    pub fn consumer(&self) -> &BaseConsumer<impl ConsumerContext> {
+        &self.consumer
+    }
+
+    /// The per-partition watermarks.
+    pub fn watermarks(&mut self) -> &mut PartitionWatermarks {
+        &mut self.watermarks
+    }
+
+    /// Waits up to `timeout` for the next record. `Ok(None)` when there is none yet. Errors the
+    /// client reports for one fetch are returned; the source stays usable.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<SourceRecord>> {
+        let polled = match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
+            Some(Err(e)) => Err(Error::client("polling", e)),
+            Some(Ok(m)) => Ok(Some(SourceRecord {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                timestamp: m.timestamp().to_millis(),
+            })),
+        };
+        // Rebalance callbacks run inside `poll`: pick up a new assignment before the record.
+        self.refresh_assignment()?;
+        polled
+    }
+
+    fn refresh_assignment(&mut self) -> Result<()> {
+        if !self.rebalanced.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let tpl = self
+            .consumer
+            .assignment()
+            .map_err(|e| Error::client("reading the assignment", e))?;
+        let mut parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        parts.sort();
+        tracing::info!("assigned partitions: {parts:?}");
+        self.processed.retain(|p, _| parts.contains(p));
+        self.watermarks.assign(&parts);
+        Ok(())
+    }
+
+    /// Reports the event time of a record read from `record`'s partition.
+    pub fn observe(&mut self, record: &SourceRecord, ts: Timestamp) {
+        self.watermarks
+            .on_event(&record.topic, record.partition, ts);
+    }
+
+    /// Marks `record` as handed on: its offset will be part of the next commit.
+    pub fn mark_processed(&mut self, record: &SourceRecord) {
+        self.processed
+            .insert((record.topic.clone(), record.partition), record.offset + 1);
+    }
+
+    /// The combined watermark if it advanced (asks each partition for its periodic watermark).
+    pub fn watermark(&mut self) -> Option<Timestamp> {
+        self.watermarks.emit()
+    }
+
+    /// The offsets to commit: per partition, the offset after the last processed record, each
+    /// carrying `metadata`.
+    pub fn processed_offsets(&self, metadata: &str) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.processed {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| Error::client("building the offset list", e))?;
+            if let Some(mut elem) = tpl.find_partition(topic, *partition) {
+                elem.set_metadata(metadata);
+            }
+        }
+        Ok(tpl)
+    }
+
+    /// The processed offsets as `(topic, partition, next offset)`.
+    pub fn processed(&self) -> impl Iterator<Item = (&str, i32, i64)> + '_ {
+        self.processed
+            .iter()
+            .map(|((t, p), o)| (t.as_str(), *p, *o))
+    }
+
+    /// Commits the processed offsets synchronously (non-transactional pipelines; call only after
+    /// every output produced before has been acknowledged).
+    pub fn commit(&self, metadata: &str) -> Result<()> {
+        if self.processed.is_empty() {
+            return Ok(());
+        }
+        let tpl = self.processed_offsets(metadata)?;
+        self.consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .map_err(|e| Error::client("committing offsets", e))
+    }
+
+    /// The group's committed offsets for the topics, as `(topic, partition, offset, metadata)`;
+    /// partitions without a committed offset are left out.
+    pub fn committed(&self, timeout: Duration) -> Result<Vec<(String, i32, i64, String)>> {
+        let mut tpl = TopicPartitionList::new();
+        for t in &self.config.topics {
+            let md = self
+                .consumer
+                .fetch_metadata(Some(t), timeout)
+                .map_err(|e| Error::client(format!("reading metadata of {t}"), e))?;
+            for topic in md.topics() {
+                for p in topic.partitions() {
+                    tpl.add_partition(topic.name(), p.id());
+                }
+            }
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| Error::client("reading committed offsets", e))?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((
+                    e.topic().to_string(),
+                    e.partition(),
+                    o,
+                    e.metadata().to_string(),
+                )),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The group metadata for a transactional sink's `send_offsets_to_transaction`.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::ManualClock;
+
+    fn parts(n: i32) -> Vec<(String, i32)> {
+        (0..n).map(|p| ("t".to_string(), p)).collect()
+    }
+
+    #[test]
+    fn combined_watermark_is_the_minimum_over_partitions() {
+        let clock = ManualClock::new(0);
+        let mut w = PartitionWatermarks::new(100, None, Arc::new(clock));
+        w.assign(&parts(2));
+        w.on_event("t", 0, 1000);
+        assert_eq!(w.emit(), None, "partition 1 has no events yet");
+        w.on_event("t", 1, 500);
+        assert_eq!(w.emit(), Some(399));
+        w.on_event("t", 1, 2000);
+        assert_eq!(w.emit(), Some(899));
+        assert_eq!(w.emit(), None, "no advance, nothing emitted");
+    }
+
+    #[test]
+    fn idle_partitions_do_not_hold_back_and_the_watermark_never_regresses() {
+        let clock = ManualClock::new(0);
+        let mut w = PartitionWatermarks::new(0, Some(1000), Arc::new(clock.clone()));
+        w.assign(&parts(2));
+        w.on_event("t", 0, 5000);
+        w.on_event("t", 1, 100);
+        assert_eq!(w.emit(), Some(99));
+        clock.advance(600);
+        w.on_event("t", 0, 6000);
+        clock.advance(600);
+        // Partition 1 has been quiet for 1200 ms: idle; partition 0 (600 ms) is not.
+        assert_eq!(w.emit(), Some(5999));
+        // Partition 1 comes back behind: the combined watermark stays.
+        w.on_event("t", 1, 200);
+        assert_eq!(w.emit(), None);
+        w.on_event("t", 1, 7000);
+        w.on_event("t", 0, 8000);
+        assert_eq!(w.emit(), Some(6999));
+        assert_eq!(
+            w.max_timestamps(),
+            vec![(("t".to_string(), 0), 8000), (("t".to_string(), 1), 7000)]
+        );
+    }
+
+    #[test]
+    fn reassignment_keeps_generators_of_kept_partitions() {
+        let mut w = PartitionWatermarks::new(0, None, Arc::new(ManualClock::new(0)));
+        w.assign(&parts(2));
+        w.on_event("t", 0, 10);
+        w.on_event("t", 1, 20);
+        assert_eq!(w.emit(), Some(9));
+        w.assign(&parts(1));
+        w.on_event("t", 0, 15);
+        assert_eq!(w.emit(), Some(14));
+        w.assign(&parts(3));
+        w.on_event("t", 1, 5);
+        w.on_event("t", 2, 50);
+        assert_eq!(w.emit(), None, "partition 1 restarts behind: no regression");
+    }
+
+    fn rec(payload: &str) -> SourceRecord {
+        SourceRecord {
+            topic: "in".into(),
+            partition: 2,
+            offset: 7,
+            key: None,
+            payload: Some(payload.as_bytes().to_vec()),
+            timestamp: Some(42),
+        }
+    }
+
+    #[test]
+    fn decoding_says_why_a_record_is_unreadable() {
+        let field = TimeSource::FieldMillis("m.ts".into());
+        assert_eq!(decode_json(&rec(r#"{"m":{"ts":5}}"#), &field).unwrap().1, 5);
+        assert_eq!(
+            decode_json(&rec(r#"{"x":1}"#), &TimeSource::RecordTimestamp)
+                .unwrap()
+                .1,
+            42
+        );
+        let err = |p: &str| decode_json(&rec(p), &field).unwrap_err();
+        assert!(err("{not json").starts_with("malformed JSON"));
+        assert_eq!(err("[1]"), "an event must be a JSON object");
+        assert_eq!(err(r#"{"m":{}}"#), "missing time field 'm.ts'");
+        assert!(err(r#"{"m":{"ts":"x"}}"#).contains("must be an integer"));
+        let mut none = rec("");
+        none.payload = None;
+        assert_eq!(
+            decode_json(&none, &field).unwrap_err(),
+            "record has no value"
+        );
+    }
+}
