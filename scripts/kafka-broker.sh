@@ -21,8 +21,13 @@ install() {
   # Install into a temporary directory first, so that an interrupted install is never mistaken for a
   # complete one; concurrent installs each use their own and the last rename wins harmlessly.
   tmp="$(mktemp -d "$tools/.noida.XXXXXX")"
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --require-hashes \
-    -r "$here/broker-requirements.txt" --target "$tmp" >&2
+  pip_install() {
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+      --require-hashes -r "$here/broker-requirements.txt" --target "$tmp" "$@" >&2
+  }
+  # A distribution's "externally managed" Python refuses even a --target install without the flag
+  # (which older pips do not know); nothing outside $tmp is written either way.
+  pip_install || pip_install --break-system-packages
   chmod +x "$tmp/noida_db/noida-db"
   if ! mv -T "$tmp" "$noida" 2>/dev/null; then
     rm -rf "$tmp"

@@ -11,6 +11,8 @@ need_apt=()
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v make >/dev/null || need_apt+=(make)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The Kafka tests install their broker (noida-db, hash-pinned) with pip: scripts/kafka-broker.sh.
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -24,6 +26,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
+# Install the Kafka test broker up front, so that a failed download is reported as such.
+[ -n "${KAFKA_BOOTSTRAP:-}" ] || ./scripts/kafka-broker.sh install
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
