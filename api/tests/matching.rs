@@ -327,3 +327,49 @@ async fn recent_outputs_survive_a_restart() {
     assert!(after[1]["seq"].as_u64() > before[0]["seq"].as_u64());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn idleness_moves_the_watermark_without_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    s.register(&json!({
+        "name": "order-paid",
+        "within": "200ms",
+        "stages": [
+            {"name": "create", "where": "type == 'create'"},
+            {"name": "pay", "where": "type == 'pay'", "contiguity": "followed_by"}
+        ]
+    }))
+    .await;
+    let (status, body) = s
+        .post(
+            "/api/v1/pipelines",
+            &json!({"name": "idle", "watermark": {"idleness": "50ms"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    s.events(
+        "idle",
+        &json!([{"key": "o1", "ts": 1000, "type": "create"}]),
+    )
+    .await;
+    // No more events: once the pipeline has been idle for 50 ms, the watermark follows
+    // wall-clock time, the window closes and the partial match times out. Polled, with a
+    // generous bound only so that a broken build fails instead of hanging.
+    let mut timeouts = Vec::new();
+    for _ in 0..600 {
+        timeouts = s.outputs("idle", "?kind=timeout").await;
+        if !timeouts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(timeouts.len(), 1, "no timeout after idling");
+    assert_eq!(timeouts[0]["key"], "o1");
+    let (_, body) = s.get("/api/v1/pipelines/idle").await;
+    assert!(
+        body["status"]["watermark"].as_i64().unwrap() >= 1200,
+        "{body}"
+    );
+    s.stop().await;
+}
