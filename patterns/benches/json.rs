@@ -1,0 +1,129 @@
+//! Micro-benchmarks of the JSON path: condition evaluation over decoded rows, JSON decoding
+//! (parse, key and time, row extraction) and `JsonEngine::push` per event.
+//!
+//! Run with: `cargo bench -p cep-patterns --bench json`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use cep_patterns::condition::{Condition, NoStageEvents, Row, Schema, StageEvents};
+use cep_patterns::{compile, EngineConfig, JsonEngine, PatternSpec, TimeFormat};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use serde_json::Value;
+
+/// Matched events per stage, as the engine's context gives them to a condition.
+struct Matched(Vec<Vec<Row>>);
+
+impl StageEvents for Matched {
+    fn for_each(&self, stage: usize, f: &mut dyn FnMut(&Row)) {
+        for row in self.0.get(stage).into_iter().flatten() {
+            f(row);
+        }
+    }
+}
+
+const LINE: &str = r#"{"id":123456,"key":"k417","ts":123456,"type":"fail","value":42.17}"#;
+
+fn conditions(c: &mut Criterion) {
+    let mut g = c.benchmark_group("condition");
+    let stages = vec!["s".to_string(), "r".to_string(), "e".to_string()];
+    let event: Value = serde_json::from_str(LINE).unwrap();
+    for (name, src) in [
+        ("string_eq", "type == 'fail'"),
+        ("and_compare", "type == 'fail' && value > 40"),
+        ("in_list", "type in ['A', 'B', 'fail']"),
+        ("regex", "key =~ '^k4[0-9]+$'"),
+    ] {
+        let mut schema = Schema::new();
+        let cond = Condition::parse(src, &stages, &mut schema).unwrap();
+        let row = schema.extract(&event);
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(cond.eval(black_box(&row), &NoStageEvents)))
+        });
+    }
+    // An iterative condition over 8 matched events of stage `r`.
+    let mut schema = Schema::new();
+    let cond = Condition::parse(
+        "type == 'fail' && value < avg(r.value)",
+        &stages,
+        &mut schema,
+    )
+    .unwrap();
+    let row = schema.extract(&event);
+    let matched = Matched(vec![
+        vec![],
+        (0..8)
+            .map(|i| schema.extract(&serde_json::json!({"type": "B", "value": 40 + i})))
+            .collect(),
+        vec![],
+    ]);
+    g.bench_function("iterative_avg_8", |b| {
+        b.iter(|| black_box(cond.eval(black_box(&row), &matched)))
+    });
+    g.finish();
+}
+
+fn decoding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("json_decode");
+    g.throughput(Throughput::Bytes(LINE.len() as u64));
+    g.bench_function("parse_value", |b| {
+        b.iter(|| black_box(serde_json::from_str::<Value>(black_box(LINE)).unwrap()))
+    });
+    let mut schema = Schema::new();
+    let stages = vec!["fail".to_string()];
+    Condition::parse("type == 'fail' && value > 40", &stages, &mut schema).unwrap();
+    let event: Value = serde_json::from_str(LINE).unwrap();
+    g.bench_function("extract_row", |b| {
+        b.iter(|| black_box(schema.extract(black_box(&event))))
+    });
+    g.finish();
+}
+
+fn engine(c: &mut Criterion) {
+    let mut g = c.benchmark_group("json_engine");
+    let spec = PatternSpec::from_json(
+        r#"{"name":"login_fail","within":"2s","after_match":"skip_past_last_event",
+            "stages":[{"name":"fail","where":"type == 'fail'","times":3,"consecutive":true}]}"#,
+    )
+    .unwrap();
+    let config = EngineConfig {
+        key_by: "key".into(),
+        time_field: "ts".into(),
+        time_format: TimeFormat::EpochMs,
+        out_of_orderness_ms: 0,
+    };
+    let mut engine = JsonEngine::new(config, vec![Arc::new(compile(&spec).unwrap())]).unwrap();
+    let n = 10_000u64;
+    g.throughput(Throughput::Elements(n));
+    let mut out = Vec::new();
+    let mut i = 0u64;
+    let mut line = String::new();
+    g.bench_function("push_login_fail_1k_keys", |b| {
+        b.iter(|| {
+            for _ in 0..n {
+                use std::fmt::Write;
+                let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let kind = if matches!((x >> 40) % 5, 0) {
+                    "success"
+                } else {
+                    "fail"
+                };
+                line.clear();
+                write!(
+                    line,
+                    r#"{{"id":{i},"key":"k{}","ts":{i},"type":"{kind}","value":1.5}}"#,
+                    x % 1000
+                )
+                .unwrap();
+                let v: Value = serde_json::from_str(&line).unwrap();
+                engine.push(v, &mut out).unwrap();
+                out.clear();
+                i += 1;
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conditions, decoding, engine);
+criterion_main!(benches);
