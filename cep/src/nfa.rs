@@ -6,6 +6,8 @@ use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::dewey::Dewey;
 use crate::pattern::{AfterMatchSkip, Leaf};
 use crate::pq::JavaPq;
@@ -153,6 +155,12 @@ pub struct NfaState<E> {
     pub(crate) partial: JavaPq<CState>,
     pub(crate) completed: JavaPq<CState>,
     pub(crate) buffer: SharedBuffer<E>,
+    /// An empty vector with capacity, swapped with `partial`'s each step so that building the
+    /// next queue allocates nothing.
+    spare: Vec<CState>,
+    /// The earliest time a partial match times out (`i64::MAX`: never), kept up to date by
+    /// every change of `partial`.
+    due: i64,
 }
 
 impl<E> NfaState<E> {
@@ -232,18 +240,25 @@ impl<'a, E> Context<'a, E> {
     }
 }
 
-/// Per-event cache of the results of simple conditions.
+/// Per-event cache of the results of simple conditions (0: not evaluated, 1: false, 2: true).
 struct Eval<'e, E> {
     event: &'e E,
-    cache: Vec<u8>,
+    cache: SmallVec<[u8; 16]>,
 }
+
+/// A transition taken: action, source, target, and the final state reached from the target by
+/// proceeding (for a take).
+type Edge = (Action, StateId, StateId, Option<StateId>);
 
 /// The decision for one computation state and one event, computed before anything changes.
 struct Decision {
-    edges: Vec<(Action, StateId, StateId, Option<StateId>)>,
+    edges: SmallVec<[Edge; 4]>,
     total_take: i32,
     total_ignore: i32,
 }
+
+/// The next computation states of one computation state; rarely more than a few.
+type NextStates = SmallVec<[CState; 4]>;
 
 impl<E> Nfa<E> {
     #[allow(clippy::too_many_arguments)]
@@ -318,7 +333,25 @@ impl<E> Nfa<E> {
             partial,
             completed: JavaPq::new(),
             buffer: SharedBuffer::default(),
+            spare: Vec::new(),
+            due: i64::MAX,
         }
+    }
+
+    /// Resets `st` to what [`Nfa::initial_state`] returns, keeping its allocations.
+    pub(crate) fn reset_state(&self, st: &mut NfaState<E>) {
+        let mut es = st.partial.take_vec();
+        es.clear();
+        let mut partial = JavaPq::from_vec(es);
+        for &s in &self.start_states {
+            partial.add(CState::start(s, Dewey::new(1)), cmp_cs);
+        }
+        st.partial = partial;
+        let mut es = st.completed.take_vec();
+        es.clear();
+        st.completed = JavaPq::from_vec(es);
+        st.buffer.clear();
+        st.due = i64::MAX;
     }
 
     fn is_start(&self, cs: &CState) -> bool {
@@ -364,8 +397,12 @@ impl<E> Nfa<E> {
 
     /// The earliest time at which a partial match of `st` times out (`i64::MAX`: never).
     pub fn next_due(&self, st: &NfaState<E>) -> i64 {
+        st.due
+    }
+
+    fn compute_due(&self, partial: &JavaPq<CState>) -> i64 {
         let mut due = i64::MAX;
-        for cs in st.partial.as_slice() {
+        for cs in partial.as_slice() {
             if !self.is_start(cs) {
                 due = due.min(self.due_of(cs));
             }
@@ -404,9 +441,10 @@ impl<E> Nfa<E> {
         matches: &mut Vec<Match<E>>,
         timeouts: &mut Vec<Timeout<E>>,
     ) {
-        let mut new_partial = JavaPq::new();
+        let mut new_partial = JavaPq::from_vec(std::mem::take(&mut st.spare));
         let mut potential = JavaPq::new();
-        for cs in st.partial.take_vec() {
+        let mut old = st.partial.take_vec();
+        for cs in old.drain(..) {
             let prev_window = self.window_times[cs.state as usize];
             let start = self.is_start(&cs);
             let timeout_prev = !start && prev_window.is_some_and(|w| w > 0 && ts - cs.prev_ts >= w);
@@ -430,7 +468,9 @@ impl<E> Nfa<E> {
                 new_partial.add(cs, cmp_cs);
             }
         }
+        st.spare = old;
         self.process_matches(st, &mut potential, &mut new_partial, matches);
+        st.due = self.compute_due(&new_partial);
         st.partial = new_partial;
         st.buffer.advance_time(ts);
     }
@@ -443,42 +483,62 @@ impl<E> Nfa<E> {
         ts: i64,
         matches: &mut Vec<Match<E>>,
     ) {
+        let n = self.leaves.len();
         let mut ev = Eval {
             event: &**event,
-            cache: vec![0; self.leaves.len()],
+            cache: if n <= 16 {
+                SmallVec::from_buf_and_len([0; 16], n)
+            } else {
+                smallvec![0; n]
+            },
         };
         let mut event_id: Option<EventId> = None;
-        let mut new_partial = JavaPq::new();
+        let mut new_partial = JavaPq::from_vec(std::mem::take(&mut st.spare));
         let mut potential = JavaPq::new();
-        for cs in st.partial.take_vec() {
-            let next = self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id);
-            let mut retain = Vec::new();
-            let mut discard = false;
-            for ncs in next {
-                match self.kind(ncs.state) {
-                    Kind::Final => potential.add(ncs, cmp_cs),
-                    Kind::Stop => {
-                        discard = true;
-                        if let Some(p) = ncs.prev {
-                            st.buffer.release_node(p, &ncs.version);
-                        }
-                    }
-                    _ => retain.push(ncs),
-                }
-            }
+        let mut old = st.partial.take_vec();
+        let mut next = NextStates::new();
+        for cs in old.drain(..) {
+            next.clear();
+            self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut next);
+            // Reaching a stop state discards the partial match's other branches (Flink releases
+            // the stop states first, then the others, in order; so do we).
+            let discard = next.iter().any(|n| self.kind(n.state) == Kind::Stop);
             if discard {
-                for s in retain {
-                    if let Some(p) = s.prev {
-                        st.buffer.release_node(p, &s.version);
+                let mut retained: SmallVec<[usize; 4]> = SmallVec::new();
+                for (i, ncs) in next.iter().enumerate() {
+                    match self.kind(ncs.state) {
+                        Kind::Final => {}
+                        Kind::Stop => {
+                            if let Some(p) = ncs.prev {
+                                st.buffer.release_node(p, &ncs.version);
+                            }
+                        }
+                        _ => retained.push(i),
+                    }
+                }
+                for i in retained {
+                    if let Some(p) = next[i].prev {
+                        st.buffer.release_node(p, &next[i].version);
+                    }
+                }
+                for ncs in next.drain(..) {
+                    if self.kind(ncs.state) == Kind::Final {
+                        potential.add(ncs, cmp_cs);
                     }
                 }
             } else {
-                for s in retain {
-                    new_partial.add(s, cmp_cs);
+                for ncs in next.drain(..) {
+                    if self.kind(ncs.state) == Kind::Final {
+                        potential.add(ncs, cmp_cs);
+                    } else {
+                        new_partial.add(ncs, cmp_cs);
+                    }
                 }
             }
         }
+        st.spare = old;
         self.process_matches(st, &mut potential, &mut new_partial, matches);
+        st.due = self.compute_due(&new_partial);
         st.partial = new_partial;
         if let Some(id) = event_id {
             st.buffer.release_event(id);
@@ -566,24 +626,28 @@ impl<E> Nfa<E> {
             self.skip,
             AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_)
         );
-        let mut discard: Vec<CState> = Vec::new();
-        for cs in q.as_slice() {
-            if let Some(start) = cs.start_event {
-                let prune = if strict {
+        let pruned = |cs: &CState| {
+            cs.start_event.is_some_and(|start| {
+                if strict {
                     start < pruning
                 } else {
                     start <= pruning
-                };
-                if prune {
-                    if let Some(p) = cs.prev {
-                        buffer.release_node(p, &cs.version);
-                    }
-                    discard.push(cs.clone());
+                }
+            })
+        };
+        let mut any = false;
+        for cs in q.as_slice() {
+            if pruned(cs) {
+                any = true;
+                if let Some(p) = cs.prev {
+                    buffer.release_node(p, &cs.version);
                 }
             }
         }
-        if !discard.is_empty() {
-            q.remove_if(|c| discard.contains(c), cmp_cs);
+        // Flink removes the elements equal to a pruned one; equal elements have the same start
+        // event, so that is exactly the elements the predicate selects.
+        if any {
+            q.remove_if(pruned, cmp_cs);
         }
     }
 
@@ -596,11 +660,11 @@ impl<E> Nfa<E> {
             matched: OnceCell::new(),
         };
         let mut d = Decision {
-            edges: Vec::new(),
+            edges: SmallVec::new(),
             total_take: 0,
             total_ignore: 0,
         };
-        let mut stack = vec![cs.state];
+        let mut stack: SmallVec<[StateId; 8]> = smallvec![cs.state];
         while let Some(s) = stack.pop() {
             for t in &self.states[s as usize].transitions {
                 if !self.eval(&t.cond, ev, &ctx) {
@@ -636,7 +700,7 @@ impl<E> Nfa<E> {
         ev: &mut Eval<'_, E>,
         ctx: &Context<'_, E>,
     ) -> Option<StateId> {
-        let mut stack = vec![state];
+        let mut stack: SmallVec<[StateId; 8]> = smallvec![state];
         while let Some(s) = stack.pop() {
             for t in &self.states[s as usize].transitions {
                 if t.action == Action::Proceed && self.eval(&t.cond, ev, ctx) {
@@ -650,6 +714,7 @@ impl<E> Nfa<E> {
         None
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn compute_next_states(
         &self,
         st: &mut NfaState<E>,
@@ -658,13 +723,13 @@ impl<E> Nfa<E> {
         ts: i64,
         ev: &mut Eval<'_, E>,
         event_id: &mut Option<EventId>,
-    ) -> Vec<CState> {
+        result: &mut NextStates,
+    ) {
         let d = self.decide(st, cs, ev, ts);
         let mut take_to_visit = (d.total_take - 1).max(0);
         let mut ignore_to_visit = d.total_ignore;
         let take_to_skip = (d.total_take - 1).max(0);
         let is_start = self.is_start(cs);
-        let mut result = Vec::new();
         for (action, source, target, fin) in d.edges {
             match action {
                 Action::Ignore => {
@@ -682,7 +747,7 @@ impl<E> Nfa<E> {
                         };
                         add_state(
                             &mut st.buffer,
-                            &mut result,
+                            result,
                             target,
                             cs.prev,
                             version,
@@ -707,7 +772,7 @@ impl<E> Nfa<E> {
                     };
                     add_state(
                         &mut st.buffer,
-                        &mut result,
+                        result,
                         target,
                         Some(new_entry),
                         next_version.clone(),
@@ -718,7 +783,7 @@ impl<E> Nfa<E> {
                     if let Some(f) = fin {
                         add_state(
                             &mut st.buffer,
-                            &mut result,
+                            result,
                             f,
                             Some(new_entry),
                             next_version,
@@ -738,7 +803,6 @@ impl<E> Nfa<E> {
         if let Some(p) = cs.prev {
             st.buffer.release_node(p, &cs.version);
         }
-        result
     }
 
     /// The partial matches of `st`: state name, start time, events so far.
@@ -777,7 +841,7 @@ fn increasing_self_state(ignore: i32, take: i32) -> i32 {
 #[allow(clippy::too_many_arguments)]
 fn add_state<E>(
     buffer: &mut SharedBuffer<E>,
-    out: &mut Vec<CState>,
+    out: &mut NextStates,
     state: StateId,
     prev: Option<NodeId>,
     version: Dewey,

@@ -7,7 +7,7 @@
 //! watermark costs nothing for keys with nothing due, whatever the number of keys.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -57,10 +57,21 @@ pub enum TimeMode {
 
 struct KeySlot<K, E> {
     key: K,
-    queue: BTreeMap<i64, Vec<Arc<E>>>,
+    /// Events waiting for the watermark, by timestamp, ties in arrival order.
+    queue: VecDeque<(i64, Arc<E>)>,
     states: Vec<NfaState<E>>,
     due: i64,
 }
+
+/// The storage of a dropped key, kept for the next new key so that keys that come and go
+/// (most keys, when there are many) do not allocate.
+struct SpareSlot<E> {
+    queue: VecDeque<(i64, Arc<E>)>,
+    states: Vec<NfaState<E>>,
+}
+
+/// How many dropped keys' storage is kept for reuse.
+const MAX_SPARE_SLOTS: usize = 64;
 
 /// Statistics of an operator.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,7 +92,8 @@ pub struct CepOperator<K, E> {
     slots: Vec<Option<KeySlot<K, E>>>,
     index: FxHashMap<K, u32>,
     free: Vec<u32>,
-    timers: BinaryHeap<Reverse<(i64, u32)>>,
+    spare: Vec<SpareSlot<E>>,
+    timers: DueQueue,
     watermark: i64,
     mode: TimeMode,
     matches: Vec<Match<E>>,
@@ -101,7 +113,8 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             slots: Vec::new(),
             index: FxHashMap::default(),
             free: Vec::new(),
-            timers: BinaryHeap::new(),
+            spare: Vec::new(),
+            timers: DueQueue::default(),
             watermark: i64::MIN,
             mode,
             matches: Vec::new(),
@@ -123,11 +136,24 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         if let Some(&s) = self.index.get(key) {
             return s;
         }
-        let slot = KeySlot {
-            key: key.clone(),
-            queue: BTreeMap::new(),
-            states: self.nfas.iter().map(|n| n.initial_state()).collect(),
-            due: i64::MAX,
+        let slot = match self.spare.pop() {
+            Some(mut spare) => {
+                for (nfa, st) in self.nfas.iter().zip(&mut spare.states) {
+                    nfa.reset_state(st);
+                }
+                KeySlot {
+                    key: key.clone(),
+                    queue: spare.queue,
+                    states: spare.states,
+                    due: i64::MAX,
+                }
+            }
+            None => KeySlot {
+                key: key.clone(),
+                queue: VecDeque::new(),
+                states: self.nfas.iter().map(|n| n.initial_state()).collect(),
+                due: i64::MAX,
+            },
         };
         let s = match self.free.pop() {
             Some(s) => {
@@ -143,11 +169,11 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         s
     }
 
-    fn schedule(&mut self, s: u32, due: i64) {
+    fn schedule(&mut self, s: u32, due: i64, source: Source) {
         let slot = self.slots[s as usize].as_mut().expect("live slot");
         if due < slot.due {
             slot.due = due;
-            self.timers.push(Reverse((due, s)));
+            self.timers.push((due, s), source);
         }
     }
 
@@ -174,12 +200,20 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 }
                 let s = self.slot_of(&key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
-                slot.queue.entry(ts).or_default().push(event);
-                self.schedule(s, ts);
+                let q = &mut slot.queue;
+                if q.back().is_none_or(|b| b.0 <= ts) {
+                    q.push_back((ts, event));
+                } else {
+                    let at = q.partition_point(|e| e.0 <= ts);
+                    q.insert(at, (ts, event));
+                }
+                self.schedule(s, ts, Source::Event);
             }
             TimeMode::ProcessingTime => {
                 let s = self.slot_of(&key);
-                self.run_events(s, vec![(ts, vec![event])], out);
+                let slot = self.slots[s as usize].as_mut().expect("live slot");
+                slot.queue.push_back((ts, event));
+                self.run_ready(s, i64::MAX, out);
                 self.finish_slot(s, ts, out);
             }
         }
@@ -192,11 +226,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             return;
         }
         self.watermark = watermark;
-        while let Some(&Reverse((due, s))) = self.timers.peek() {
-            if due > watermark {
-                break;
-            }
-            self.timers.pop();
+        while let Some((due, s)) = self.timers.pop_until(watermark) {
             let live = self.slots[s as usize]
                 .as_ref()
                 .is_some_and(|sl| sl.due == due);
@@ -204,35 +234,35 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 continue;
             }
             self.slots[s as usize].as_mut().expect("live").due = i64::MAX;
-            let ready = {
-                let slot = self.slots[s as usize].as_mut().expect("live");
-                let later = match watermark.checked_add(1) {
-                    Some(w) => slot.queue.split_off(&w),
-                    None => BTreeMap::new(),
-                };
-                let ready = std::mem::replace(&mut slot.queue, later);
-                ready.into_iter().collect::<Vec<_>>()
-            };
-            self.run_events(s, ready, out);
+            self.run_ready(s, watermark, out);
             self.finish_slot(s, watermark, out);
         }
     }
 
-    fn run_events(&mut self, s: u32, ready: Vec<(i64, Vec<Arc<E>>)>, out: &mut Vec<Output<K, E>>) {
-        for (ts, events) in ready {
-            for (i, nfa) in self.nfas.iter().enumerate() {
-                let slot = self.slots[s as usize].as_mut().expect("live");
-                let st = &mut slot.states[i];
+    /// Handles the queued events of slot `s` up to `until`, timestamp by timestamp.
+    fn run_ready(&mut self, s: u32, until: i64, out: &mut Vec<Output<K, E>>) {
+        let slot = self.slots[s as usize].as_mut().expect("live");
+        let ready = slot.queue.partition_point(|e| e.0 <= until);
+        let mut i = 0;
+        while i < ready {
+            let ts = slot.queue[i].0;
+            let mut end = i + 1;
+            while end < ready && slot.queue[end].0 == ts {
+                end += 1;
+            }
+            for (p, nfa) in self.nfas.iter().enumerate() {
+                let st = &mut slot.states[p];
                 if nfa.next_due(st) <= ts {
                     nfa.advance_time(st, ts, &mut self.matches, &mut self.timeouts);
                 }
-                for e in &events {
+                for (_, e) in slot.queue.range(i..end) {
                     nfa.process(st, e, ts, &mut self.matches);
                 }
-                let key = &slot.key;
-                flush(i, key, &mut self.matches, &mut self.timeouts, out);
+                flush(p, &slot.key, &mut self.matches, &mut self.timeouts, out);
             }
+            i = end;
         }
+        slot.queue.drain(..ready);
     }
 
     fn finish_slot(&mut self, s: u32, now: i64, out: &mut Vec<Output<K, E>>) {
@@ -249,7 +279,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 due = due.min(nfa.next_due(st));
                 idle &= st.is_idle();
             }
-            if let Some((&first, _)) = slot.queue.iter().next() {
+            if let Some(&(first, _)) = slot.queue.front() {
                 due = due.min(first);
                 idle = false;
             }
@@ -258,8 +288,14 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             let slot = self.slots[s as usize].take().expect("live");
             self.index.remove(&slot.key);
             self.free.push(s);
+            if self.spare.len() < MAX_SPARE_SLOTS {
+                self.spare.push(SpareSlot {
+                    queue: slot.queue,
+                    states: slot.states,
+                });
+            }
         } else if due != i64::MAX {
-            self.schedule(s, due);
+            self.schedule(s, due, Source::Timeout);
         }
     }
 
@@ -285,7 +321,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             ..Default::default()
         };
         for slot in self.slots.iter().flatten() {
-            st.queued_events += slot.queue.values().map(Vec::len).sum::<usize>();
+            st.queued_events += slot.queue.len();
             for s in &slot.states {
                 st.partial_matches += s.partial_count();
                 st.buffered_events += s.buffered_events();
@@ -298,6 +334,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     /// new pattern `i` takes over, or `None` to start it from nothing. State of old patterns
     /// not kept is dropped; queued events stay queued.
     pub fn set_patterns(&mut self, nfas: Vec<Arc<Nfa<E>>>, keep: &[Option<usize>]) {
+        self.spare.clear();
         for slot in self.slots.iter_mut().flatten() {
             let mut old: Vec<Option<NfaState<E>>> = std::mem::take(&mut slot.states)
                 .into_iter()
@@ -321,12 +358,71 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     /// Rewrites every event still waiting for the watermark.
     pub fn map_queued(&mut self, mut f: impl FnMut(&E) -> E) {
         for slot in self.slots.iter_mut().flatten() {
-            for evs in slot.queue.values_mut() {
-                for e in evs.iter_mut() {
-                    *e = Arc::new(f(e));
-                }
+            for (_, e) in slot.queue.iter_mut() {
+                *e = Arc::new(f(e));
             }
         }
+    }
+}
+
+/// Where a due time comes from; each source mostly pushes in ascending order.
+#[derive(Clone, Copy)]
+enum Source {
+    Event,
+    Timeout,
+}
+
+/// A min-queue of `(due, slot)`, popped in exactly the order of a binary heap of them. Event
+/// times mostly ascend, and so do the timeouts they start: a push that is above the last one
+/// of its source goes to that source's FIFO run, any other to a heap, and pops merge the three.
+/// So the common case costs a deque push and pop instead of two heap sifts.
+#[derive(Default)]
+struct DueQueue {
+    events: VecDeque<(i64, u32)>,
+    timeouts: VecDeque<(i64, u32)>,
+    heap: BinaryHeap<Reverse<(i64, u32)>>,
+}
+
+impl DueQueue {
+    fn push(&mut self, e: (i64, u32), source: Source) {
+        let run = match source {
+            Source::Event => &mut self.events,
+            Source::Timeout => &mut self.timeouts,
+        };
+        if run.back().is_none_or(|b| *b < e) {
+            run.push_back(e);
+        } else {
+            self.heap.push(Reverse(e));
+        }
+    }
+
+    /// Removes and returns the least entry if it is due at or before `until`.
+    fn pop_until(&mut self, until: i64) -> Option<(i64, u32)> {
+        // Equal entries are identical, so which source gives one up does not matter.
+        let mut least = self.heap.peek().map(|r| r.0);
+        let mut from = 2;
+        if let Some(&e) = self.events.front() {
+            if least.is_none_or(|l| e < l) {
+                least = Some(e);
+                from = 0;
+            }
+        }
+        if let Some(&e) = self.timeouts.front() {
+            if least.is_none_or(|l| e < l) {
+                least = Some(e);
+                from = 1;
+            }
+        }
+        let least = least?;
+        if least.0 > until {
+            return None;
+        }
+        match from {
+            0 => self.events.pop_front(),
+            1 => self.timeouts.pop_front(),
+            _ => self.heap.pop().map(|r| r.0),
+        };
+        Some(least)
     }
 }
 

@@ -26,6 +26,12 @@ impl<T> JavaPq<T> {
         Self::default()
     }
 
+    /// A queue holding the elements of `es`, which must already be in heap order (an empty
+    /// vector, typically, whose capacity is reused).
+    pub fn from_vec(es: Vec<T>) -> Self {
+        JavaPq { es }
+    }
+
     /// Whether the queue is empty.
     pub fn is_empty(&self) -> bool {
         self.es.is_empty()

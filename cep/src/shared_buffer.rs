@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::{smallvec, SmallVec};
 
 use crate::dewey::Dewey;
 
@@ -40,7 +41,8 @@ struct Edge {
 #[derive(Clone, Debug, Default)]
 struct Node {
     lock: i32,
-    edges: Vec<Edge>,
+    /// Usually few: one per partial match that took the event into the same stage.
+    edges: SmallVec<[Edge; 3]>,
 }
 
 /// One extracted path: pages in order of first appearance, each with its events in order.
@@ -77,6 +79,13 @@ impl<E> SharedBuffer<E> {
     /// Whether no event is held.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Forgets everything, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.counters.clear();
+        self.nodes.clear();
     }
 
     /// Number of events held.
@@ -150,12 +159,14 @@ impl<E> SharedBuffer<E> {
 
     /// Releases a node locked with `version`, and transitively what only it kept alive.
     pub fn release_node(&mut self, id: NodeId, version: &Dewey) {
-        let mut stack: Vec<(NodeId, Dewey)> = vec![(id, version.clone())];
+        let mut stack: SmallVec<[(NodeId, Dewey); 4]> = smallvec![(id, version.clone())];
         while let Some((cur, ver)) = stack.pop() {
-            let Some(node) = self.nodes.get_mut(&cur) else {
+            let std::collections::hash_map::Entry::Occupied(mut entry) = self.nodes.entry(cur)
+            else {
                 // Flink stops the whole release here (`break`), and so do we.
                 break;
             };
+            let node = entry.get_mut();
             let mut i = 0;
             while i < node.edges.len() {
                 let e = &mut node.edges[i];
@@ -169,7 +180,7 @@ impl<E> SharedBuffer<E> {
                 i += 1;
             }
             if release(&mut node.lock) {
-                self.nodes.remove(&cur);
+                entry.remove();
                 self.release_event(cur.event);
             }
         }
@@ -201,13 +212,17 @@ impl<E> SharedBuffer<E> {
                     let Some(node) = self.nodes.get(&nid) else {
                         continue;
                     };
-                    let compatible: Vec<&Edge> = node
+                    let compatible: SmallVec<[&Edge; 4]> = node
                         .edges
                         .iter()
                         .filter(|e| ver.is_compatible_with(&e.version))
                         .collect();
-                    for e in compatible {
-                        stack.push((e.target, e.version.clone(), path.clone()));
+                    // The path is copied for every branch but the last, which takes it over.
+                    if let Some((last, rest)) = compatible.split_last() {
+                        for e in rest {
+                            stack.push((e.target, e.version.clone(), path.clone()));
+                        }
+                        stack.push((last.target, last.version.clone(), path));
                     }
                 }
             }
