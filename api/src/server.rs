@@ -141,10 +141,26 @@ pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log filter '{filter}'"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogWriter);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("setting up logs: {e}"))
+}
+
+/// Stderr that never fails: a closed or full stderr must not take the service down (the
+/// subscriber reports a failed write with `eprintln!`, which panics when stderr is gone).
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }

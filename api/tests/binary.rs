@@ -19,6 +19,11 @@ struct Service {
 /// Starts `cep serve --config <config>` with the given environment and waits for its "listening"
 /// log line.
 fn start(config: &Path, env: &[(&str, &str)]) -> Service {
+    start_with(config, env, true)
+}
+
+/// `start`; with `keep_reading` false, stderr is closed once the service listens.
+fn start_with(config: &Path, env: &[(&str, &str)], keep_reading: bool) -> Service {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cep"));
     command
         .arg("serve")
@@ -39,7 +44,11 @@ fn start(config: &Path, env: &[(&str, &str)]) -> Service {
         // Reads to the end even when nobody listens any more, so that the service never
         // writes to a closed pipe.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let listening = line.contains("\"listening\"");
             let _ = tx.send(line);
+            if listening && !keep_reading {
+                break;
+            }
         }
     });
     let mut logs = Vec::new();
@@ -157,4 +166,30 @@ async fn configuration_signals_and_restart() {
     assert_eq!(read.status(), 200);
     assert_eq!(read.json::<Value>().await.unwrap(), pattern);
     assert_eq!(stop(service, "-INT"), Some(0), "SIGINT ends with exit 0");
+}
+
+#[tokio::test]
+async fn a_closed_stderr_does_not_stop_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nlog_format = \"json\"\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let service = start_with(&config, &[], false);
+    let client = reqwest::Client::new();
+    // Each request logs a line to the closed stderr.
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{}/api/v1/pipelines", service.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(stop(service, "-TERM"), Some(0));
 }
