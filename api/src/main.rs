@@ -1,6 +1,7 @@
 //! The `cep` binary.
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod check;
 mod run;
 
@@ -20,6 +21,8 @@ enum Command {
     Run(run::RunArgs),
     /// Validate pattern files (and with --explain, show their automata).
     Check(check::CheckArgs),
+    /// Measure throughput on the generated workload of the performance issue.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,5 +30,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => cep_api::serve_main(args),
         Command::Run(args) => std::process::exit(run::run(args)?),
         Command::Check(args) => std::process::exit(check::check(args)?),
+        Command::Bench(args) => std::process::exit(bench::bench(args)?),
     }
 }

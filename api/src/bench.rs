@@ -1,0 +1,444 @@
+//! `cep bench`: throughput of the engine on the generated workload of the performance issue.
+//!
+//! The stream is a pure function of the event index (`splitmix64(i)`), so other engines (Flink,
+//! through `../shared/flink-reference`'s `Bench`) can be fed the identical stream, and the match
+//! and timeout counts printed show that both did the same work.
+//!
+//! Two paths: typed events with the Rust DSL through `CepOperator`, or (`--json`) each event
+//! written as a JSON line, parsed and pushed through `JsonEngine` and the outputs serialized, as
+//! `cep run` does. With `--threads T`, keys are hash-partitioned over `T` workers, each with its
+//! own operator; as the generator is a pure function of `i`, every worker runs it and keeps the
+//! events of its own keys (a router without the channel), so the events of a key keep their order.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use cep::{AfterMatchSkip, CepOperator, Nfa, OutputKind, Pattern};
+use cep_patterns::{compile, EngineConfig, JsonEngine, PatternSpec, TimeFormat};
+
+/// Options of `cep bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The workload: login_fail, seq_fby, oneormore, timeout, not_fby or iterative.
+    #[arg(long)]
+    pub workload: String,
+    /// Number of events.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Number of keys.
+    #[arg(long, default_value_t = 1_000)]
+    pub keys: u64,
+    /// Run JSON lines through the JSON pattern path (as `cep run` does) instead of typed events
+    /// through the Rust DSL.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (keys are hash-partitioned over them).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Directory of the conformance patterns (the JSON twins of the workloads other than
+    /// login_fail).
+    #[arg(
+        long,
+        env = "CEP_CONFORMANCE_PATTERNS",
+        default_value = "../shared/conformance/patterns"
+    )]
+    pub patterns_dir: PathBuf,
+}
+
+/// The JSON twin of the login workload's pattern.
+const LOGIN_FAIL_JSON: &str = r#"{
+  "name": "login_fail",
+  "within": "2s",
+  "after_match": "skip_past_last_event",
+  "stages": [
+    { "name": "fail", "where": "type == 'fail'", "times": 3, "consecutive": true }
+  ]
+}"#;
+
+const WORKLOADS: [&str; 6] = [
+    "login_fail",
+    "seq_fby",
+    "oneormore",
+    "timeout",
+    "not_fby",
+    "iterative",
+];
+
+/// `splitmix64`, the generator of the workload.
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const TYPES: [&str; 4] = ["A", "B", "C", "D"];
+
+/// One generated event. The key is kept as its number: the key of event `i` is `"k{key}"`.
+#[derive(Clone, Debug)]
+pub struct Ev {
+    /// The event index.
+    pub id: u64,
+    /// The key's number.
+    pub key: u64,
+    /// Timestamp in milliseconds (= `id`).
+    pub ts: i64,
+    /// `A`..`D`, or `fail`/`success` in the login workload.
+    pub kind: &'static str,
+    /// A value in `[0, 100)`.
+    pub value: f64,
+}
+
+/// Event `i` of the workload with `keys` keys.
+pub fn event(i: u64, keys: u64, login: bool) -> Ev {
+    let x = splitmix64(i);
+    let t = (x >> 20) & 0xFF;
+    let kind = if login {
+        if t < 204 {
+            "fail"
+        } else {
+            "success"
+        }
+    } else {
+        TYPES[(t & 3) as usize]
+    };
+    Ev {
+        id: i,
+        key: x % keys,
+        ts: i as i64,
+        kind,
+        value: ((x >> 32) % 10000) as f64 / 100.0,
+    }
+}
+
+/// The worker (of `threads`) that owns key number `key`.
+fn partition(key: u64, threads: usize) -> usize {
+    if threads <= 1 {
+        return 0;
+    }
+    // A multiplicative hash, so that the partition does not follow `x % keys` patterns.
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % threads
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn is(t: &'static str) -> impl Fn(&Ev) -> bool + Send + Sync + 'static {
+    move |e: &Ev| e.kind == t
+}
+
+fn last_value(ctx: &cep::Context<'_, Ev>, stage: &str) -> f64 {
+    ctx.events(stage).last().map_or(f64::NAN, |e| e.value)
+}
+
+fn avg_value(ctx: &cep::Context<'_, Ev>, stage: &str) -> f64 {
+    let (mut sum, mut n) = (0.0, 0u32);
+    for e in ctx.events(stage) {
+        sum += e.value;
+        n += 1;
+    }
+    if n == 0 {
+        f64::NAN
+    } else {
+        sum / f64::from(n)
+    }
+}
+
+/// The DSL twin of a workload's pattern (`../shared/flink-reference/src/Patterns.java`).
+pub fn typed_pattern(workload: &str) -> anyhow::Result<Nfa<Ev>> {
+    let p = match workload {
+        "login_fail" => Pattern::begin_with_skip("fail", AfterMatchSkip::SkipPastLastEvent)
+            .where_(is("fail"))
+            .times(3)
+            .consecutive()
+            .within(secs(2)),
+        "seq_fby" => Pattern::begin("a")
+            .where_(is("A"))
+            .followed_by("b")
+            .where_(is("B"))
+            .followed_by("c")
+            .where_(is("C"))
+            .within(secs(10)),
+        "oneormore" => Pattern::begin("a")
+            .where_(is("A"))
+            .followed_by("b")
+            .where_(is("B"))
+            .one_or_more()
+            .followed_by("c")
+            .where_(is("C"))
+            .within(secs(6)),
+        "timeout" => Pattern::begin("create")
+            .where_(is("A"))
+            .followed_by("pay")
+            .where_(is("B"))
+            .within(secs(3)),
+        "not_fby" => Pattern::begin("a")
+            .where_(is("A"))
+            .not_followed_by("b")
+            .where_(is("B"))
+            .followed_by("c")
+            .where_(is("C"))
+            .within(secs(6)),
+        "iterative" => Pattern::begin("s")
+            .where_(is("A"))
+            .followed_by("r")
+            .where_ctx(|e: &Ev, ctx| e.kind == "B" && e.value > last_value(ctx, "s"))
+            .one_or_more()
+            .followed_by("e")
+            .where_ctx(|e: &Ev, ctx| e.kind == "C" && e.value < avg_value(ctx, "r"))
+            .within(secs(10)),
+        other => bail!(
+            "unknown workload '{other}' (one of {})",
+            WORKLOADS.join(", ")
+        ),
+    };
+    p.compile(workload)
+        .map_err(|e| anyhow::anyhow!("{workload}: {e}"))
+}
+
+/// The JSON twin of a workload's pattern.
+fn json_pattern(workload: &str, dir: &std::path::Path) -> anyhow::Result<PatternSpec> {
+    let text = if workload == "login_fail" {
+        LOGIN_FAIL_JSON.to_string()
+    } else {
+        let file = dir.join(format!("{workload}.json"));
+        std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "reading {} (set --patterns-dir to the conformance patterns)",
+                file.display()
+            )
+        })?
+    };
+    PatternSpec::from_json(&text).map_err(|e| anyhow::anyhow!("{workload}: {e}"))
+}
+
+/// Output counts of one worker.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    matches: u64,
+    timeouts: u64,
+}
+
+fn run_typed(nfa: Arc<Nfa<Ev>>, args: &BenchArgs, login: bool, worker: usize) -> Counts {
+    let mut op: CepOperator<u64, Ev> = CepOperator::new(vec![nfa]);
+    let mut out = Vec::new();
+    let mut c = Counts::default();
+    let mut count = |out: &mut Vec<cep::Output<u64, Ev>>| {
+        for o in out.drain(..) {
+            match o.kind {
+                OutputKind::Match => c.matches += 1,
+                OutputKind::Timeout => c.timeouts += 1,
+                OutputKind::Late => {}
+            }
+        }
+    };
+    for i in 0..args.events {
+        let e = event(i, args.keys, login);
+        if partition(e.key, args.threads) != worker {
+            continue;
+        }
+        let (key, ts) = (e.key, e.ts);
+        op.process_element(key, e, ts, &mut out);
+        // The watermark of bounded out-of-orderness 0.
+        op.advance_watermark(ts - 1, &mut out);
+        count(&mut out);
+    }
+    op.advance_watermark(i64::MAX, &mut out);
+    count(&mut out);
+    c
+}
+
+fn run_json(spec: &PatternSpec, args: &BenchArgs, login: bool, worker: usize) -> Counts {
+    let pattern = Arc::new(compile(spec).expect("checked before the workers start"));
+    let config = EngineConfig {
+        key_by: "key".into(),
+        time_field: "ts".into(),
+        time_format: TimeFormat::EpochMs,
+        out_of_orderness_ms: 0,
+    };
+    let mut engine = JsonEngine::new(config, vec![pattern]).expect("checked");
+    let mut outs = Vec::new();
+    let mut line = String::new();
+    // Outputs are serialized as `cep run` does; the bytes go nowhere.
+    let mut sink: Vec<u8> = Vec::new();
+    let mut c = Counts::default();
+    let mut emit = |outs: &mut Vec<cep_patterns::Output>, sink: &mut Vec<u8>| {
+        for o in outs.drain(..) {
+            match o.kind {
+                cep_patterns::OutputKind::Match => c.matches += 1,
+                cep_patterns::OutputKind::Timeout => c.timeouts += 1,
+                cep_patterns::OutputKind::Late => {}
+            }
+            sink.clear();
+            serde_json::to_writer(&mut *sink, &o).expect("writing to memory");
+            sink.push(b'\n');
+        }
+    };
+    for i in 0..args.events {
+        let e = event(i, args.keys, login);
+        if partition(e.key, args.threads) != worker {
+            continue;
+        }
+        line.clear();
+        write!(
+            line,
+            r#"{{"id":{},"key":"k{}","ts":{},"type":"{}","value":"#,
+            e.id, e.key, e.ts, e.kind
+        )
+        .expect("writing to a string");
+        // `{:?}` writes the shortest form that reads back exactly, with a `.0` on whole numbers,
+        // as serde_json writes an f64.
+        write!(line, "{:?}}}", e.value).expect("writing to a string");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        if let Err(err) = engine.push(value, &mut outs) {
+            panic!("event {i} rejected: {err}");
+        }
+        emit(&mut outs, &mut sink);
+    }
+    engine.advance_watermark(i64::MAX, &mut outs);
+    emit(&mut outs, &mut sink);
+    c
+}
+
+/// The peak resident set size of this process (`VmHWM`), in bytes.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time (user + system) used by this process so far, in seconds, from `/proc/self/stat`
+/// (clock ticks of 10 ms). On a machine shared with other work it says more than wall time.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // The command name (field 2) may hold spaces; the fields after its ')' are space-separated,
+    // utime and stime being fields 14 and 15 of the whole line.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `cep bench`; returns the process exit code.
+pub fn bench(args: BenchArgs) -> anyhow::Result<i32> {
+    if !WORKLOADS.contains(&args.workload.as_str()) {
+        bail!(
+            "unknown workload '{}' (one of {})",
+            args.workload,
+            WORKLOADS.join(", ")
+        );
+    }
+    if args.keys == 0 || args.threads == 0 {
+        bail!("--keys and --threads must be at least 1");
+    }
+    let login = args.workload == "login_fail";
+    let threads = args.threads;
+    let start;
+    let cpu_start;
+    let counts: Vec<Counts> = if args.json {
+        let spec = json_pattern(&args.workload, &args.patterns_dir)?;
+        compile(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", args.workload))?;
+        cpu_start = cpu_seconds();
+        start = Instant::now();
+        if threads == 1 {
+            vec![run_json(&spec, &args, login, 0)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|w| {
+                        let (spec, args) = (&spec, &args);
+                        s.spawn(move || run_json(spec, args, login, w))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("worker"))
+                    .collect()
+            })
+        }
+    } else {
+        let nfa = Arc::new(typed_pattern(&args.workload)?);
+        cpu_start = cpu_seconds();
+        start = Instant::now();
+        if threads == 1 {
+            vec![run_typed(nfa, &args, login, 0)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|w| {
+                        let (nfa, args) = (nfa.clone(), &args);
+                        s.spawn(move || run_typed(nfa, args, login, w))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("worker"))
+                    .collect()
+            })
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
+    let matches: u64 = counts.iter().map(|c| c.matches).sum();
+    let timeouts: u64 = counts.iter().map(|c| c.timeouts).sum();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "workload={} events={} keys={} threads={} json={} matches={} timeouts={} seconds={:.3} \
+         events_per_sec={:.0} peak_rss_bytes={} cpu_seconds={:.2}",
+        args.workload,
+        args.events,
+        args.keys,
+        threads,
+        args.json,
+        matches,
+        timeouts,
+        seconds,
+        args.events as f64 / seconds,
+        peak_rss_bytes(),
+        cpu
+    )?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_matches_the_reference_formulas() {
+        // splitmix64(0) is the well-known first output of the generator seeded with 0.
+        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
+        let e = event(0, 1000, true);
+        let x = splitmix64(0);
+        assert_eq!(e.key, x % 1000);
+        assert_eq!(e.ts, 0);
+        assert_eq!(e.value, ((x >> 32) % 10000) as f64 / 100.0);
+    }
+
+    #[test]
+    fn every_workload_has_both_twins() {
+        for w in WORKLOADS {
+            typed_pattern(w).unwrap();
+        }
+        compile(&PatternSpec::from_json(LOGIN_FAIL_JSON).unwrap()).unwrap();
+    }
+}
