@@ -17,7 +17,8 @@ pub struct AppError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    details: Value,
+    /// Boxed: a `Value` is large, and this error travels in many `Result`s.
+    details: Box<Value>,
     /// The cause of an internal error: logged, never returned.
     internal: Option<anyhow::Error>,
 }
@@ -29,14 +30,14 @@ impl AppError {
             status,
             code,
             message: message.into(),
-            details: Value::Null,
+            details: Box::new(Value::Null),
             internal: None,
         }
     }
 
     /// Adds details (e.g. the list of validation errors with their locations).
     pub fn with_details(mut self, details: Value) -> AppError {
-        self.details = details;
+        self.details = Box::new(details);
         self
     }
 
@@ -102,7 +103,7 @@ impl AppError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal error".to_string(),
-            details: Value::Null,
+            details: Box::new(Value::Null),
             internal: Some(cause.into()),
         }
     }

@@ -54,18 +54,23 @@ fn start_with(config: &Path, env: &[(&str, &str)], keep_reading: bool) -> Servic
     let mut logs = Vec::new();
     loop {
         // A bound so that a service that never listens fails the test instead of hanging it.
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the service logs that it listens");
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("the service did not log that it listens ({e}); it ended with {status:?}");
+            }
+        };
         let entry: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            .unwrap_or_else(|e| Value::String(format!("log line is not JSON ({e}): {line}")));
         let addr = entry["fields"]["addr"].as_str().map(str::to_string);
         let listening = entry["fields"]["message"] == "listening";
         logs.push(entry);
-        if listening {
+        if let (true, Some(addr)) = (listening, addr) {
             return Service {
                 child,
-                base: format!("http://{}", addr.expect("addr field")),
+                base: format!("http://{addr}"),
                 logs,
             };
         }
