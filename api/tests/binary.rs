@@ -16,6 +16,14 @@ struct Service {
     logs: Vec<Value>,
 }
 
+impl Drop for Service {
+    /// A failing test must not leave its service running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `cep serve --config <config>` with the given environment and waits for its "listening"
 /// log line.
 fn start(config: &Path, env: &[(&str, &str)]) -> Service {
