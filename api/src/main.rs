@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod check;
+mod kafka;
 mod run;
 
 /// Complex event processing with Flink CEP semantics.
@@ -19,6 +20,9 @@ enum Command {
     Serve(cep_api::ServeArgs),
     /// Evaluate patterns over a JSON-lines file of events, without a server.
     Run(run::RunArgs),
+    /// Run a Kafka-in, Kafka-out pipeline (consumer group in; matches, timeouts, late events and
+    /// dead letters out; at-least-once or exactly-once).
+    Kafka(kafka::KafkaArgs),
     /// Validate pattern files (and with --explain, show their automata).
     Check(check::CheckArgs),
     /// Measure throughput on the generated workload of the performance issue.
@@ -29,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => cep_api::serve_main(args),
         Command::Run(args) => std::process::exit(run::run(args)?),
+        Command::Kafka(args) => std::process::exit(kafka::kafka(args)?),
         Command::Check(args) => std::process::exit(check::check(args)?),
         Command::Bench(args) => std::process::exit(bench::bench(args)?),
     }
