@@ -85,12 +85,12 @@ impl SourceConfig {
         }
     }
 
-    /// Connects and subscribes, with the system clock for idleness.
+    /// Connects (the first poll joins the group), with the system clock for idleness.
     pub fn build(&self) -> Result<KafkaSource> {
         self.build_with_clock(Arc::new(SystemClock))
     }
 
-    /// Connects and subscribes, measuring idleness with `clock`.
+    /// Connects (the first poll joins the group), measuring idleness with `clock`.
     pub fn build_with_clock(&self, clock: Arc<dyn Clock>) -> Result<KafkaSource> {
         self.validate()?;
         KafkaSource::new(self.clone(), clock)

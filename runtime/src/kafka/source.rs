@@ -256,6 +256,7 @@ pub struct KafkaSource {
     watermarks: PartitionWatermarks,
     rebalanced: Arc<AtomicBool>,
     processed: BTreeMap<(String, i32), i64>,
+    subscribed: bool,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -276,10 +277,6 @@ impl KafkaSource {
                 rebalanced: rebalanced.clone(),
             })
             .map_err(|e| Error::client("creating the consumer", e))?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|e| Error::client(format!("subscribing to {topics:?}"), e))?;
         let watermarks =
             PartitionWatermarks::new(config.out_of_orderness_ms, config.idleness_ms, clock);
         Ok(KafkaSource {
@@ -288,7 +285,22 @@ impl KafkaSource {
             watermarks,
             rebalanced,
             processed: BTreeMap::new(),
+            subscribed: false,
         })
+    }
+
+    /// Joins the group (done by the first [`poll`](Self::poll)). Requests to the group
+    /// coordinator wait behind a pending join, which can last until the session of a crashed
+    /// member times out, so [`committed`](Self::committed) is best called before.
+    pub fn subscribe(&mut self) -> Result<()> {
+        if !self.subscribed {
+            let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+            self.consumer
+                .subscribe(&topics)
+                .map_err(|e| Error::client(format!("subscribing to {topics:?}"), e))?;
+            self.subscribed = true;
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -309,6 +321,7 @@ impl KafkaSource {
     /// Waits up to `timeout` for the next record. `Ok(None)` when there is none yet. Errors the
     /// client reports for one fetch are returned; the source stays usable.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<SourceRecord>> {
+        self.subscribe()?;
         let polled = match self.consumer.poll(timeout) {
             None => Ok(None),
             Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
