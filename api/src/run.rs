@@ -157,7 +157,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             serde_json::to_writer(&mut output, &o)?;
             output.write_all(b"\n")?;
         }
-        if progress && lines % 100_000 == 0 {
+        if progress && lines.is_multiple_of(100_000) {
             eprint!("\r{lines} lines, {skipped} skipped");
         }
     }

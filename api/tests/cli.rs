@@ -1,0 +1,178 @@
+//! `cep run` and `cep check` as a user runs them: real files, the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cep() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cep"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cep-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const LOGIN: &str = r#"{"name":"login-failures","within":"2s","after_match":"skip_past_last_event","stages":[{"name":"fail","where":"type == 'fail'","times":3,"consecutive":true}]}"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn run_reports_bad_lines_and_keeps_going() {
+    let dir = tmpdir("run");
+    let pattern = write(&dir, "login.json", LOGIN);
+    let input = write(
+        &dir,
+        "events.jsonl",
+        concat!(
+            "{\"user\":\"u1\",\"ts\":1000,\"type\":\"fail\"}\n",
+            "{\"user\":\"u1\",\"ts\":1100,\"type\":\"fail\"\n",
+            "{\"user\":\"u1\",\"ts\":1200,\"type\":\"fail\"}\n",
+            "{\"ts\":1250,\"type\":\"fail\"}\n",
+            "{\"user\":\"u1\",\"ts\":\"soon\",\"type\":\"fail\"}\n",
+            "\n",
+            "{\"user\":\"u1\",\"ts\":1300,\"type\":\"fail\"}\n",
+            "{\"user\":\"u2\",\"ts\":9000,\"type\":\"ok\"}\n",
+            "{\"user\":\"u1\",\"ts\":500,\"type\":\"fail\"}\n",
+        ),
+    );
+    let out = dir.join("out.jsonl");
+    let o = cep()
+        .args(["run", "--pattern"])
+        .arg(&pattern)
+        .arg("--input")
+        .arg(&input)
+        .args(["--key-by", "user", "--time-field", "ts", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "skipped lines make the exit status 2: {stderr}"
+    );
+    assert!(stderr.contains("line 2: malformed JSON"), "{stderr}");
+    assert!(
+        stderr.contains("line 4: missing key field 'user'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5: time field 'ts' must be a number"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 line(s) skipped"), "{stderr}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(&str, i64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap(),
+                l["timestamp"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // 1000, 1200, 1300 are three consecutive failures of u1; the event at 500 arrives after the
+    // watermark moved to 8999 and is late.
+    assert_eq!(kinds, vec![("match", 1300), ("late", 500)]);
+    let ts: Vec<i64> = lines[0]["events"]["fail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ts"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ts, vec![1000, 1200, 1300]);
+    assert_eq!(lines[1]["event"]["ts"], 500);
+}
+
+#[test]
+fn run_reads_stdin_and_rfc3339_times() {
+    use std::io::Write;
+    let dir = tmpdir("stdin");
+    let pattern = write(
+        &dir,
+        "p.json",
+        r#"{"name":"ab","within":"1min","stages":[{"name":"a","where":"type == 'a'"},{"name":"b","where":"type == 'b'"}]}"#,
+    );
+    let mut child = cep()
+        .args(["run", "--pattern"])
+        .arg(&pattern)
+        .args([
+            "--input",
+            "-",
+            "--key-by",
+            "k",
+            "--time-field",
+            "at",
+            "--time-format",
+            "rfc3339",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"k\":1,\"at\":\"2026-01-01T00:00:00Z\",\"type\":\"a\"}\n{\"k\":1,\"at\":\"2026-01-01T00:00:30+00:00\",\"type\":\"b\"}\n{\"k\":2,\"at\":\"2026-01-01T00:00:40Z\",\"type\":\"a\"}\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["kind"], "match");
+    assert_eq!(lines[0]["key"], "1");
+    assert_eq!(lines[0]["timestamp"], 1_767_225_630_000i64);
+    // Key 2 never sees its b: at the end of the input it times out one minute after its a.
+    assert_eq!(lines[1]["kind"], "timeout");
+    assert_eq!(lines[1]["timestamp"], 1_767_225_700_000i64);
+}
+
+#[test]
+fn check_validates_and_explains() {
+    let dir = tmpdir("check");
+    write(&dir, "good.json", LOGIN);
+    write(
+        &dir,
+        "bad.json",
+        r#"{"name":"bad","stages":[{"name":"a","where":"type = 'x'"},{"name":"b","times":"many"}]}"#,
+    );
+    let o = cep().arg("check").arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("good.json: ok (login-failures)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bad.json: stages[1].times"), "{stdout}");
+    let o = cep()
+        .args(["check", "--explain"])
+        .arg(dir.join("good.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("window: 2000 ms"), "{stdout}");
+    assert!(stdout.contains("Start 'fail"), "{stdout}");
+    assert!(stdout.contains("take ->"), "{stdout}");
+    let o = cep()
+        .arg("check")
+        .arg(dir.join("missing.json"))
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+}
