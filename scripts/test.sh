@@ -34,9 +34,9 @@ cargo test --workspace --doc
 conf="${CEP_CONFORMANCE_DIR:-../shared/conformance}"
 if [ -f "$conf/expected.txt" ]; then
   echo "== conformance corpus through cep run"
-  # The debug binary the tests already built: building RocksDB a second time in release would
-  # cost CI minutes for a run that takes seconds.
-  cargo build -p cep-api --bin cep
+  # The debug binary the tests already built. Build it with the same (whole-workspace) feature
+  # set as the tests: `-p cep-api` alone would unify features differently and build RocksDB again.
+  cargo build --workspace --bins
   bin="${CARGO_TARGET_DIR:-target}/debug/cep"
   out=$(mktemp)
   "$bin" run --pattern "$conf/patterns" --input "$conf/events.jsonl" --key-by key \
