@@ -34,10 +34,11 @@ cargo test --workspace --doc
 conf="${CEP_CONFORMANCE_DIR:-../shared/conformance}"
 if [ -f "$conf/expected.txt" ]; then
   echo "== conformance corpus through cep run"
-  # The debug binary the tests already built. Build it with the same (whole-workspace) feature
-  # set as the tests: `-p cep-api` alone would unify features differently and build RocksDB again.
-  cargo build --workspace --bins
+  # The binary `cargo test` built for the integration tests (CARGO_BIN_EXE_cep). Any other
+  # cargo invocation (`build -p cep-api`, `build --workspace --bins`) unifies features differently
+  # and would build RocksDB a second time.
   bin="${CARGO_TARGET_DIR:-target}/debug/cep"
+  [ -x "$bin" ] || cargo test --workspace --all-targets --no-run
   out=$(mktemp)
   "$bin" run --pattern "$conf/patterns" --input "$conf/events.jsonl" --key-by key \
     --time-field ts --out-of-orderness 300ms --output "$out"
