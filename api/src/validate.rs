@@ -5,7 +5,6 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::config::Limits;
-use crate::duration::Millis;
 use crate::engine::{compile, CompiledPattern, PatternError, PatternErrors, PatternSpec};
 use crate::error::AppError;
 
@@ -133,14 +132,15 @@ pub fn check_stored(text: &str) -> Result<ValidPattern, PatternErrors> {
 }
 
 fn check_limits(limits: &Limits, map: &Map<String, Value>, problems: &mut Vec<PatternError>) {
-    if let Some(Value::String(within)) = map.get("within") {
-        // An unreadable window is the pattern parser's to report.
-        if let Ok(window) = Millis::parse(within) {
-            if window > limits.max_window {
+    if let Some(within) = map.get("within") {
+        // Read the window as the pattern format does (text or a number of milliseconds); an
+        // unreadable window is the pattern parser's to report.
+        if let Ok(window) = serde_json::from_value::<cep_patterns::DurationMs>(within.clone()) {
+            if window.0 > limits.max_window.0 {
                 problems.push(error(
                     "within",
                     format!(
-                        "the window {within} is longer than the limit {}",
+                        "the window {window} is longer than the limit {}",
                         limits.max_window
                     ),
                 ));

@@ -232,6 +232,11 @@ async fn pattern_limits() {
         .map(|e| e["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["within", "stages[1].where", "stages"]);
+    // A window given as a number of milliseconds is held to the same limit.
+    let pattern = json!({"name": "long", "within": 3_600_000, "stages": [{"name": "a"}]});
+    let (status, body) = s.post("/api/v1/patterns", &pattern).await;
+    let error = assert_error(status, &body, 400, "invalid_pattern");
+    assert_eq!(error["details"]["errors"][0]["path"], "within");
     s.stop().await;
 }
 
