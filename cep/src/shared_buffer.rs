@@ -32,17 +32,17 @@ pub struct NodeId {
 }
 
 #[derive(Clone, Debug)]
-struct Edge {
-    target: Option<NodeId>,
-    version: Dewey,
-    lock: i32,
+pub(crate) struct Edge {
+    pub(crate) target: Option<NodeId>,
+    pub(crate) version: Dewey,
+    pub(crate) lock: i32,
 }
 
 #[derive(Clone, Debug, Default)]
-struct Node {
-    lock: i32,
+pub(crate) struct Node {
+    pub(crate) lock: i32,
     /// Usually few: one per partial match that took the event into the same stage.
-    edges: SmallVec<[Edge; 3]>,
+    pub(crate) edges: SmallVec<[Edge; 3]>,
 }
 
 /// One extracted path: pages in order of first appearance, each with its events in order.
@@ -60,9 +60,9 @@ fn release(lock: &mut i32) -> bool {
 /// The per-key shared buffer of one pattern.
 #[derive(Clone, Debug)]
 pub struct SharedBuffer<E> {
-    events: FxHashMap<EventId, (Arc<E>, i32)>,
-    counters: FxHashMap<i64, u32>,
-    nodes: FxHashMap<NodeId, Node>,
+    pub(crate) events: FxHashMap<EventId, (Arc<E>, i32)>,
+    pub(crate) counters: FxHashMap<i64, u32>,
+    pub(crate) nodes: FxHashMap<NodeId, Node>,
 }
 
 impl<E> Default for SharedBuffer<E> {
