@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let counts = kafka::create_topics(&args.bootstrap, &topics)?;
         for (topic, n) in args.topics.iter().zip(counts) {
-            println!("{topic}: {n} partitions");
+            println!("{topic}: {n} partition{}", if n == 1 { "" } else { "s" });
         }
         return Ok(());
     }
