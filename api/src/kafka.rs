@@ -3,34 +3,39 @@
 //! idleness, combined by the minimum over the partitions that are not idle), and matches,
 //! timeouts, late events and unreadable records are written to their topics, keyed by the CEP key.
 //!
-//! The pipeline runs in *epochs* (one per `--commit-interval`). At the end of an epoch:
+//! State is partitioned like the input: a CEP key belongs to the input partition its events come
+//! from (the input must be keyed by the CEP key), and the pipeline checkpoints it to a *changelog
+//! topic* with as many partitions as the input: per input partition `p`, the snapshots of its
+//! changed keys (a tombstone when a key's state is empty) and a *marker* with the offset the
+//! state covers, all written to changelog partition `p`. Any process of the group can rebuild a
+//! partition's state from the changelog, so state moves with its partition on a rebalance.
 //!
-//! - `at-least-once`: every output is acknowledged (producer flush), the epoch's engine operations
-//!   are made durable in the operation log (with `--data-dir`), then the consumed offsets are
-//!   committed, tagged with the epoch.
-//! - `exactly-once`: the outputs of the epoch were produced in one transaction; the operation log
-//!   is made durable, then the consumed offsets are added to the transaction and it is committed.
+//! The pipeline runs in *epochs* (one per `--commit-interval`). At the end of an epoch the changed
+//! keys are snapshotted and the markers written, then:
 //!
-//! The engine's state (partial matches) cannot be serialized, so it is made durable as the log of
-//! the operations that built it (events pushed, watermarks advanced) in RocksDB under `--data-dir`.
-//! On restart the operations of the committed epochs are replayed into a fresh engine (their
-//! outputs are discarded: they were delivered already) and consumption resumes at the committed
-//! offsets. A key's operations leave the log once its state is provably empty. See
+//! - `at-least-once`: every output and changelog record is acknowledged (producer flush), then the
+//!   consumed offsets are committed;
+//! - `exactly-once`: outputs, dead letters and changelog records of the epoch are in one
+//!   transaction, to which the consumed offsets are added before it commits.
+//!
+//! On every (re)assignment the pipeline starts over from the last checkpoint: it aborts the open
+//! transaction, drops the engine, reads the changelog partitions of its partitions up to their end
+//! (read committed), restores the keys, and skips input records below each marker's offset. See
 //! `docs/kafka.md`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{DurationMs, EngineConfig, JsonEngine, Output, OutputKind, WithinTypeSpec};
+use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, JsonEngine, Output, OutputKind};
 use cep_runtime::kafka::{
-    output_id, parse_json_object, DeadLetter, KafkaSink, KafkaSource, SinkConfig, SourceConfig,
-    SourceRecord,
+    output_id, parse_json_object, rdkafka, DeadLetter, KafkaSink, KafkaSource, SinkConfig,
+    SourceConfig, SourceRecord,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::run::{load_pattern, pattern_files, TimeFormatArg};
 
@@ -79,14 +84,20 @@ pub struct KafkaArgs {
     /// `{"reason","topic","partition","offset","key","value"}` (default: logged and skipped).
     #[arg(long)]
     pub dlq_topic: Option<String>,
-    /// Directory of the durable engine state (RocksDB operation log). Without it, partial matches
-    /// in flight are lost when the process stops.
+    /// Topic the state is checkpointed to (default `<group>-cep-changelog`; created, compacted,
+    /// with as many partitions as the input topic with the most, if missing).
     #[arg(long)]
+    pub changelog_topic: Option<String>,
+    /// No longer used (the state is checkpointed to the changelog topic); accepted so that old
+    /// command lines keep working.
+    #[arg(long, hide = true)]
     pub data_dir: Option<PathBuf>,
-    /// Delivery guarantee. `exactly-once` needs `--data-dir`.
+    /// Delivery guarantee.
     #[arg(long, value_enum, default_value = "at-least-once")]
     pub guarantee: Guarantee,
-    /// Transactional id for `exactly-once` (default `cep-<group>`); one running instance per id.
+    /// Transactional id for `exactly-once` (default `cep-<group>`). Each running process of a
+    /// group needs its own, the same across its restarts (a restart fences the old process and
+    /// aborts its open transaction).
     #[arg(long)]
     pub transactional_id: Option<String>,
     /// How often outputs and offsets are committed, e.g. `1s`.
@@ -180,23 +191,40 @@ struct Topics {
 #[derive(Default, Debug)]
 struct Counters {
     records: u64,
+    skipped: u64,
     dead_letters: u64,
     outputs: u64,
     epochs: u64,
+    restores: u64,
 }
 
+/// An input partition.
+type Part = (String, i32);
+
 struct Pipeline {
+    patterns: Vec<Arc<CompiledPattern>>,
+    config: EngineConfig,
     engine: JsonEngine,
     source: KafkaSource,
     sink: KafkaSink,
     topics: Topics,
-    log: Option<OpLog>,
+    changelog: Changelog,
     guarantee: Guarantee,
     record_time: bool,
     commit_interval: Duration,
     epoch: u64,
     outs: Vec<Output>,
     counters: Counters,
+    /// The assigned partitions.
+    assigned: BTreeSet<Part>,
+    /// The input partition each key with state belongs to.
+    homes: HashMap<String, Part>,
+    /// Per partition, the offset the restored state covers: records below it are in the state.
+    start: HashMap<Part, i64>,
+    /// Partitions that need a marker at the end of the epoch (records read, keys changed).
+    touched: BTreeSet<Part>,
+    /// Keys that moved to another partition: their state in the old one is deleted.
+    moved: Vec<(Part, String)>,
 }
 
 impl Pipeline {
@@ -209,8 +237,10 @@ impl Pipeline {
         if patterns.is_empty() {
             bail!("no pattern files found");
         }
-        if args.guarantee == Guarantee::ExactlyOnce && args.data_dir.is_none() {
-            bail!("--guarantee exactly-once needs --data-dir (the engine state must survive a restart)");
+        if args.data_dir.is_some() {
+            tracing::warn!(
+                "--data-dir is no longer used: the state is checkpointed to the changelog topic"
+            );
         }
         let out_of_orderness = duration("--out-of-orderness", &args.out_of_orderness)?;
         let idleness = args
@@ -237,33 +267,36 @@ impl Pipeline {
             // watermarks with `advance_watermark`.
             out_of_orderness_ms: i64::MAX,
         };
-        // The longest time a partial match can live; `None` if some pattern has no bound.
-        let horizon = patterns
-            .iter()
-            .map(|p| {
-                let s = p.spec();
-                match (s.within, s.within_type) {
-                    (Some(w), None | Some(WithinTypeSpec::FirstAndLast)) => Some(w.0),
-                    _ => None,
-                }
+        // What the checkpointed state belongs to: a changed pipeline cannot take it over.
+        let fingerprint = output_id(
+            json!({
+                "patterns": patterns.iter().map(|p| p.spec()).collect::<Vec<_>>(),
+                "key_by": config.key_by,
+                "time_field": config.time_field,
+                "time_format": config.time_format,
             })
-            .try_fold(0i64, |acc, w| w.map(|w| acc.max(w)));
-        let fingerprint = json!({
-            "patterns": patterns.iter().map(|p| p.spec()).collect::<Vec<_>>(),
-            "key_by": config.key_by,
-            "time_field": config.time_field,
-            "time_format": config.time_format,
-            "input_topics": args.input_topics,
-        })
-        .to_string();
-        let mut engine = JsonEngine::new(config, patterns).map_err(|e| anyhow::anyhow!("{e}"))?;
+            .to_string()
+            .as_bytes(),
+        );
+        let engine = new_engine(&config, &patterns)?;
 
         let mut source_config =
             SourceConfig::new(&args.bootstrap, &args.group, args.input_topics.clone());
         source_config.out_of_orderness_ms = out_of_orderness;
         source_config.idleness_ms = idleness;
         source_config.options = kafka_options.clone();
-        let mut source = source_config.build()?;
+        let source = source_config.build()?;
+
+        let changelog = Changelog {
+            topic: args
+                .changelog_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}-cep-changelog", args.group)),
+            bootstrap: args.bootstrap.clone(),
+            options: kafka_options.clone(),
+            fingerprint,
+        };
+        changelog.ensure_topic(&args.input_topics)?;
 
         let mut sink_config = SinkConfig::new(&args.bootstrap);
         sink_config.options = kafka_options;
@@ -274,42 +307,11 @@ impl Pipeline {
                     .unwrap_or_else(|| format!("cep-{}", args.group)),
             );
         }
-        // For a transactional sink this fences an older instance and aborts its open transaction
-        // before the committed offsets are read below.
-        let mut sink = sink_config.build()?;
-
-        let mut epoch = 0;
-        let log = match &args.data_dir {
-            None => None,
-            Some(dir) => {
-                let mut log = OpLog::open(dir, &fingerprint, horizon)?;
-                let committed = source
-                    .committed(Duration::from_secs(30))
-                    .context("reading the committed offsets")?;
-                let committed_epoch = committed
-                    .iter()
-                    .filter_map(|(_, _, _, meta)| parse_epoch(meta))
-                    .max()
-                    .unwrap_or(0);
-                let restored = log.restore(committed_epoch, &mut engine)?;
-                tracing::info!(
-                    "restored epoch {committed_epoch}: {} events, {} watermarks replayed; watermark {}",
-                    restored.events,
-                    restored.watermarks,
-                    engine.watermark()
-                );
-                source
-                    .watermarks()
-                    .restore(restored.max_timestamps, engine.watermark());
-                epoch = committed_epoch;
-                Some(log)
-            }
-        };
-        epoch += 1;
-        if sink.is_transactional() {
-            sink.begin()?;
-        }
+        // For a transactional sink this fences an older instance and aborts its open transaction.
+        let sink = sink_config.build()?;
         Ok(Pipeline {
+            patterns,
+            config,
             engine,
             source,
             sink,
@@ -319,13 +321,18 @@ impl Pipeline {
                 late: args.late_topic.clone(),
                 dlq: args.dlq_topic.clone(),
             },
-            log,
+            changelog,
             guarantee: args.guarantee,
             record_time,
             commit_interval: Duration::from_millis(commit_interval.max(1) as u64),
-            epoch,
+            epoch: 1,
             outs: Vec::new(),
             counters: Counters::default(),
+            assigned: BTreeSet::new(),
+            homes: HashMap::new(),
+            start: HashMap::new(),
+            touched: BTreeSet::new(),
+            moved: Vec::new(),
         })
     }
 
@@ -333,7 +340,13 @@ impl Pipeline {
         let mut last_commit = Instant::now();
         let mut dirty = false;
         while !stop.load(Ordering::SeqCst) {
-            match self.source.poll(Duration::from_millis(50)) {
+            let polled = self.source.poll(Duration::from_millis(50));
+            if let Some(parts) = self.source.take_assignment() {
+                self.restore(parts)?;
+                last_commit = Instant::now();
+                dirty = false;
+            }
+            match polled {
                 Ok(Some(record)) => {
                     self.handle(record)?;
                     dirty = true;
@@ -343,28 +356,95 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
             if let Some(wm) = self.source.watermark() {
-                if let Some(log) = &mut self.log {
-                    log.watermark(self.epoch, wm);
-                }
                 self.engine.advance_watermark(wm, &mut self.outs);
                 dirty = true;
             }
             self.send_outputs()?;
             if dirty && last_commit.elapsed() >= self.commit_interval {
-                self.checkpoint()?;
+                self.checkpoint(false)?;
                 last_commit = Instant::now();
                 dirty = false;
             }
             self.sink.poll();
         }
         tracing::info!("stopping: committing the last epoch");
-        self.checkpoint()?;
+        self.checkpoint(true)?;
         tracing::info!("stopped: {:?}", self.counters);
         Ok(())
     }
 
+    /// Starts over on `parts` from the last checkpoint: what was not committed is dropped (the
+    /// open transaction aborted) and read again, the state of each partition is read back from
+    /// the changelog.
+    fn restore(&mut self, parts: Vec<Part>) -> anyhow::Result<()> {
+        let begun = Instant::now();
+        if self.sink.is_transactional() {
+            self.sink.abort()?;
+        }
+        self.outs.clear();
+        self.engine = new_engine(&self.config, &self.patterns)?;
+        self.engine.track_changes(true);
+        self.homes.clear();
+        self.start.clear();
+        self.touched.clear();
+        self.moved.clear();
+        self.source.reset_processed();
+        self.assigned = parts.iter().cloned().collect();
+
+        let restored = self.changelog.read(&parts)?;
+        let mut seeds = Vec::new();
+        let mut watermark: Option<i64> = None;
+        let mut keys = 0;
+        for (part, state) in restored {
+            if let Some(m) = &state.marker {
+                self.start.insert(part.clone(), m.offset);
+                if let Some(ts) = m.max_ts {
+                    seeds.push((part.clone(), ts));
+                }
+                watermark = Some(watermark.map_or(m.watermark, |w: i64| w.min(m.watermark)));
+            }
+            for (key, snapshot) in state.keys {
+                self.engine
+                    .restore_key(&key, &snapshot)
+                    .map_err(|e| anyhow::anyhow!("changelog {}: {e}", self.changelog.topic))?;
+                self.homes.insert(key, part.clone());
+                keys += 1;
+            }
+        }
+        // The lowest watermark the restored partitions had seen: events at or below it were
+        // late then, and are late now.
+        let watermark = match watermark {
+            Some(w) if self.start.len() == parts.len() => w,
+            _ => i64::MIN,
+        };
+        self.engine.advance_watermark(watermark, &mut self.outs);
+        self.engine.take_changed();
+        self.source.watermarks().reset(&parts, seeds, watermark);
+        if self.sink.is_transactional() {
+            self.sink.begin()?;
+        }
+        self.counters.restores += 1;
+        tracing::info!(
+            "assigned {parts:?}: restored {keys} keys in {:?} (offsets {:?})",
+            begun.elapsed(),
+            self.start
+        );
+        Ok(())
+    }
+
     fn handle(&mut self, record: SourceRecord) -> anyhow::Result<()> {
+        let part = (record.topic.clone(), record.partition);
+        if !self.assigned.contains(&part) {
+            return Ok(());
+        }
+        if self.start.get(&part).is_some_and(|&s| record.offset < s) {
+            // Already in the restored state (at-least-once: the checkpoint got further than the
+            // committed offsets).
+            self.counters.skipped += 1;
+            return Ok(());
+        }
         self.counters.records += 1;
+        self.touched.insert(part.clone());
         let read = parse_json_object(&record)
             .map(|mut v| {
                 if self.record_time {
@@ -383,8 +463,19 @@ impl Pipeline {
         match read {
             Ok((value, key, ts)) => {
                 self.source.observe(&record, ts);
-                if let Some(log) = &mut self.log {
-                    log.event(self.epoch, &record, &key, ts, &value);
+                match self.homes.get(&key) {
+                    Some(home) if *home == part => {}
+                    Some(home) => {
+                        tracing::warn!(
+                            "key '{key}' moved from {home:?} to {part:?}: the input should be \
+                             partitioned by the key"
+                        );
+                        self.moved.push((home.clone(), key.clone()));
+                        self.homes.insert(key.clone(), part.clone());
+                    }
+                    None => {
+                        self.homes.insert(key.clone(), part.clone());
+                    }
                 }
                 if let Err(e) = self.engine.push(value, &mut self.outs) {
                     // Not reached: key and time were read above.
@@ -434,22 +525,70 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Ends the epoch: outputs acknowledged (or in the transaction), the operation log durable,
-    /// then the offsets committed with the epoch number.
-    fn checkpoint(&mut self) -> anyhow::Result<()> {
+    /// Ends the epoch: the changed keys' snapshots and the markers to the changelog, then outputs
+    /// and changelog acknowledged and offsets committed (at-least-once), or all of it committed
+    /// in one transaction with the offsets (exactly-once).
+    fn checkpoint(&mut self, last: bool) -> anyhow::Result<()> {
+        let topic = self.changelog.topic.clone();
+        for key in self.engine.take_changed() {
+            let Some(part) = self.homes.get(&key).cloned() else {
+                continue;
+            };
+            let snapshot = self.engine.snapshot_key(&key);
+            if snapshot.is_none() {
+                self.homes.remove(&key);
+            }
+            let record_key = state_key(&part.0, &key);
+            self.sink.send_to(
+                &topic,
+                Some(part.1),
+                Some(&record_key),
+                snapshot.as_deref(),
+                None,
+            )?;
+            self.touched.insert(part);
+        }
+        for (part, key) in std::mem::take(&mut self.moved) {
+            let record_key = state_key(&part.0, &key);
+            self.sink
+                .send_to(&topic, Some(part.1), Some(&record_key), None, None)?;
+            self.touched.insert(part);
+        }
+        let max_ts: HashMap<Part, i64> = self
+            .source
+            .watermarks()
+            .max_timestamps()
+            .into_iter()
+            .collect();
+        for part in std::mem::take(&mut self.touched) {
+            let offset = self
+                .source
+                .processed_offset(&part.0, part.1)
+                .or_else(|| self.start.get(&part).copied());
+            let Some(offset) = offset else { continue };
+            let marker = Marker {
+                epoch: self.epoch,
+                offset,
+                max_ts: max_ts.get(&part).copied(),
+                watermark: self.engine.watermark(),
+                fingerprint: self.changelog.fingerprint.clone(),
+            };
+            let bytes = serde_json::to_vec(&marker)?;
+            self.sink.send_to(
+                &topic,
+                Some(part.1),
+                Some(&marker_key(&part.0)),
+                Some(&bytes),
+                None,
+            )?;
+        }
         let meta = format!("cep-epoch={}", self.epoch);
         match self.guarantee {
             Guarantee::AtLeastOnce => {
                 self.sink.flush(Duration::from_secs(60))?;
-                if let Some(log) = &mut self.log {
-                    log.commit_epoch(self.epoch)?;
-                }
                 self.source.commit(&meta)?;
             }
             Guarantee::ExactlyOnce => {
-                if let Some(log) = &mut self.log {
-                    log.commit_epoch(self.epoch)?;
-                }
                 let offsets = self.source.processed_offsets(&meta)?;
                 let group = self
                     .source
@@ -458,215 +597,320 @@ impl Pipeline {
                 self.sink.commit(&offsets, &group)?;
             }
         }
-        if let Some(log) = &mut self.log {
-            // The epoch is committed: keys whose state is empty leave the log.
-            log.prune(&self.engine)?;
-        }
         self.counters.epochs += 1;
         self.epoch += 1;
-        if self.sink.is_transactional() {
+        if self.sink.is_transactional() && !last {
             self.sink.begin()?;
         }
         Ok(())
     }
 }
 
-fn parse_epoch(meta: &str) -> Option<u64> {
-    meta.strip_prefix("cep-epoch=")?.parse().ok()
+fn new_engine(
+    config: &EngineConfig,
+    patterns: &[Arc<CompiledPattern>],
+) -> anyhow::Result<JsonEngine> {
+    let mut engine =
+        JsonEngine::new(config.clone(), patterns.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.track_changes(true);
+    Ok(engine)
 }
 
-/// What a restore replayed.
-struct Restored {
-    events: u64,
-    watermarks: u64,
-    max_timestamps: Vec<((String, i32), i64)>,
+/// Changelog record key of a key's state: `k`, NUL, input topic, NUL, key.
+fn state_key(topic: &str, key: &str) -> Vec<u8> {
+    [b"k\0", topic.as_bytes(), b"\0", key.as_bytes()].concat()
 }
 
-/// The engine's operations (events pushed, watermarks advanced) in RocksDB, in order, each tagged
-/// with its epoch. Replaying the operations of the committed epochs into a fresh engine rebuilds
-/// its state exactly: the engine is deterministic, and keys are independent, so a key's operations
-/// may leave the log once its state is empty.
-struct OpLog {
-    db: rocksdb::DB,
-    next_seq: u64,
-    pending: rocksdb::WriteBatch,
-    /// Per key: the sequence numbers of its events and its highest event time.
-    keys: HashMap<String, (Vec<u64>, i64)>,
-    /// Watermark operations: sequence number -> watermark.
-    watermarks: BTreeMap<u64, i64>,
-    /// The longest a partial match lives (`None`: some pattern is unbounded, nothing is pruned).
-    horizon: Option<i64>,
+/// Changelog record key of a partition's marker: `m`, NUL, input topic.
+fn marker_key(topic: &str) -> Vec<u8> {
+    [b"m\0", topic.as_bytes()].concat()
 }
 
-const OP_PREFIX: &[u8] = b"op/";
-const CONFIG_KEY: &[u8] = b"meta/config";
-
-fn op_key(seq: u64) -> Vec<u8> {
-    let mut k = OP_PREFIX.to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// The end of a partition's checkpoint: the state written before it (for this input topic) covers
+/// the records below `offset`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Marker {
+    epoch: u64,
+    offset: i64,
+    max_ts: Option<i64>,
+    watermark: i64,
+    fingerprint: String,
 }
 
-impl OpLog {
-    fn open(dir: &Path, fingerprint: &str, horizon: Option<i64>) -> anyhow::Result<OpLog> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(true);
-        let db = rocksdb::DB::open(&opts, dir.join("oplog"))
-            .with_context(|| format!("opening the operation log in {}", dir.display()))?;
-        match db.get(CONFIG_KEY)? {
-            Some(old) if old != fingerprint.as_bytes() => bail!(
-                "{} holds the state of a pipeline with other patterns, key, time field or topics; \
-                 use a new --data-dir (and a new --group) for a changed pipeline",
-                dir.display()
-            ),
-            Some(_) => {}
-            None => db.put(CONFIG_KEY, fingerprint)?,
-        }
-        Ok(OpLog {
-            db,
-            next_seq: 0,
-            pending: rocksdb::WriteBatch::default(),
-            keys: HashMap::new(),
-            watermarks: BTreeMap::new(),
-            horizon,
-        })
-    }
+/// One input partition's state as read back from the changelog.
+#[derive(Debug, Default)]
+struct PartState {
+    marker: Option<Marker>,
+    keys: BTreeMap<String, Vec<u8>>,
+}
 
-    /// Replays the operations of epochs up to `committed` into `engine` (their outputs are
-    /// discarded) and deletes those of later epochs, which were never committed.
-    fn restore(&mut self, committed: u64, engine: &mut JsonEngine) -> anyhow::Result<Restored> {
-        let mut restored = Restored {
-            events: 0,
-            watermarks: 0,
-            max_timestamps: Vec::new(),
-        };
-        let mut max_ts: HashMap<(String, i32), i64> = HashMap::new();
-        let mut discard = Vec::new();
-        let mut drop_batch = rocksdb::WriteBatch::default();
-        for item in self.db.prefix_iterator(OP_PREFIX) {
-            let (k, v) = item?;
-            if !k.starts_with(OP_PREFIX) {
-                break;
+/// Folds one changelog partition's records (in order) into the state of each input topic's
+/// partition: a key's latest snapshot (none after a tombstone), as of the last marker. Records
+/// after the last marker belong to an epoch that did not finish and are ignored.
+fn fold_changelog(
+    records: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    fingerprint: &str,
+) -> anyhow::Result<HashMap<String, PartState>> {
+    let mut done: HashMap<String, PartState> = HashMap::new();
+    let mut pending: HashMap<String, Vec<(String, Option<Vec<u8>>)>> = HashMap::new();
+    for (key, value) in records {
+        let mut fields = key.splitn(3, |b| *b == 0);
+        let kind = fields.next().unwrap_or_default();
+        let topic = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+        match kind {
+            b"k" => {
+                let k = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+                pending.entry(topic).or_default().push((k, value));
             }
-            let seq = u64::from_be_bytes(k[OP_PREFIX.len()..].try_into()?);
-            self.next_seq = self.next_seq.max(seq + 1);
-            let op: Value = serde_json::from_slice(&v)?;
-            let epoch = op["e"].as_u64().unwrap_or(u64::MAX);
-            if epoch > committed {
-                drop_batch.delete(&k);
-                continue;
-            }
-            if let Some(w) = op.get("w").and_then(Value::as_i64) {
-                engine.advance_watermark(w, &mut discard);
-                self.watermarks.insert(seq, w);
-                restored.watermarks += 1;
-            } else {
-                let key = op["k"].as_str().unwrap_or_default().to_string();
-                let ts = op["ts"].as_i64().unwrap_or_default();
-                if let (Some(t), Some(p)) = (op["t"].as_str(), op["p"].as_i64()) {
-                    let m = max_ts.entry((t.to_string(), p as i32)).or_insert(ts);
-                    *m = (*m).max(ts);
+            b"m" => {
+                let Some(v) = value else { continue };
+                let marker: Marker =
+                    serde_json::from_slice(&v).context("unreadable checkpoint marker")?;
+                if marker.fingerprint != fingerprint {
+                    bail!(
+                        "the changelog holds the state of a pipeline with other patterns, key or \
+                         time field; a changed pipeline needs a new --group (or --changelog-topic)"
+                    );
                 }
-                let value = op.get("v").cloned().unwrap_or(Value::Null);
-                let _ = engine.push(value, &mut discard);
-                let entry = self.keys.entry(key).or_insert((Vec::new(), i64::MIN));
-                entry.0.push(seq);
-                entry.1 = entry.1.max(ts);
-                restored.events += 1;
+                let part = done.entry(topic.clone()).or_default();
+                for (k, v) in pending.remove(&topic).unwrap_or_default() {
+                    match v {
+                        Some(v) => part.keys.insert(k, v),
+                        None => part.keys.remove(&k),
+                    };
+                }
+                part.marker = Some(marker);
             }
-            discard.clear();
+            _ => {}
         }
-        self.db.write(drop_batch)?;
-        restored.max_timestamps = max_ts.into_iter().collect();
-        Ok(restored)
+    }
+    Ok(done)
+}
+
+/// The changelog topic: where partitions' state is checkpointed and read back from.
+struct Changelog {
+    topic: String,
+    bootstrap: String,
+    options: BTreeMap<String, String>,
+    fingerprint: String,
+}
+
+/// How long reading the changelog back may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Changelog {
+    fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.options {
+            // Group membership and transactions are the pipeline's, not the reader's.
+            if !k.starts_with("group.") && !k.starts_with("transactional.") {
+                c.set(k, v);
+            }
+        }
+        c
     }
 
-    fn event(&mut self, epoch: u64, record: &SourceRecord, key: &str, ts: i64, value: &Value) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let op = json!({
-            "e": epoch, "t": record.topic, "p": record.partition, "k": key, "ts": ts, "v": value
-        });
-        self.pending.put(op_key(seq), op.to_string());
-        let entry = self
-            .keys
-            .entry(key.to_string())
-            .or_insert((Vec::new(), i64::MIN));
-        entry.0.push(seq);
-        entry.1 = entry.1.max(ts);
-    }
-
-    fn watermark(&mut self, epoch: u64, wm: i64) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.pending
-            .put(op_key(seq), json!({"e": epoch, "w": wm}).to_string());
-        self.watermarks.insert(seq, wm);
-    }
-
-    /// Makes the epoch's operations durable (synced) before its offsets are committed.
-    fn commit_epoch(&mut self, _epoch: u64) -> anyhow::Result<()> {
-        let batch = std::mem::take(&mut self.pending);
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.db
-            .write_opt(batch, &opts)
-            .context("writing the operation log")?;
+    /// Creates the topic (compacted, as many partitions as the widest input topic) if missing;
+    /// fails if it has fewer partitions than an input topic.
+    fn ensure_topic(&self, inputs: &[String]) -> anyhow::Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let timeout = Duration::from_secs(30);
+        let consumer: BaseConsumer = self.client_config().create()?;
+        let partitions = |topic: &str| -> anyhow::Result<usize> {
+            let md = consumer
+                .fetch_metadata(Some(topic), timeout)
+                .with_context(|| format!("reading the metadata of {topic}"))?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map_or(0, |t| t.partitions().len()))
+        };
+        let mut need = 0;
+        for t in inputs {
+            let n = partitions(t)?;
+            if n == 0 {
+                bail!("input topic {t} does not exist");
+            }
+            need = need.max(n);
+        }
+        let have = partitions(&self.topic)?;
+        if have == 0 {
+            let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+            let topic = NewTopic::new(&self.topic, need as i32, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact");
+            let results = futures::executor::block_on(admin.create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(timeout)),
+            ))
+            .context("creating the changelog topic")?;
+            for r in results {
+                match r {
+                    Ok(_) => {
+                        tracing::info!("created changelog topic {} ({need} partitions)", self.topic)
+                    }
+                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, e)) => bail!("creating the changelog topic {t}: {e}"),
+                }
+            }
+        } else if have < need {
+            bail!(
+                "the changelog topic {} has {have} partitions; the input needs {need}",
+                self.topic
+            );
+        }
         Ok(())
     }
 
-    /// Drops the operations of keys whose state is empty, and watermark operations older than every
-    /// remaining event but the last. A key's state is empty when the watermark has passed its
-    /// highest event time by the horizon (every partial match holding its events has timed out) and
-    /// it has no partial match.
-    fn prune(&mut self, engine: &JsonEngine) -> anyhow::Result<()> {
-        let Some(horizon) = self.horizon else {
-            return Ok(());
-        };
-        let wm = engine.watermark();
-        let mut batch = rocksdb::WriteBatch::default();
-        self.keys.retain(|key, (seqs, max_ts)| {
-            let expired = max_ts.saturating_add(horizon) <= wm;
-            if expired && engine.partial_matches(key).is_empty() {
-                for s in seqs.iter() {
-                    batch.delete(op_key(*s));
-                }
-                false
-            } else {
-                true
-            }
-        });
-        let first_event = self
-            .keys
-            .values()
-            .filter_map(|(seqs, _)| seqs.first().copied())
-            .min()
-            .unwrap_or(self.next_seq);
-        let older: Vec<u64> = self
-            .watermarks
-            .range(..first_event)
-            .map(|(s, _)| *s)
-            .collect();
-        if let Some((_, rest)) = older.split_last() {
-            for s in rest {
-                batch.delete(op_key(*s));
-                self.watermarks.remove(s);
+    /// Reads the changelog partitions of `parts` to their end (read committed) and folds them.
+    fn read(&self, parts: &[Part]) -> anyhow::Result<Vec<(Part, PartState)>> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::error::KafkaError;
+        use rdkafka::message::Message;
+        use rdkafka::{Offset, TopicPartitionList};
+        let numbers: BTreeSet<i32> = parts.iter().map(|p| p.1).collect();
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let consumer: BaseConsumer<ReaderContext> = self
+            .client_config()
+            .set("group.id", "cep-changelog-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(ReaderContext)?;
+        let mut records: BTreeMap<i32, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        let mut open = BTreeSet::new();
+        for &p in &numbers {
+            let (low, high) = consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(30))
+                .with_context(|| format!("reading the offsets of {}/{p}", self.topic))?;
+            records.insert(p, Vec::new());
+            if high > 0 {
+                // Some brokers (noida-db) answer the end offset for the start offset: then read
+                // from 0 (a broker that deleted it resets to its earliest).
+                let from = if low < high { low } else { 0 };
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))?;
+                open.insert(p);
             }
         }
-        self.db.write(batch).context("pruning the operation log")?;
-        Ok(())
+        consumer.assign(&tpl)?;
+        let begun = Instant::now();
+        while !open.is_empty() {
+            if begun.elapsed() > RESTORE_TIMEOUT {
+                bail!(
+                    "reading the changelog {} took longer than {RESTORE_TIMEOUT:?} (partitions {open:?} \
+                     not at their end; an open transaction of a stopped process holds them back until \
+                     it times out)",
+                    self.topic
+                );
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(e)) => tracing::warn!("reading the changelog: {e}"),
+                Some(Ok(m)) => {
+                    if let Some(list) = records.get_mut(&m.partition()) {
+                        list.push((
+                            m.key().unwrap_or_default().to_vec(),
+                            m.payload().map(<[u8]>::to_vec),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut folded = HashMap::new();
+        for (p, list) in records {
+            folded.insert(p, fold_changelog(list, &self.fingerprint)?);
+        }
+        for part in parts {
+            let state = folded
+                .get_mut(&part.1)
+                .and_then(|m| m.remove(&part.0))
+                .unwrap_or_default();
+            out.push((part.clone(), state));
+        }
+        Ok(out)
     }
 }
+
+/// The changelog reader's context: reaching the end of a partition is what it waits for, not an
+/// error to log.
+struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::warn!("changelog reader: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn marker(offset: i64) -> Option<Vec<u8>> {
+        Some(
+            serde_json::to_vec(&Marker {
+                epoch: 1,
+                offset,
+                max_ts: Some(10),
+                watermark: 5,
+                fingerprint: "fp".into(),
+            })
+            .unwrap(),
+        )
+    }
+
     #[test]
-    fn epochs_round_trip_through_offset_metadata() {
-        assert_eq!(parse_epoch("cep-epoch=17"), Some(17));
-        assert_eq!(parse_epoch(""), None);
-        assert_eq!(parse_epoch("other"), None);
+    fn changelog_folds_to_the_last_marker_per_topic() {
+        let recs = vec![
+            (state_key("a", "u1"), Some(b"s1".to_vec())),
+            (state_key("a", "u2"), Some(b"s2".to_vec())),
+            (state_key("b", "u9"), Some(b"b9".to_vec())),
+            (marker_key("a"), marker(10)),
+            (state_key("a", "u1"), None),
+            (state_key("a", "u2"), Some(b"s2'".to_vec())),
+            (marker_key("a"), marker(20)),
+            // An epoch that did not finish: ignored.
+            (state_key("a", "u2"), Some(b"lost".to_vec())),
+            (state_key("a", "u3"), Some(b"lost".to_vec())),
+        ];
+        let folded = fold_changelog(recs, "fp").unwrap();
+        let a = &folded["a"];
+        assert_eq!(a.marker.as_ref().unwrap().offset, 20);
+        assert_eq!(
+            a.keys
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect::<Vec<_>>(),
+            vec![("u2", b"s2'".as_slice())]
+        );
+        assert!(!folded.contains_key("b"), "topic b never finished an epoch");
+
+        let err = fold_changelog(vec![(marker_key("a"), marker(1))], "other").unwrap_err();
+        assert!(err.to_string().contains("a changed pipeline"), "{err}");
+    }
+
+    #[test]
+    fn keys_with_separators_round_trip() {
+        let k = state_key("t", "user\0with nul");
+        let folded = fold_changelog(
+            vec![(k, Some(b"x".to_vec())), (marker_key("t"), marker(3))],
+            "fp",
+        )
+        .unwrap();
+        assert!(folded["t"].keys.contains_key("user\0with nul"));
     }
 }

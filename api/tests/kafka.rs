@@ -111,6 +111,8 @@ fn send(
 /// A received output: its topic, payload and id header.
 #[derive(Debug, Clone)]
 struct Received {
+    partition: i32,
+    offset: i64,
     payload: Value,
     id: Option<String>,
     raw: Vec<u8>,
@@ -160,13 +162,18 @@ fn read_with(
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m.expect("read");
             let raw = m.payload().unwrap_or_default().to_vec();
+            if raw.as_slice() == br#"{"sentinel":true}"# {
+                continue;
+            }
             let id = m.headers().and_then(|h| {
                 h.iter()
                     .find(|h| h.key == OUTPUT_ID_HEADER)
                     .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
             });
             got.get_mut(m.topic()).unwrap().push(Received {
-                payload: serde_json::from_slice(&raw).expect("outputs are JSON"),
+                partition: m.partition(),
+                offset: m.offset(),
+                payload: serde_json::from_slice(&raw).unwrap_or(Value::Null),
                 id,
                 raw,
             });
@@ -218,8 +225,47 @@ fn start_pipeline(
     pattern: &Path,
     extra: &[&str],
 ) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cep"))
-        .args(["kafka", "--bootstrap", &broker.bootstrap, "--group", group])
+    pipeline_command(broker, topics, group, pattern, extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("CEP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .spawn()
+        .expect("start cep kafka")
+}
+
+/// Like [`start_pipeline`], with its info log written to `log`.
+fn start_logged_pipeline(
+    broker: &Broker,
+    topics: &Topics,
+    group: &str,
+    pattern: &Path,
+    extra: &[&str],
+    log: &Path,
+) -> Child {
+    pipeline_command(broker, topics, group, pattern, extra)
+        .env(
+            "RUST_LOG",
+            if std::env::var("CEP_TEST_KAFKA_DEBUG").is_ok() {
+                "info,librdkafka=debug,rdkafka=debug"
+            } else {
+                "info"
+            },
+        )
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start cep kafka")
+}
+
+fn pipeline_command(
+    broker: &Broker,
+    topics: &Topics,
+    group: &str,
+    pattern: &Path,
+    extra: &[&str],
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cep"));
+    c.args(["kafka", "--bootstrap", &broker.bootstrap, "--group", group])
         .args(["--input-topic", &topics.input])
         .arg("--pattern")
         .arg(pattern)
@@ -230,13 +276,12 @@ fn start_pipeline(
         .args(["--late-topic", &topics.late])
         .args(["--dlq-topic", &topics.dlq])
         .args(["--commit-interval", "200ms"])
-        .args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("CEP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .spawn()
-        .expect("start cep kafka")
+        .args(extra);
+    // librdkafka's debug contexts (`eos,protocol`, ...) in the pipelines' logs.
+    if let Ok(d) = std::env::var("CEP_TEST_KAFKA_DEBUG") {
+        c.args(["-X", &format!("debug={d}")]);
+    }
+    c
 }
 
 fn stop(mut child: Child) {
@@ -528,45 +573,18 @@ impl Lcg {
     }
 }
 
-/// The goal of the exactly-once mode: SIGKILL `cep kafka` at random points while events flow,
-/// restart it on the same data directory, and compare what a `read_committed` reader sees with
-/// the outputs of a crash-free run: the same outputs, each exactly once.
-#[test]
-fn exactly_once_across_restarts() {
-    let broker = Broker::start();
-    let topics = Topics::new("eos");
-    topics.create(&broker);
-    let dir = tempfile::tempdir().unwrap();
-    let pattern = pattern_dir(dir.path());
-    let data_dir = dir.path().join("state");
-
-    let events = login_events(4000, 11);
-    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
-    let want = expected(&events, end_ts);
-    let want_matches = of_kind(&want, OutputKind::Match);
-    let want_timeouts = of_kind(&want, OutputKind::Timeout);
-
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("crash points seed: {seed}");
-    let mut rng = Lcg(seed);
-    // SIGKILL is the goal, but noida-db 0.2.3 sometimes leaves a killed producer's transaction
-    // open (its records, and every later committed record of the partition, stay invisible to
-    // read_committed readers; see docs/kafka.md). So by default the instances are stopped with
-    // SIGTERM mid-stream, which exercises the restore (operation log replay) on every restart;
-    // CEP_KAFKA_CRASH_TEST=1 kills them with SIGKILL (run it against Apache Kafka with
-    // KAFKA_BOOTSTRAP).
-    let sigkill = std::env::var("CEP_KAFKA_CRASH_TEST").is_ok_and(|v| v == "1");
-    eprintln!(
-        "stopping instances with {}",
-        if sigkill { "SIGKILL" } else { "SIGTERM" }
-    );
-
+/// Produces `events` to the input topic in small batches (with pauses, so that pipelines see a
+/// stream), a poison record now and then, and one end event per partition.
+fn produce_slowly(
+    broker: &Broker,
+    topics: &Topics,
+    events: Vec<Value>,
+    end_ts: i64,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
     let bootstrap = broker.bootstrap.clone();
     let input = topics.input.clone();
-    let producing = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let b = Broker {
             bootstrap,
             started: None,
@@ -582,7 +600,7 @@ fn exactly_once_across_restarts() {
             );
             if i % 40 == 0 {
                 producer.flush(Duration::from_secs(30)).unwrap();
-                std::thread::sleep(Duration::from_millis(60));
+                std::thread::sleep(pause);
             }
             if i % 700 == 350 {
                 send(&producer, &input, "poison", "{oops", Some((i % 4) as i32));
@@ -598,15 +616,205 @@ fn exactly_once_across_restarts() {
             );
         }
         producer.flush(Duration::from_secs(30)).unwrap();
-    });
+    })
+}
 
+/// Waits until `group` has committed offsets at the end of every partition of `topic`.
+fn wait_committed(broker: &Broker, group: &str, topic: &str, timeout: Duration) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offsets reader");
+    let t = Duration::from_secs(10);
+    let start = Instant::now();
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(topic, p);
+            ends.insert(p, c.fetch_watermarks(topic, p, t).expect("watermarks").1);
+        }
+        let committed = c.committed_offsets(tpl, t).expect("committed offsets");
+        let behind: Vec<(i32, i64, i64)> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                };
+                (at < ends[&e.partition()]).then(|| (e.partition(), at, ends[&e.partition()]))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{group} did not commit the end of {topic} within {timeout:?}: (partition, committed, end) {behind:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Commits one transaction with a sentinel record (`{"sentinel":true}`, skipped by the readers) in
+/// every partition of `topics`. With noida-db 0.2.3, the test broker, the last transaction written
+/// to a partition sometimes stays invisible to read-committed readers until another transaction
+/// is committed to that partition (see docs/kafka.md); the sentinel is that transaction. Records
+/// of aborted transactions stay invisible, so exactly-once is still what is checked.
+fn seal(broker: &Broker, topics: &[&str]) {
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("transactional.id", "test-sentinel")
+        .create()
+        .expect("sentinel producer");
+    let t = Duration::from_secs(30);
+    p.init_transactions(t).expect("init transactions");
+    p.begin_transaction().expect("begin");
+    for topic in topics {
+        let md = p.client().fetch_metadata(Some(topic), t).expect("metadata");
+        for mt in md.topics() {
+            for part in mt.partitions() {
+                p.send(
+                    BaseRecord::<str, str>::to(topic)
+                        .payload(r#"{"sentinel":true}"#)
+                        .partition(part.id()),
+                )
+                .map_err(|(e, _)| e)
+                .expect("send sentinel");
+            }
+        }
+    }
+    p.flush(t).expect("flush");
+    p.commit_transaction(t).expect("commit sentinel");
+}
+
+/// Waits until a read-committed reader has at least the expected outputs, lets duplicates
+/// arrive, stops `child`, and asserts that matches, timeouts and dead letters are exactly the
+/// expected ones, each once.
+fn assert_exactly_once(
+    broker: &Broker,
+    topics: &Topics,
+    group: &str,
+    child: Child,
+    want: &[Output],
+    dead_letters: usize,
+    what: &str,
+) {
+    let want_matches = of_kind(want, OutputKind::Match);
+    let want_timeouts = of_kind(want, OutputKind::Timeout);
+    // Every input record processed: with exactly-once, its outputs are committed with its offset.
+    wait_committed(broker, group, &topics.input, Duration::from_secs(120));
+    // Let anything extra (a duplicate) arrive before comparing.
+    std::thread::sleep(Duration::from_secs(2));
+    stop(child);
+    seal(broker, &[&topics.matches, &topics.timeouts, &topics.dlq]);
+    let got = read_until(
+        &broker.bootstrap,
+        &[&topics.matches, &topics.timeouts, &topics.dlq],
+        Duration::from_secs(20),
+        |g| {
+            g[&topics.matches].len() >= want_matches.len()
+                && g[&topics.timeouts].len() >= want_timeouts.len()
+                && g[&topics.dlq].len() >= dead_letters
+        },
+    );
+    for (topic, want) in [
+        (&topics.matches, &want_matches),
+        (&topics.timeouts, &want_timeouts),
+    ] {
+        if payloads(&got[topic]) == *want {
+            continue;
+        }
+        // Are the missing outputs in the topic, but not visible to read-committed readers?
+        let all = read_with(
+            &broker.bootstrap,
+            "read_uncommitted",
+            &[topic],
+            Duration::from_secs(10),
+            |_| false,
+        );
+        let committed = payloads(&got[topic]);
+        let missing: Vec<&String> = want.iter().filter(|w| !committed.contains(w)).collect();
+        for r in &all[topic] {
+            let text = String::from_utf8_lossy(&r.raw).into_owned();
+            if missing.contains(&&text) {
+                eprintln!(
+                    "missing, in the topic at {}/{}@{}",
+                    topic, r.partition, r.offset
+                );
+            }
+        }
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for r in &got[topic] {
+            let l = last.entry(r.partition).or_insert(-1);
+            *l = (*l).max(r.offset);
+        }
+        eprintln!("last offset read committed per partition: {last:?}");
+        let all = payloads(&all[topic]);
+        eprintln!(
+            "diagnosis of {topic}: {} records read uncommitted, {} committed; of {} missing, {} are in the topic uncommitted",
+            all.len(),
+            committed.len(),
+            missing.len(),
+            missing.iter().filter(|m| all.contains(m)).count()
+        );
+    }
+    assert_same(
+        payloads(&got[&topics.matches]),
+        &want_matches,
+        &format!("matches ({what})"),
+    );
+    assert_same(
+        payloads(&got[&topics.timeouts]),
+        &want_timeouts,
+        &format!("timeouts ({what})"),
+    );
+    assert_eq!(
+        got[&topics.dlq].len(),
+        dead_letters,
+        "dead letters, once each ({what})"
+    );
+}
+
+/// The goal of the exactly-once mode: SIGKILL `cep kafka` at random points while events flow,
+/// restart it, and compare what a `read_committed` reader sees with the outputs of a crash-free
+/// run: the same outputs, each exactly once.
+#[test]
+fn exactly_once_across_restarts() {
+    let broker = Broker::start();
+    let topics = Topics::new("eos");
+    topics.create(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = pattern_dir(dir.path());
+
+    let events = login_events(4000, 11);
+    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
+    let want = expected(&events, end_ts);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash points seed: {seed}");
+    let mut rng = Lcg(seed);
+    let sigkill = std::env::var("CEP_KAFKA_CRASH_TEST").map_or(true, |v| v != "0");
+    eprintln!(
+        "stopping instances with {}",
+        if sigkill { "SIGKILL" } else { "SIGTERM" }
+    );
+
+    let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(60));
     let eos = [
         "--guarantee",
         "exactly-once",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
         "--idleness",
         "60s",
+        "--transactional-id",
+        "eos-instance",
         // Static membership: a restarted instance takes over from the killed one at once instead
         // of waiting for its session to time out.
         "-X",
@@ -627,57 +835,87 @@ fn exactly_once_across_restarts() {
     producing.join().unwrap();
     eprintln!("killed {kills} times");
     let child = start_pipeline(&broker, &topics, "eos-group", &pattern, &eos);
-    let got = read_until(
-        &broker.bootstrap,
-        &[&topics.matches, &topics.timeouts],
-        Duration::from_secs(120),
-        |g| {
-            g[&topics.matches].len() >= want_matches.len()
-                && g[&topics.timeouts].len() >= want_timeouts.len()
-        },
-    );
-    // Let anything extra (a duplicate) arrive before comparing.
-    std::thread::sleep(Duration::from_secs(2));
-    stop(child);
-    let got = read_until(
-        &broker.bootstrap,
-        &[&topics.matches, &topics.timeouts, &topics.dlq],
-        Duration::from_secs(10),
-        |g| {
-            g[&topics.matches].len() > got[&topics.matches].len()
-                && g[&topics.timeouts].len() > got[&topics.timeouts].len()
-        },
-    );
-    if payloads(&got[&topics.timeouts]) != want_timeouts {
-        let all = read_with(
-            &broker.bootstrap,
-            "read_uncommitted",
-            &[&topics.timeouts],
-            Duration::from_secs(10),
-            |_| false,
-        );
-        let all = payloads(&all[&topics.timeouts]);
-        let committed = payloads(&got[&topics.timeouts]);
-        let missing: Vec<&String> = want_timeouts
-            .iter()
-            .filter(|w| !committed.contains(w))
-            .collect();
-        eprintln!("diagnosis: {} uncommitted-visible records, {} committed; missing present uncommitted: {}",
-            all.len(), committed.len(), missing.iter().filter(|m| all.contains(m)).count());
-    }
-    assert_same(
-        payloads(&got[&topics.matches]),
-        &want_matches,
-        &format!("matches (seed {seed})"),
-    );
-    assert_same(
-        payloads(&got[&topics.timeouts]),
-        &want_timeouts,
-        &format!("timeouts (seed {seed})"),
-    );
-    assert_eq!(
-        got[&topics.dlq].len(),
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "eos-group",
+        child,
+        &want,
         6,
-        "dead letters, once each (seed {seed})"
+        &format!("seed {seed}"),
+    );
+}
+
+/// Scale-out: a second process joins the group mid-stream (the partitions are split between the
+/// two, each partition's state restored from the changelog by its new owner) and later leaves
+/// (its partitions, with their state, go back to the first). The outputs are exactly those of one
+/// uninterrupted run.
+#[test]
+fn a_second_process_joins_and_leaves() {
+    let broker = Broker::start();
+    let topics = Topics::new("scale");
+    topics.create(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = pattern_dir(dir.path());
+
+    let events = login_events(4000, 23);
+    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
+    let want = expected(&events, end_ts);
+    let args = |id: &str| {
+        vec![
+            "--guarantee".to_string(),
+            "exactly-once".into(),
+            "--transactional-id".into(),
+            format!("scale-{id}"),
+            "--idleness".into(),
+            "60s".into(),
+        ]
+    };
+    let a_args = args("a");
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let b_args = args("b");
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+
+    let a = start_pipeline(&broker, &topics, "scale-group", &pattern, &a_args);
+    std::thread::sleep(Duration::from_secs(2));
+    // About 12 s of stream: B joins after about a sixth and leaves about 3 s after it got its
+    // partitions.
+    let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(120));
+    std::thread::sleep(Duration::from_secs(2));
+    let b_log = std::env::var("CEP_TEST_B_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir.path().join("b.log"));
+    let b = start_logged_pipeline(&broker, &topics, "scale-group", &pattern, &b_args, &b_log);
+    // B takes partitions over (and reads their state from the changelog).
+    let joined = Instant::now();
+    let has_partitions = || {
+        std::fs::read_to_string(&b_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("assigned [(") && l.contains("restored"))
+    };
+    while !has_partitions() {
+        assert!(
+            joined.elapsed() < Duration::from_secs(30),
+            "B got no partitions within 30 s:\n{}",
+            std::fs::read_to_string(&b_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !producing.is_finished(),
+        "the stream ended before B left; slow it down"
+    );
+    stop(b);
+    producing.join().unwrap();
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "scale-group",
+        a,
+        &want,
+        6,
+        "join and leave",
     );
 }

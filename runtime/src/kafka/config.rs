@@ -170,7 +170,17 @@ impl SinkConfig {
             .set("linger.ms", "5")
             .set("message.timeout.ms", self.delivery_timeout_ms.to_string());
         if let Some(id) = &self.transactional_id {
-            c.set("transactional.id", id);
+            // A transaction left open by a process that died is aborted by the broker after this
+            // long; until then it holds back read-committed readers of its partitions. 10 s, as
+            // Kafka Streams chooses for exactly-once (librdkafka's default is 60 s).
+            c.set("transactional.id", id)
+                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
+                .set(
+                    "message.timeout.ms",
+                    self.delivery_timeout_ms
+                        .min(TRANSACTION_TIMEOUT_MS)
+                        .to_string(),
+                );
         }
         for (k, v) in &self.options {
             c.set(k, v);
@@ -178,6 +188,9 @@ impl SinkConfig {
         c
     }
 }
+
+/// `transaction.timeout.ms` of transactional sinks, unless set in the options.
+const TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 
 #[cfg(test)]
 mod tests {

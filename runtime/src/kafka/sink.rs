@@ -177,8 +177,27 @@ impl KafkaSink {
         payload: &[u8],
         id: Option<&str>,
     ) -> Result<()> {
+        self.send_to(topic, None, key, Some(payload), id)
+    }
+
+    /// Like [`send`](Self::send), to a given partition (or the key's), and without a value for a
+    /// tombstone (`payload: None`: deletes the key from a compacted topic).
+    pub fn send_to(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        id: Option<&str>,
+    ) -> Result<()> {
         self.check_failed()?;
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -240,7 +259,10 @@ impl KafkaSink {
         group: &ConsumerGroupMetadata,
     ) -> Result<()> {
         self.begin()?;
-        let result = self.send_offsets_and_commit(offsets, group);
+        // A polling producer must serve its delivery reports for the commit to complete.
+        let result = self
+            .flush(TXN_TIMEOUT)
+            .and_then(|()| self.send_offsets_and_commit(offsets, group));
         self.in_transaction = false;
         if let Err(e) = &result {
             if !matches!(e, Error::Fenced(_)) {
@@ -266,13 +288,20 @@ impl KafkaSink {
             .map_err(|e| Error::client("committing the transaction", e))
     }
 
-    /// Aborts the open transaction, if any.
+    /// Aborts the open transaction, if any. Its records are never seen by read-committed
+    /// consumers, so their delivery failures are forgotten.
     pub fn abort(&mut self) -> Result<()> {
         if self.in_transaction {
             self.in_transaction = false;
+            // A polling producer must serve its delivery reports for the abort to complete.
+            let _ = self.producer.flush(TXN_TIMEOUT);
             self.producer
                 .abort_transaction(TXN_TIMEOUT)
                 .map_err(|e| Error::client("aborting the transaction", e))?;
+            self.deliveries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .failed = None;
         }
         Ok(())
     }

@@ -164,6 +164,23 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Starts over on `partitions`: every generator new (seeded with `seeds`, the highest event
+    /// times of a checkpoint), and the combined watermark back at `emitted` (what the restored
+    /// state has seen). For a pipeline that rebuilds its state from a checkpoint after a
+    /// rebalance.
+    pub fn reset(
+        &mut self,
+        partitions: &[(String, i32)],
+        seeds: Vec<((String, i32), Timestamp)>,
+        emitted: Timestamp,
+    ) {
+        self.partitions.clear();
+        self.clocks.clear();
+        self.restored = seeds.into_iter().collect();
+        self.emitted = emitted;
+        self.assign(partitions);
+    }
+
     /// Sets the assigned partitions; partitions kept keep their generators.
     pub fn assign(&mut self, partitions: &[(String, i32)]) {
         let mut old: HashMap<(String, i32), PartitionClock> = self
@@ -257,6 +274,8 @@ pub struct KafkaSource {
     rebalanced: Arc<AtomicBool>,
     processed: BTreeMap<(String, i32), i64>,
     subscribed: bool,
+    /// The assignment after a rebalance, until taken by [`KafkaSource::take_assignment`].
+    new_assignment: Option<Vec<(String, i32)>>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -286,6 +305,7 @@ impl KafkaSource {
             rebalanced,
             processed: BTreeMap::new(),
             subscribed: false,
+            new_assignment: None,
         })
     }
 
@@ -357,7 +377,25 @@ impl KafkaSource {
         tracing::info!("assigned partitions: {parts:?}");
         self.processed.retain(|p, _| parts.contains(p));
         self.watermarks.assign(&parts);
+        self.new_assignment = Some(parts);
         Ok(())
+    }
+
+    /// The assigned partitions if they changed since the last call (a rebalance; the first
+    /// assignment too). After a rebalance, each partition is read again from the group's committed
+    /// offset.
+    pub fn take_assignment(&mut self) -> Option<Vec<(String, i32)>> {
+        self.new_assignment.take()
+    }
+
+    /// Forgets the processed offsets (the pipeline starts over from committed offsets).
+    pub fn reset_processed(&mut self) {
+        self.processed.clear();
+    }
+
+    /// The offset after the last processed record of a partition, if any was processed.
+    pub fn processed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.processed.get(&(topic.to_string(), partition)).copied()
     }
 
     /// Reports the event time of a record read from `record`'s partition.
