@@ -11,7 +11,7 @@ use smallvec::{smallvec, SmallVec};
 use crate::dewey::Dewey;
 use crate::pattern::{AfterMatchSkip, Leaf};
 use crate::pq::JavaPq;
-use crate::shared_buffer::{EventId, NodeId, Path, SharedBuffer};
+use crate::shared_buffer::{page_groups, EvRef, EventId, NodeId, Path, SharedBuffer};
 
 /// Index of a state of the automaton.
 pub type StateId = u32;
@@ -197,22 +197,17 @@ pub struct Context<'a, E> {
     cs: &'a CState,
     pages: &'a [Arc<str>],
     ts: i64,
-    matched: OnceCell<Vec<Vec<EventId>>>,
+    matched: OnceCell<Vec<Vec<EvRef>>>,
 }
 
 impl<'a, E> Context<'a, E> {
-    fn matched(&self) -> &Vec<Vec<EventId>> {
+    fn matched(&self) -> &Vec<Vec<EvRef>> {
         self.matched.get_or_init(|| {
             let mut by_page = vec![Vec::new(); self.pages.len()];
             if let Some(prev) = self.cs.prev {
-                if let Some(path) = self
-                    .buffer
-                    .extract(prev, &self.cs.version)
-                    .into_iter()
-                    .next()
-                {
-                    for (page, evs) in path {
-                        by_page[page as usize] = evs;
+                if let Some(path) = self.buffer.extract(prev, &self.cs.version, true).first() {
+                    for (page, evs) in page_groups(path) {
+                        by_page[page as usize] = evs.iter().map(|e| e.1).collect();
                     }
                 }
             }
@@ -228,7 +223,7 @@ impl<'a, E> Context<'a, E> {
 
     /// The events matched so far by the stage with index `page` (see [`Nfa::page_of`]).
     pub fn events_by_page(&self, page: usize) -> impl Iterator<Item = &'a E> + '_ {
-        let ids: &[EventId] = self.matched().get(page).map_or(&[], |v| v.as_slice());
+        let ids: &[EvRef] = self.matched().get(page).map_or(&[], |v| v.as_slice());
         let buffer = self.buffer;
         ids.iter()
             .filter_map(move |id| buffer.event(*id).map(|e| &**e))
@@ -411,13 +406,13 @@ impl<E> Nfa<E> {
     }
 
     fn materialize(&self, buffer: &SharedBuffer<E>, path: &Path) -> Events<E> {
-        path.iter()
+        page_groups(path)
             .map(|(page, ids)| {
                 let evs = ids
                     .iter()
-                    .filter_map(|id| buffer.event(*id).cloned())
+                    .filter_map(|id| buffer.event(id.1).cloned())
                     .collect();
-                (self.pages[*page as usize].clone(), evs)
+                (self.pages[page as usize].clone(), evs)
             })
             .collect()
     }
@@ -425,7 +420,7 @@ impl<E> Nfa<E> {
     fn extract_current(&self, buffer: &SharedBuffer<E>, cs: &CState) -> Events<E> {
         match cs.prev {
             None => Vec::new(),
-            Some(prev) => match buffer.extract(prev, &cs.version).first() {
+            Some(prev) => match buffer.extract(prev, &cs.version, true).first() {
                 Some(path) => self.materialize(buffer, path),
                 None => Vec::new(),
             },
@@ -492,7 +487,7 @@ impl<E> Nfa<E> {
                 smallvec![0; n]
             },
         };
-        let mut event_id: Option<EventId> = None;
+        let mut event_id: Option<EvRef> = None;
         let mut new_partial = JavaPq::from_vec(std::mem::take(&mut st.spare));
         let mut potential = JavaPq::new();
         let mut old = st.partial.take_vec();
@@ -566,7 +561,7 @@ impl<E> Nfa<E> {
             }
             let earliest = st.completed.poll(cmp_cs).expect("peeked");
             let Some(prev) = earliest.prev else { continue };
-            let paths = st.buffer.extract(prev, &earliest.version);
+            let paths = st.buffer.extract(prev, &earliest.version, !skipping);
             if skipping {
                 if let Some(pruning) = self.pruning_id(&paths) {
                     self.prune(partial, pruning, &mut st.buffer);
@@ -591,16 +586,16 @@ impl<E> Nfa<E> {
             AfterMatchSkip::NoSkip => return None,
             AfterMatchSkip::SkipToNext => {
                 for path in paths {
-                    for (_, evs) in path {
-                        let first = evs[0];
+                    for (_, evs) in page_groups(path) {
+                        let first = evs[0].1.id;
                         id = Some(id.map_or(first, |x| x.min(first)));
                     }
                 }
             }
             AfterMatchSkip::SkipPastLastEvent => {
                 for path in paths {
-                    for (_, evs) in path {
-                        let last = *evs.last().expect("non-empty");
+                    for (_, evs) in page_groups(path) {
+                        let last = evs[evs.len() - 1].1.id;
                         id = Some(id.map_or(last, |x| x.max(last)));
                     }
                 }
@@ -609,9 +604,13 @@ impl<E> Nfa<E> {
                 let page = self.skip_page?;
                 let first = matches!(self.skip, AfterMatchSkip::SkipToFirst(_));
                 for path in paths {
-                    if let Some((_, evs)) = path.iter().find(|(p, _)| *p == page) {
+                    if let Some((_, evs)) = page_groups(path).find(|(p, _)| *p == page) {
                         if !evs.is_empty() {
-                            let e = if first { evs[0] } else { evs[evs.len() - 1] };
+                            let e = if first {
+                                evs[0].1.id
+                            } else {
+                                evs[evs.len() - 1].1.id
+                            };
                             id = Some(id.map_or(e, |x| x.max(e)));
                         }
                     }
@@ -722,7 +721,7 @@ impl<E> Nfa<E> {
         event: &Arc<E>,
         ts: i64,
         ev: &mut Eval<'_, E>,
-        event_id: &mut Option<EventId>,
+        event_id: &mut Option<EvRef>,
         result: &mut NextStates,
     ) {
         let d = self.decide(st, cs, ev, ts);
@@ -766,7 +765,7 @@ impl<E> Nfa<E> {
                     let page = self.states[source as usize].page;
                     let new_entry = st.buffer.put(page, id, cs.prev, &current_version);
                     let (start_ts, start_event) = if is_start {
-                        (ts, Some(id))
+                        (ts, Some(id.id))
                     } else {
                         (cs.start_ts, cs.start_event)
                     };
