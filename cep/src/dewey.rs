@@ -26,7 +26,24 @@ impl Dewey {
         Dewey(Repr::Inline { len: 1, digits })
     }
 
-    fn digits(&self) -> &[i32] {
+    /// A version with these digits (at least one).
+    pub(crate) fn from_digits(d: &[i32]) -> Option<Dewey> {
+        if d.is_empty() {
+            return None;
+        }
+        if d.len() <= INLINE {
+            let mut digits = [0; INLINE];
+            digits[..d.len()].copy_from_slice(d);
+            Some(Dewey(Repr::Inline {
+                len: d.len() as u8,
+                digits,
+            }))
+        } else {
+            Some(Dewey(Repr::Heap(d.into())))
+        }
+    }
+
+    pub(crate) fn digits(&self) -> &[i32] {
         match &self.0 {
             Repr::Inline { len, digits } => &digits[..*len as usize],
             Repr::Heap(d) => d,

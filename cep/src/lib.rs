@@ -41,6 +41,7 @@ mod operator;
 mod pattern;
 mod pq;
 mod shared_buffer;
+mod snapshot;
 
 pub use nfa::{
     Action, CondExpr, Context, Events, Kind, Nfa, NfaState, PartialMatch, State, Transition,
@@ -48,3 +49,4 @@ pub use nfa::{
 pub use operator::{CepOperator, OperatorStats, Output, OutputKind, TimeMode};
 pub use pattern::{AfterMatchSkip, Contiguity, Pattern, PatternError, PatternErrors, WithinType};
 pub use shared_buffer::EventId;
+pub use snapshot::{KeySnapshot, SnapshotError};

@@ -118,8 +118,8 @@ fn cmp_cs(a: &CState, b: &CState) -> Ordering {
 /// The compiled, immutable automaton of one pattern; shared by all keys.
 pub struct Nfa<E> {
     name: String,
-    states: Vec<State>,
-    pages: Vec<Arc<str>>,
+    pub(crate) states: Vec<State>,
+    pub(crate) pages: Vec<Arc<str>>,
     leaves: Vec<Arc<Leaf<E>>>,
     window: i64,
     window_times: Vec<Option<i64>>,
@@ -157,10 +157,10 @@ pub struct NfaState<E> {
     pub(crate) buffer: SharedBuffer<E>,
     /// An empty vector with capacity, swapped with `partial`'s each step so that building the
     /// next queue allocates nothing.
-    spare: Vec<CState>,
+    pub(crate) spare: Vec<CState>,
     /// The earliest time a partial match times out (`i64::MAX`: never), kept up to date by
     /// every change of `partial`.
-    due: i64,
+    pub(crate) due: i64,
 }
 
 impl<E> NfaState<E> {
@@ -395,7 +395,7 @@ impl<E> Nfa<E> {
         st.due
     }
 
-    fn compute_due(&self, partial: &JavaPq<CState>) -> i64 {
+    pub(crate) fn compute_due(&self, partial: &JavaPq<CState>) -> i64 {
         let mut due = i64::MAX;
         for cs in partial.as_slice() {
             if !self.is_start(cs) {

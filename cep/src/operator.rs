@@ -11,9 +11,10 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::nfa::{Events, Match, Nfa, NfaState, PartialMatch};
+use crate::snapshot::{snapshot_state, EventTable, KeySnapshot, SnapshotError};
 
 /// What an output is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -98,6 +99,8 @@ pub struct CepOperator<K, E> {
     mode: TimeMode,
     matches: Vec<Match<E>>,
     timeouts: Vec<(Events<E>, i64)>,
+    /// Keys whose state may have changed since [`CepOperator::take_changed`], when tracked.
+    changed: Option<FxHashSet<K>>,
 }
 
 impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
@@ -119,6 +122,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             mode,
             matches: Vec::new(),
             timeouts: Vec::new(),
+            changed: None,
         }
     }
 
@@ -208,8 +212,14 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                     q.insert(at, (ts, event));
                 }
                 self.schedule(s, ts, Source::Event);
+                if let Some(c) = &mut self.changed {
+                    c.insert(key);
+                }
             }
             TimeMode::ProcessingTime => {
+                if let Some(c) = &mut self.changed {
+                    c.insert(key.clone());
+                }
                 let s = self.slot_of(&key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
                 slot.queue.push_back((ts, event));
@@ -233,7 +243,11 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             if !live {
                 continue;
             }
-            self.slots[s as usize].as_mut().expect("live").due = i64::MAX;
+            let slot = self.slots[s as usize].as_mut().expect("live");
+            slot.due = i64::MAX;
+            if let Some(c) = &mut self.changed {
+                c.insert(slot.key.clone());
+            }
             self.run_ready(s, watermark, out);
             self.finish_slot(s, watermark, out);
         }
@@ -353,6 +367,100 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 .collect();
         }
         self.nfas = nfas;
+    }
+
+    /// Starts (or stops) recording which keys' state may change, for
+    /// [`take_changed`](Self::take_changed): a checkpoint then snapshots only those keys.
+    pub fn track_changes(&mut self, on: bool) {
+        self.changed = on.then(FxHashSet::default);
+    }
+
+    /// The keys whose state may have changed since the last call (events queued or handled,
+    /// matches, timeouts, state dropped), when [`track_changes`](Self::track_changes) is on.
+    pub fn take_changed(&mut self) -> Vec<K> {
+        self.changed
+            .as_mut()
+            .map(|c| c.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// A snapshot of `key`'s state, each event written by `write`; `None` when the key has no
+    /// state (nothing queued, no partial match).
+    pub fn snapshot_key<T>(
+        &self,
+        key: &K,
+        mut write: impl FnMut(&E) -> T,
+    ) -> Option<KeySnapshot<T>> {
+        let &s = self.index.get(key)?;
+        let slot = self.slots[s as usize].as_ref().expect("live");
+        let mut table = EventTable::new(&mut write);
+        let queue = slot
+            .queue
+            .iter()
+            .map(|(ts, e)| (*ts, table.add(e)))
+            .collect();
+        let states = slot
+            .states
+            .iter()
+            .map(|st| snapshot_state(st, &mut table))
+            .collect();
+        Some(table.finish(queue, states))
+    }
+
+    /// Replaces `key`'s state by `snapshot` (taken from an operator with the same patterns),
+    /// each event read by `read`. What is due at or before the current watermark is handled
+    /// at the next advance of the watermark.
+    pub fn restore_key<T>(
+        &mut self,
+        key: K,
+        snapshot: KeySnapshot<T>,
+        read: impl FnMut(&T) -> E,
+    ) -> Result<(), SnapshotError> {
+        if snapshot.pattern_count() != self.nfas.len() {
+            return Err(SnapshotError(format!(
+                "{} patterns in the snapshot, {} in the operator",
+                snapshot.pattern_count(),
+                self.nfas.len()
+            )));
+        }
+        let events: Vec<Arc<E>> = snapshot.events.iter().map(read).map(Arc::new).collect();
+        let queue: VecDeque<(i64, Arc<E>)> = snapshot
+            .queue()?
+            .iter()
+            .map(|&(ts, i)| (ts, events[i as usize].clone()))
+            .collect();
+        let states = self
+            .nfas
+            .iter()
+            .enumerate()
+            .map(|(p, nfa)| snapshot.restore_state(p, nfa, &events))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.remove_key(&key);
+        let s = self.slot_of(&key);
+        let slot = self.slots[s as usize].as_mut().expect("live slot");
+        slot.queue = queue;
+        slot.states = states;
+        let mut due = slot.queue.front().map_or(i64::MAX, |e| e.0);
+        for (nfa, st) in self.nfas.iter().zip(&slot.states) {
+            due = due.min(nfa.next_due(st));
+        }
+        if let Some(c) = &mut self.changed {
+            c.insert(key);
+        }
+        if due != i64::MAX {
+            self.schedule(s, due, Source::Timeout);
+        }
+        Ok(())
+    }
+
+    /// Drops `key`'s state (a partition moved to another process, say); true if it had any.
+    pub fn remove_key(&mut self, key: &K) -> bool {
+        let Some(s) = self.index.remove(key) else {
+            return false;
+        };
+        self.slots[s as usize] = None;
+        self.free.push(s);
+        true
     }
 
     /// Rewrites every event still waiting for the watermark.

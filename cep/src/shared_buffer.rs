@@ -110,6 +110,14 @@ pub fn page_groups(path: &[(u16, EvRef)]) -> impl Iterator<Item = (u16, &[(u16, 
     })
 }
 
+fn node_ref(slots: &FxHashMap<(EventId, u16), u32>, event: EventId, page: u16) -> NodeId {
+    NodeId {
+        event,
+        page,
+        slot: slots.get(&(event, page)).copied().unwrap_or(u32::MAX),
+    }
+}
+
 /// Releases a lock; true when no lock is left (Flink's `Lockable.release`).
 fn release(lock: &mut i32) -> bool {
     if *lock <= 0 {
@@ -478,6 +486,107 @@ impl<E> SharedBuffer<E> {
             }
         }
         result
+    }
+
+    /// The events held: identity, event, lock count (for snapshots).
+    pub(crate) fn snapshot_events(&self) -> impl Iterator<Item = (EventId, &Arc<E>, i32)> + '_ {
+        self.events
+            .iter()
+            .filter_map(|e| e.event.as_ref().map(|ev| (e.id, ev, e.lock)))
+    }
+
+    /// The per-timestamp counters (for snapshots).
+    pub(crate) fn counters(&self) -> &[(i64, u32)] {
+        &self.counters
+    }
+
+    /// The live nodes: identity, lock count, edges (for snapshots).
+    pub(crate) fn snapshot_nodes(&self) -> impl Iterator<Item = (NodeId, i32, &[Edge])> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.live)
+            .map(|(i, n)| {
+                let id = NodeId {
+                    event: n.event,
+                    page: n.page,
+                    slot: i as u32,
+                };
+                (id, n.lock, &n.edges[..])
+            })
+    }
+
+    /// A buffer rebuilt from a snapshot: events with their lock counts, counters, and nodes
+    /// `(event, page, lock, edges)` whose edges' targets are given by identity.
+    pub(crate) fn restore(
+        events: Vec<(EventId, Arc<E>, i32)>,
+        counters: &[(i64, u32)],
+        nodes: Vec<(EventId, u16, i32, Vec<(Option<(EventId, u16)>, Dewey, i32)>)>,
+    ) -> SharedBuffer<E> {
+        let mut b = SharedBuffer::default();
+        let mut event_slots: FxHashMap<EventId, u32> = FxHashMap::default();
+        // A repeated identity replaces the earlier entry, as inserting into Flink's maps does.
+        for (id, e, lock) in events {
+            match event_slots.get(&id) {
+                Some(&slot) => {
+                    b.events[slot as usize].event = Some(e);
+                    b.events[slot as usize].lock = lock;
+                }
+                None => {
+                    let slot = b.alloc_event(id, e, lock);
+                    event_slots.insert(id, slot);
+                }
+            }
+        }
+        b.counters.extend(counters.iter().copied());
+        let mut last: FxHashMap<(EventId, u16), usize> = FxHashMap::default();
+        for (i, (event, page, _, _)) in nodes.iter().enumerate() {
+            last.insert((*event, *page), i);
+        }
+        let nodes: Vec<_> = nodes
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (event, page, _, _))| last[&(*event, *page)] == *i)
+            .map(|(_, n)| n)
+            .collect();
+        let mut node_slots: FxHashMap<(EventId, u16), u32> = FxHashMap::default();
+        for (i, (event, page, _, _)) in nodes.iter().enumerate() {
+            node_slots.insert((*event, *page), i as u32);
+        }
+        for (event, page, lock, edges) in nodes {
+            let edges = edges
+                .into_iter()
+                .map(|(target, version, lock)| Edge {
+                    target: target.map(|(e, p)| node_ref(&node_slots, e, p)),
+                    version,
+                    lock,
+                })
+                .collect();
+            b.nodes.push(Node {
+                event,
+                // An event not held (not in a consistent state) reads as missing, as in Flink.
+                ev: event_slots.get(&event).copied().unwrap_or(u32::MAX),
+                page,
+                live: true,
+                lock,
+                edges,
+            });
+        }
+        b
+    }
+
+    /// A reference to the node `(event, page)` (for restoring snapshots): its slot if the node
+    /// exists, else a reference that resolves to nothing.
+    pub(crate) fn node_ref(&self, event: EventId, page: u16) -> NodeId {
+        let slot = self
+            .nodes
+            .iter()
+            .position(|n| n.live && n.event == event && n.page == page);
+        NodeId {
+            event,
+            page,
+            slot: slot.map_or(u32::MAX, |s| s as u32),
+        }
     }
 
     /// Forgets the per-timestamp counters below `ts`: no event earlier than it will come.

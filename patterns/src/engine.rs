@@ -421,6 +421,51 @@ impl JsonEngine {
         Ok(())
     }
 
+    /// Starts (or stops) recording which keys' state may change; see
+    /// [`take_changed`](Self::take_changed).
+    pub fn track_changes(&mut self, on: bool) {
+        self.op.track_changes(on);
+    }
+
+    /// The keys whose state may have changed since the last call (when tracked): what a
+    /// checkpoint snapshots with [`snapshot_key`](Self::snapshot_key).
+    pub fn take_changed(&mut self) -> Vec<String> {
+        self.op.take_changed()
+    }
+
+    /// The state of `key` (events waiting for the watermark, partial matches and their events)
+    /// as JSON, or `None` if the key has no state. An engine with the same patterns restores it
+    /// with [`restore_key`](Self::restore_key).
+    pub fn snapshot_key(&self, key: &str) -> Option<Vec<u8>> {
+        let snap = self
+            .op
+            .snapshot_key(&key.to_string(), |e| e.value.clone())?;
+        serde_json::to_vec(&snap).ok()
+    }
+
+    /// Replaces `key`'s state by a snapshot of [`snapshot_key`](Self::snapshot_key). What is
+    /// due at or before the current watermark is handled at the next advance.
+    pub fn restore_key(&mut self, key: &str, snapshot: &[u8]) -> Result<(), RecordError> {
+        let snap: cep::KeySnapshot<Value> =
+            serde_json::from_slice(snapshot).map_err(|e| RecordError {
+                message: format!("unreadable state of key '{key}': {e}"),
+            })?;
+        let schema = &self.schema;
+        self.op
+            .restore_key(key.to_string(), snap, |v| JsonEvent {
+                row: schema.extract(v),
+                value: v.clone(),
+            })
+            .map_err(|e| RecordError {
+                message: format!("state of key '{key}': {e}"),
+            })
+    }
+
+    /// Drops `key`'s state; true if it had any.
+    pub fn remove_key(&mut self, key: &str) -> bool {
+        self.op.remove_key(&key.to_string())
+    }
+
     /// The partial matches held for `key` now.
     pub fn partial_matches(&self, key: &str) -> Vec<PartialMatchInfo> {
         self.op

@@ -1,0 +1,268 @@
+//! Snapshots of one key's state: what a checkpoint writes and a restore (or another process, after
+//! a rebalance) reads back.
+//!
+//! A [`KeySnapshot`] is plain data (serde): the key's distinct events once each, the events
+//! waiting for the watermark, and per pattern its partial matches, completed matches and shared
+//! buffer, with events referred to by index. The caller chooses how an event is written (`T`): the
+//! JSON engine writes the event's JSON value and rebuilds the rest on restore. Restoring a
+//! snapshot gives back a state that behaves exactly like the one snapshotted: the partial
+//! matches keep their order (Java's heap array order, which decides ties), versions, locks and
+//! per-timestamp counters.
+//!
+//! Hash maps are written sorted, so that equal states give equal snapshots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dewey::Dewey;
+use crate::nfa::{CState, Nfa, NfaState};
+use crate::pq::JavaPq;
+use crate::shared_buffer::{EventId, NodeId, SharedBuffer};
+
+/// Why a snapshot cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key snapshot: {0}")]
+pub struct SnapshotError(pub String);
+
+/// The state of one key: see the module docs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeySnapshot<T> {
+    /// The key's distinct events, each once (the queue and the patterns refer to them by index).
+    pub events: Vec<T>,
+    /// Events waiting for the watermark: `(timestamp, index into events)`, in queue order.
+    queue: Vec<(i64, u32)>,
+    /// Per pattern, in the operator's order.
+    patterns: Vec<NfaSnapshot>,
+}
+
+impl<T> KeySnapshot<T> {
+    /// The same snapshot with each event rewritten by `f`.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> KeySnapshot<U> {
+        KeySnapshot {
+            events: self.events.into_iter().map(f).collect(),
+            queue: self.queue,
+            patterns: self.patterns,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct NfaSnapshot {
+    partial: Vec<CStateSnapshot>,
+    completed: Vec<CStateSnapshot>,
+    /// `(event id, index into the key's events, lock count)`, sorted by id.
+    buffered: Vec<(Eid, u32, i32)>,
+    /// Per timestamp, the next arrival index.
+    counters: Vec<(i64, u32)>,
+    /// Sorted by node id.
+    nodes: Vec<NodeSnapshot>,
+}
+
+/// An event id: `(timestamp, arrival index)`.
+type Eid = (i64, u32);
+/// A node id: `(timestamp, arrival index, page)`.
+type Nid = (i64, u32, u16);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct CStateSnapshot {
+    state: u32,
+    prev: Option<Nid>,
+    version: Vec<i32>,
+    start_ts: i64,
+    prev_ts: i64,
+    start_event: Option<Eid>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct NodeSnapshot {
+    id: Nid,
+    lock: i32,
+    /// `(target, version, lock)`, in order.
+    edges: Vec<(Option<Nid>, Vec<i32>, i32)>,
+}
+
+fn eid(e: EventId) -> Eid {
+    (e.ts, e.id)
+}
+
+fn nid(n: NodeId) -> Nid {
+    (n.event.ts, n.event.id, n.page)
+}
+
+fn from_eid(e: Eid) -> EventId {
+    EventId { ts: e.0, id: e.1 }
+}
+
+/// Gives each distinct event (by identity) one index.
+pub(crate) struct EventTable<'a, E, T> {
+    index: HashMap<*const E, u32>,
+    events: Vec<T>,
+    write: &'a mut dyn FnMut(&E) -> T,
+}
+
+impl<'a, E, T> EventTable<'a, E, T> {
+    pub(crate) fn new(write: &'a mut dyn FnMut(&E) -> T) -> Self {
+        EventTable {
+            index: HashMap::new(),
+            events: Vec::new(),
+            write,
+        }
+    }
+
+    pub(crate) fn add(&mut self, e: &Arc<E>) -> u32 {
+        let ptr = Arc::as_ptr(e);
+        if let Some(&i) = self.index.get(&ptr) {
+            return i;
+        }
+        let i = self.events.len() as u32;
+        self.events.push((self.write)(e));
+        self.index.insert(ptr, i);
+        i
+    }
+
+    pub(crate) fn finish(
+        self,
+        queue: Vec<(i64, u32)>,
+        patterns: Vec<NfaSnapshotOf>,
+    ) -> KeySnapshot<T> {
+        KeySnapshot {
+            events: self.events,
+            queue,
+            patterns: patterns.into_iter().map(|p| p.0).collect(),
+        }
+    }
+}
+
+/// One pattern's part of a key snapshot (opaque outside this module).
+pub(crate) struct NfaSnapshotOf(NfaSnapshot);
+
+fn cstate(c: &CState) -> CStateSnapshot {
+    CStateSnapshot {
+        state: c.state,
+        prev: c.prev.map(nid),
+        version: c.version.digits().to_vec(),
+        start_ts: c.start_ts,
+        prev_ts: c.prev_ts,
+        start_event: c.start_event.map(eid),
+    }
+}
+
+/// Snapshots one pattern's state of a key.
+pub(crate) fn snapshot_state<E, T>(
+    st: &NfaState<E>,
+    table: &mut EventTable<'_, E, T>,
+) -> NfaSnapshotOf {
+    let b = &st.buffer;
+    let mut buffered: Vec<(Eid, u32, i32)> = b
+        .snapshot_events()
+        .map(|(id, e, lock)| (eid(id), table.add(e), lock))
+        .collect();
+    buffered.sort_unstable_by_key(|x| x.0);
+    // Indices follow the sorted order, so that equal states give equal snapshots.
+    let mut counters: Vec<(i64, u32)> = b.counters().to_vec();
+    counters.sort_unstable();
+    let mut nodes: Vec<NodeSnapshot> = b
+        .snapshot_nodes()
+        .map(|(id, lock, edges)| NodeSnapshot {
+            id: nid(id),
+            lock,
+            edges: edges
+                .iter()
+                .map(|e| (e.target.map(nid), e.version.digits().to_vec(), e.lock))
+                .collect(),
+        })
+        .collect();
+    nodes.sort_unstable_by_key(|n| n.id);
+    NfaSnapshotOf(NfaSnapshot {
+        partial: st.partial.as_slice().iter().map(cstate).collect(),
+        completed: st.completed.as_slice().iter().map(cstate).collect(),
+        buffered,
+        counters,
+        nodes,
+    })
+}
+
+impl<T> KeySnapshot<T> {
+    /// Number of patterns the snapshot holds state for.
+    pub fn pattern_count(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// The queued events `(timestamp, index into events)`, checked against the event table.
+    pub(crate) fn queue(&self) -> Result<&[(i64, u32)], SnapshotError> {
+        for &(_, i) in &self.queue {
+            if i as usize >= self.events.len() {
+                return Err(SnapshotError(format!("queued event {i} does not exist")));
+            }
+        }
+        Ok(&self.queue)
+    }
+
+    /// Rebuilds pattern `p`'s state for `nfa`, with the key's events `events` (as restored).
+    pub(crate) fn restore_state<E>(
+        &self,
+        p: usize,
+        nfa: &Nfa<E>,
+        events: &[Arc<E>],
+    ) -> Result<NfaState<E>, SnapshotError> {
+        let s = &self.patterns[p];
+        let err = |m: String| SnapshotError(format!("pattern {}: {m}", nfa.name()));
+        let version = |d: &[i32]| Dewey::from_digits(d).ok_or_else(|| err("empty version".into()));
+        let check_page = |n: Nid| {
+            if (n.2 as usize) < nfa.pages.len() {
+                Ok((from_eid((n.0, n.1)), n.2))
+            } else {
+                Err(err(format!("stage {} does not exist", n.2)))
+            }
+        };
+        let mut buffered = Vec::with_capacity(s.buffered.len());
+        for &(id, i, lock) in &s.buffered {
+            let e = events
+                .get(i as usize)
+                .ok_or_else(|| err(format!("buffered event {i} does not exist")))?;
+            buffered.push((from_eid(id), e.clone(), lock));
+        }
+        let mut nodes = Vec::with_capacity(s.nodes.len());
+        for n in &s.nodes {
+            let mut edges = Vec::with_capacity(n.edges.len());
+            for (target, v, lock) in &n.edges {
+                edges.push((target.map(check_page).transpose()?, version(v)?, *lock));
+            }
+            let (event, page) = check_page(n.id)?;
+            nodes.push((event, page, n.lock, edges));
+        }
+        let buffer = SharedBuffer::restore(buffered, &s.counters, nodes);
+        let cs = |c: &CStateSnapshot| -> Result<CState, SnapshotError> {
+            if c.state as usize >= nfa.states.len() {
+                return Err(err(format!("state {} does not exist", c.state)));
+            }
+            let prev: Option<NodeId> = match c.prev {
+                Some(n) => {
+                    let (event, page) = check_page(n)?;
+                    Some(buffer.node_ref(event, page))
+                }
+                None => None,
+            };
+            Ok(CState {
+                state: c.state,
+                prev,
+                version: version(&c.version)?,
+                start_ts: c.start_ts,
+                prev_ts: c.prev_ts,
+                start_event: c.start_event.map(from_eid),
+            })
+        };
+        let partial = JavaPq::from_vec(s.partial.iter().map(cs).collect::<Result<_, _>>()?);
+        let completed = JavaPq::from_vec(s.completed.iter().map(cs).collect::<Result<_, _>>()?);
+        let due = nfa.compute_due(&partial);
+        Ok(NfaState {
+            partial,
+            completed,
+            buffer,
+            spare: Vec::new(),
+            due,
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Key snapshots: a stream cut at any point, the changed keys snapshotted (through JSON), and the
+//! rest of the stream run by a fresh operator restored from the snapshots gives exactly the
+//! outputs of one operator that saw the whole stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cep::{AfterMatchSkip, CepOperator, KeySnapshot, Nfa, Output, OutputKind, Pattern};
+use proptest::prelude::*;
+
+/// `(key, kind, timestamp, value)`
+type Ev = (u8, char, i64, i64);
+
+const BOUND: i64 = 3;
+
+fn patterns() -> Vec<Arc<Nfa<Ev>>> {
+    let is = |c: char| move |e: &Ev| e.1 == c;
+    let ab = Pattern::<Ev>::begin("a")
+        .where_(is('a'))
+        .followed_by("b")
+        .where_(is('b'))
+        .within(Duration::from_millis(20));
+    let loop_ = Pattern::<Ev>::begin_with_skip("a", AfterMatchSkip::SkipPastLastEvent)
+        .where_(is('a'))
+        .followed_by_any("b")
+        .where_(is('b'))
+        .one_or_more()
+        .followed_by("c")
+        .where_(is('c'))
+        .within(Duration::from_millis(30));
+    let iterative = Pattern::<Ev>::begin("a")
+        .where_(is('a'))
+        .followed_by("more")
+        .where_ctx(|e, ctx| {
+            let sum: i64 = ctx.events("more").map(|x| x.3).sum();
+            e.1 != 'c' && sum + e.3 < 12
+        })
+        .times_range(2, 3)
+        .optional()
+        .followed_by("end")
+        .where_(is('c'))
+        .within(Duration::from_millis(25));
+    let not_fby = Pattern::<Ev>::begin("a")
+        .where_(is('a'))
+        .not_followed_by("no_b")
+        .where_(is('b'))
+        .followed_by("c")
+        .where_(is('c'))
+        .within(Duration::from_millis(15));
+    [
+        ab.compile("ab"),
+        loop_.compile("loop"),
+        iterative.compile("iterative"),
+        not_fby.compile("not_fby"),
+    ]
+    .into_iter()
+    .map(|p| Arc::new(p.unwrap()))
+    .collect()
+}
+
+/// What an output says, comparable: pattern, kind, time and the events by stage.
+type Seen = (usize, OutputKind, i64, Vec<(String, Vec<Ev>)>);
+
+fn seen(out: &[Output<u8, Ev>], into: &mut BTreeMap<u8, Vec<Seen>>) {
+    for o in out {
+        let events = o
+            .events
+            .iter()
+            .map(|(s, v)| (s.to_string(), v.iter().map(|e| **e).collect()))
+            .collect();
+        let event = o
+            .event
+            .as_ref()
+            .map(|e| vec![("late".to_string(), vec![**e])]);
+        into.entry(o.key).or_default().push((
+            o.pattern,
+            o.kind,
+            o.timestamp,
+            event.unwrap_or(events),
+        ));
+    }
+}
+
+fn feed(op: &mut CepOperator<u8, Ev>, evs: &[Ev], max_ts: &mut i64, out: &mut Vec<Output<u8, Ev>>) {
+    for e in evs {
+        op.process_element(e.0, *e, e.2, out);
+        *max_ts = (*max_ts).max(e.2);
+        op.advance_watermark(*max_ts - BOUND - 1, out);
+    }
+}
+
+fn stream() -> impl Strategy<Value = Vec<Ev>> {
+    prop::collection::vec(
+        (
+            0u8..3,
+            prop::sample::select(vec!['a', 'b', 'c', 'x']),
+            0i64..4,
+            1i64..6,
+            -2i64..=0,
+        ),
+        1..120,
+    )
+    .prop_map(|steps| {
+        let mut t = 0;
+        steps
+            .into_iter()
+            .map(|(k, c, dt, v, jitter)| {
+                t += dt;
+                (k, c, (t + jitter).max(0), v)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn restored_operator_continues_exactly(evs in stream(), cuts in prop::collection::vec(0usize..120, 1..4)) {
+        // One operator over the whole stream.
+        let mut whole = CepOperator::new(patterns());
+        let mut out = Vec::new();
+        let mut max_ts = i64::MIN + BOUND + 1;
+        feed(&mut whole, &evs, &mut max_ts, &mut out);
+        whole.advance_watermark(i64::MAX, &mut out);
+        let mut expected = BTreeMap::new();
+        seen(&out, &mut expected);
+
+        // The same stream cut into pieces; after each piece the changed keys are snapshotted into
+        // a store, and the next piece runs on a fresh operator restored from the store.
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(evs.len())).collect();
+        cuts.sort_unstable();
+        cuts.push(evs.len());
+        let mut store: BTreeMap<u8, String> = BTreeMap::new();
+        let mut got = BTreeMap::new();
+        let mut from = 0;
+        let mut watermark = i64::MIN;
+        let mut max_ts = i64::MIN + BOUND + 1;
+        for &to in &cuts {
+            let mut op = CepOperator::new(patterns());
+            op.track_changes(true);
+            let mut out = Vec::new();
+            op.advance_watermark(watermark, &mut out);
+            for (k, json) in &store {
+                let snap: KeySnapshot<Ev> = serde_json::from_str(json).unwrap();
+                op.restore_key(*k, snap, |e| *e).unwrap();
+            }
+            op.take_changed();
+            feed(&mut op, &evs[from..to], &mut max_ts, &mut out);
+            if to == evs.len() {
+                op.advance_watermark(i64::MAX, &mut out);
+            }
+            for k in op.take_changed() {
+                match op.snapshot_key(&k, |e| *e) {
+                    Some(s) => store.insert(k, serde_json::to_string(&s).unwrap()),
+                    None => store.remove(&k),
+                };
+            }
+            // Every key with state was reported as changed at some point.
+            for k in 0..3u8 {
+                let snap = op.snapshot_key(&k, |e| *e).map(|s| serde_json::to_string(&s).unwrap());
+                prop_assert_eq!(snap.as_ref(), store.get(&k), "key {}", k);
+            }
+            seen(&out, &mut got);
+            watermark = op.watermark();
+            from = to;
+        }
+        prop_assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn snapshots_are_checked_against_the_patterns() {
+    let mut op = CepOperator::new(patterns());
+    let mut out = Vec::new();
+    op.process_element(0, (0, 'a', 1, 1), 1, &mut out);
+    op.advance_watermark(5, &mut out);
+    let snap = op
+        .snapshot_key(&0, |e| *e)
+        .expect("key 0 has a partial match");
+    assert!(op.snapshot_key(&1, |e| *e).is_none());
+
+    // Fewer patterns: refused.
+    let mut other = CepOperator::new(patterns()[..2].to_vec());
+    let err = other.restore_key(0, snap.clone(), |e| *e).unwrap_err();
+    assert!(
+        err.to_string().contains("4 patterns in the snapshot, 2"),
+        "{err}"
+    );
+
+    // A state that does not exist in the automaton: refused, nothing restored.
+    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
+    json["patterns"][0]["partial"][0]["state"] = 999.into();
+    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
+    let mut fresh = CepOperator::new(patterns());
+    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
+    assert!(
+        err.to_string().contains("state 999 does not exist"),
+        "{err}"
+    );
+    assert_eq!(fresh.stats().keys, 0);
+
+    // Restored, the partial match times out as it would have.
+    fresh.advance_watermark(5, &mut out);
+    fresh.restore_key(0, snap, |e| *e).unwrap();
+    assert_eq!(fresh.stats().partial_matches, op.stats().partial_matches);
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    op.advance_watermark(100, &mut a);
+    fresh.advance_watermark(100, &mut b);
+    let kinds = |o: &[Output<u8, Ev>]| {
+        o.iter()
+            .map(|o| (o.pattern, o.kind, o.timestamp))
+            .collect::<Vec<_>>()
+    };
+    assert!(!a.is_empty());
+    assert_eq!(kinds(&a), kinds(&b));
+    assert!(fresh.remove_key(&0) || fresh.stats().keys == 0);
+}
