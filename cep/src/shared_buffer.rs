@@ -127,6 +127,10 @@ fn release(lock: &mut i32) -> bool {
     *lock == 0
 }
 
+/// A node as a snapshot gives it: `(event, page, lock, edges)`, each edge `(target by
+/// identity, version, lock)`.
+pub(crate) type RestoredNode = (EventId, u16, i32, Vec<(Option<(EventId, u16)>, Dewey, i32)>);
+
 /// The per-key shared buffer of one pattern.
 #[derive(Clone, Debug)]
 pub struct SharedBuffer<E> {
@@ -521,7 +525,7 @@ impl<E> SharedBuffer<E> {
     pub(crate) fn restore(
         events: Vec<(EventId, Arc<E>, i32)>,
         counters: &[(i64, u32)],
-        nodes: Vec<(EventId, u16, i32, Vec<(Option<(EventId, u16)>, Dewey, i32)>)>,
+        nodes: Vec<RestoredNode>,
     ) -> SharedBuffer<E> {
         let mut b = SharedBuffer::default();
         let mut event_slots: FxHashMap<EventId, u32> = FxHashMap::default();
