@@ -155,12 +155,14 @@ pub(crate) fn snapshot_state<E, T>(
     table: &mut EventTable<'_, E, T>,
 ) -> NfaSnapshotOf {
     let b = &st.buffer;
-    let mut buffered: Vec<(Eid, u32, i32)> = b
-        .snapshot_events()
+    // Events are added to the table in id order (not in the buffer's storage order, which
+    // depends on history), so that equal states give equal snapshots.
+    let mut held: Vec<_> = b.snapshot_events().collect();
+    held.sort_unstable_by_key(|x| x.0);
+    let buffered: Vec<(Eid, u32, i32)> = held
+        .into_iter()
         .map(|(id, e, lock)| (eid(id), table.add(e), lock))
         .collect();
-    buffered.sort_unstable_by_key(|x| x.0);
-    // Indices follow the sorted order, so that equal states give equal snapshots.
     let mut counters: Vec<(i64, u32)> = b.counters().to_vec();
     counters.sort_unstable();
     let mut nodes: Vec<NodeSnapshot> = b
