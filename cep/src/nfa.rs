@@ -127,6 +127,9 @@ pub struct Nfa<E> {
     skip_page: Option<u16>,
     start_states: Vec<StateId>,
     has_iterative: bool,
+    /// Whether some state is a stop state (a NOT stage); without one, next states go straight
+    /// to their queues.
+    has_stop: bool,
 }
 
 /// Events of a match or partial match, by stage, in order.
@@ -274,6 +277,7 @@ impl<E> Nfa<E> {
             .map(|(i, _)| i as StateId)
             .collect();
         let has_iterative = leaves.iter().any(|l| matches!(**l, Leaf::Iterative(_)));
+        let has_stop = states.iter().any(|s| s.kind == Kind::Stop);
         Nfa {
             name,
             states,
@@ -285,6 +289,7 @@ impl<E> Nfa<E> {
             skip_page,
             start_states,
             has_iterative,
+            has_stop,
         }
     }
 
@@ -493,8 +498,23 @@ impl<E> Nfa<E> {
         let mut old = st.partial.take_vec();
         let mut next = NextStates::new();
         for cs in old.drain(..) {
+            if !self.has_stop {
+                // No branch can be discarded: each next state goes to its queue as it comes,
+                // in the same order as through `next`.
+                let mut emit = |ncs: CState| {
+                    if self.kind(ncs.state) == Kind::Final {
+                        potential.add(ncs, cmp_cs);
+                    } else {
+                        new_partial.add(ncs, cmp_cs);
+                    }
+                };
+                self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut emit);
+                continue;
+            }
             next.clear();
-            self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut next);
+            self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut |ncs| {
+                next.push(ncs)
+            });
             // Reaching a stop state discards the partial match's other branches (Flink releases
             // the stop states first, then the others, in order; so do we).
             let discard = next.iter().any(|n| self.kind(n.state) == Kind::Stop);
@@ -722,7 +742,7 @@ impl<E> Nfa<E> {
         ts: i64,
         ev: &mut Eval<'_, E>,
         event_id: &mut Option<EvRef>,
-        result: &mut NextStates,
+        result: &mut impl FnMut(CState),
     ) {
         let d = self.decide(st, cs, ev, ts);
         let mut take_to_visit = (d.total_take - 1).max(0);
@@ -797,7 +817,7 @@ impl<E> Nfa<E> {
         }
         if is_start {
             let total = increasing_self_state(d.total_ignore, d.total_take);
-            result.push(CState::start(cs.state, cs.version.increase(total)));
+            result(CState::start(cs.state, cs.version.increase(total)));
         }
         if let Some(p) = cs.prev {
             st.buffer.release_node(p, &cs.version);
@@ -840,7 +860,7 @@ fn increasing_self_state(ignore: i32, take: i32) -> i32 {
 #[allow(clippy::too_many_arguments)]
 fn add_state<E>(
     buffer: &mut SharedBuffer<E>,
-    out: &mut NextStates,
+    out: &mut impl FnMut(CState),
     state: StateId,
     prev: Option<NodeId>,
     version: Dewey,
@@ -851,7 +871,7 @@ fn add_state<E>(
     if let Some(p) = prev {
         buffer.lock_node(p, &version);
     }
-    out.push(CState {
+    out(CState {
         state,
         prev,
         version,
