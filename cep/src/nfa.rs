@@ -362,6 +362,31 @@ impl<E> Nfa<E> {
         self.states[s as usize].kind
     }
 
+    /// [`Nfa::eval`], answering the common cases inline: no condition, and a simple condition
+    /// (or its negation) already evaluated for this event. Only simple conditions are cached.
+    #[inline(always)]
+    fn eval_cached(&self, c: &CondExpr, ev: &mut Eval<'_, E>, ctx: &Context<'_, E>) -> bool {
+        match c {
+            CondExpr::True => return true,
+            CondExpr::Leaf(i) => match ev.cache.get(*i as usize) {
+                Some(1) => return false,
+                Some(2) => return true,
+                _ => {}
+            },
+            CondExpr::Not(a) => {
+                if let CondExpr::Leaf(i) = **a {
+                    match ev.cache.get(i as usize) {
+                        Some(1) => return true,
+                        Some(2) => return false,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.eval(c, ev, ctx)
+    }
+
     fn eval(&self, c: &CondExpr, ev: &mut Eval<'_, E>, ctx: &Context<'_, E>) -> bool {
         match c {
             CondExpr::True => true,
@@ -686,7 +711,7 @@ impl<E> Nfa<E> {
         let mut stack: SmallVec<[StateId; 8]> = smallvec![cs.state];
         while let Some(s) = stack.pop() {
             for t in &self.states[s as usize].transitions {
-                if !self.eval(&t.cond, ev, &ctx) {
+                if !self.eval_cached(&t.cond, ev, &ctx) {
                     continue;
                 }
                 match t.action {
@@ -722,7 +747,7 @@ impl<E> Nfa<E> {
         let mut stack: SmallVec<[StateId; 8]> = smallvec![state];
         while let Some(s) = stack.pop() {
             for t in &self.states[s as usize].transitions {
-                if t.action == Action::Proceed && self.eval(&t.cond, ev, ctx) {
+                if t.action == Action::Proceed && self.eval_cached(&t.cond, ev, ctx) {
                     if self.kind(t.target) == Kind::Final {
                         return Some(t.target);
                     }
