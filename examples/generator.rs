@@ -15,7 +15,16 @@
 //! Output goes to stdout, or with `--url URL` is POSTed as NDJSON in batches of `--batch` events
 //! (default 500) to a `cep serve` ingest endpoint such as
 //! `http://127.0.0.1:8080/api/v1/pipelines/logins/events`, optionally at `--rate` events per
-//! second and with `--token` as bearer token. Kafka output is not built yet (`--kafka` says so).
+//! second and with `--token` as bearer token.
+//!
+//! With `--kafka BOOTSTRAP --topic TOPIC` the events are produced to a Kafka topic instead (created
+//! with `--partitions` partitions, default 4, if it does not exist), keyed by the scenario's key
+//! (user, sensor or order id) so that each key stays on one partition, with the event time as
+//! record timestamp. `--end-marker` then writes one more event to every partition,
+//! `{"<key>":"_end","ts":T,"type":"end-of-traffic"}` with `T` = the last event time +
+//! `--out-of-orderness` + 5 s: a pipeline with that bound (per-partition watermarks, as `cep
+//! kafka` has) then sees its watermark pass every generated event by 5 s, so the traffic is
+//! evaluated to its end although the stream stays open. `--rate` paces Kafka output too.
 
 mod common;
 
@@ -24,7 +33,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use common::{arrival_order, SplitMix64, T0};
+use cep_runtime::kafka::rdkafka;
+use common::{arrival_order, clock, kafka, SplitMix64, T0};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
 use serde_json::{json, Value};
 
 struct Args {
@@ -36,7 +49,15 @@ struct Args {
     batch: usize,
     rate: f64,
     token: Option<String>,
+    kafka: Option<String>,
+    topic: Option<String>,
+    partitions: i32,
+    end_marker: bool,
 }
+
+const USAGE: &str = "usage: generator --scenario login|sensor|order [--count N] [--seed S] \
+     [--out-of-orderness MS] [--rate EVENTS_PER_S] \
+     [--url URL [--batch N] [--token T] | --kafka BOOTSTRAP --topic T [--partitions N] [--end-marker]]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -48,6 +69,10 @@ fn parse_args() -> anyhow::Result<Args> {
         batch: 500,
         rate: 0.0,
         token: None,
+        kafka: None,
+        topic: None,
+        partitions: 4,
+        end_marker: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,18 +90,34 @@ fn parse_args() -> anyhow::Result<Args> {
             "--batch" => args.batch = value()?.parse::<usize>().context("--batch")?.max(1),
             "--rate" => args.rate = value()?.parse().context("--rate")?,
             "--token" => args.token = Some(value()?),
-            "--kafka" => bail!(
-                "Kafka output is not built yet: write to stdout or to the service (--url); see docs/demos.md"
-            ),
+            "--kafka" => args.kafka = Some(value()?),
+            "--topic" => args.topic = Some(value()?),
+            "--partitions" => args.partitions = value()?.parse().context("--partitions")?,
+            "--end-marker" => args.end_marker = true,
             "-h" | "--help" => {
-                println!(
-                    "usage: generator --scenario login|sensor|order [--count N] [--seed S] \
-                     [--out-of-orderness MS] [--url URL [--batch N] [--rate EVENTS_PER_S] [--token T]]"
-                );
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?} (see --help)"),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    if args.url.is_some() && args.kafka.is_some() {
+        bail!("--url and --kafka exclude each other: send to the service or to Kafka");
+    }
+    if args.kafka.is_some() != args.topic.is_some() {
+        bail!("--kafka BOOTSTRAP and --topic TOPIC go together");
+    }
+    if args.kafka.is_none() && args.end_marker {
+        bail!("--end-marker needs --kafka (it writes one marker to each partition)");
+    }
+    if args.partitions < 1 {
+        bail!("--partitions must be at least 1");
+    }
+    if args.out_of_orderness_ms < 0 {
+        bail!("--out-of-orderness must not be negative");
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be a number of events per second (0: as fast as possible)");
     }
     Ok(args)
 }
@@ -251,6 +292,123 @@ fn post(url: &str, token: Option<&str>, body: &[u8]) -> anyhow::Result<String> {
     Ok(body)
 }
 
+/// Counts the records the broker did not take, keeping the first error.
+#[derive(Default)]
+struct Deliveries {
+    failed: std::sync::Mutex<(u64, Option<String>)>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.0 += 1;
+            failed.1.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Queues one record, waiting while the producer's local queue is full.
+fn produce(
+    producer: &BaseProducer<Deliveries>,
+    mut record: BaseRecord<'_, str, str>,
+) -> anyhow::Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, r)) => bail!("producing to {}: {e}", r.topic),
+        }
+    }
+}
+
+/// Produces `events` to `topic`, keyed by `key_field`, each with its event time as timestamp;
+/// then, with `end_marker`, one end-of-traffic event per partition. Waits for every
+/// acknowledgement.
+fn to_kafka(args: &Args, bootstrap: &str, topic: &str, events: &[Value]) -> anyhow::Result<()> {
+    let key_field = match args.scenario.as_str() {
+        "login" => "user",
+        "sensor" => "sensor",
+        _ => "order",
+    };
+    let partitions = kafka::create_topics(bootstrap, &[(topic, args.partitions)])?[0];
+    let producer: BaseProducer<Deliveries> = kafka::client_config(bootstrap)?
+        // Idempotence keeps each partition in the order sent (the out-of-orderness bound holds
+        // per partition), also across retries.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create_with_context(Deliveries::default())
+        .context("creating the Kafka producer")?;
+    let started = Instant::now();
+    let mut last_ts = i64::MIN;
+    for (i, e) in events.iter().enumerate() {
+        let key = e[key_field].as_str().unwrap_or_default();
+        let ts = e["ts"].as_i64().unwrap_or_default();
+        last_ts = last_ts.max(ts);
+        let payload = e.to_string();
+        produce(
+            &producer,
+            BaseRecord::to(topic)
+                .key(key)
+                .payload(payload.as_str())
+                .timestamp(ts),
+        )?;
+        producer.poll(Duration::ZERO);
+        if args.rate > 0.0 {
+            let due = Duration::from_secs_f64((i + 1) as f64 / args.rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    let mut marker_note = String::new();
+    if args.end_marker && !events.is_empty() {
+        let end = last_ts + args.out_of_orderness_ms + 5_000;
+        let marker = json!({key_field: "_end", "ts": end, "type": "end-of-traffic"}).to_string();
+        for p in 0..partitions {
+            produce(
+                &producer,
+                BaseRecord::to(topic)
+                    .key("_end")
+                    .payload(marker.as_str())
+                    .partition(p)
+                    .timestamp(end),
+            )?;
+        }
+        marker_note = format!(
+            ", then an end-of-traffic marker at {} on each partition",
+            clock(end)
+        );
+    }
+    producer
+        .flush(kafka::TIMEOUT)
+        .with_context(|| format!("waiting for {bootstrap} to acknowledge the events"))?;
+    let failed = producer
+        .context()
+        .failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let (n, Some(first)) = failed {
+        bail!("{n} events were not delivered to {topic}: {first}");
+    }
+    eprintln!(
+        "produced {} {} events to {topic} ({partitions} partitions, keyed by {key_field}) at {bootstrap}{marker_note}",
+        events.len(),
+        args.scenario
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let mut rng = SplitMix64::new(args.seed);
@@ -266,6 +424,9 @@ fn main() -> anyhow::Result<()> {
         &mut rng,
     );
 
+    if let (Some(bootstrap), Some(topic)) = (&args.kafka, &args.topic) {
+        return to_kafka(&args, bootstrap, topic, &events);
+    }
     match &args.url {
         None => {
             let mut out = BufWriter::new(std::io::stdout().lock());

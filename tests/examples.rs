@@ -2,9 +2,12 @@
 //! `tests/expected/NAME.txt`. Their JSON patterns (`examples/patterns/`) are run through
 //! `JsonEngine` over the same events (`--events`) and must find the same alerts; the generator
 //! must be deterministic, keep its out-of-orderness bound, and post NDJSON batches over HTTP.
+//! The Kafka walkthrough (`scripts/demo-kafka.sh`) runs for real against a broker, and its alerts
+//! must be exactly those `JsonEngine` finds in the same events.
 //!
 //! The example binaries are the ones cargo builds next to this test
-//! (`target/<profile>/examples/NAME`); if they are missing, the test builds them.
+//! (`target/<profile>/examples/NAME`), and so is the `cep` binary of the walkthrough
+//! (`target/<profile>/cep`, or `CEP_BIN`); if they are missing, the test builds them.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -34,6 +37,7 @@ fn example(name: &str) -> PathBuf {
         "sensor_alarm",
         "order_timeout",
         "generator",
+        "kafka_topic",
     ];
     if names.iter().any(|n| !examples_dir().join(n).exists()) {
         BUILD.call_once(|| {
@@ -427,4 +431,149 @@ fn generator_posts_ndjson_batches() {
             (post, ndjson, 200)
         ]
     );
+}
+
+/// The `cep` binary that `cargo test --workspace --all-targets` builds next to the examples
+/// (`CEP_BIN` if set); built if missing.
+fn cep_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CEP_BIN") {
+        return PathBuf::from(bin);
+    }
+    let profile_dir = examples_dir()
+        .parent()
+        .expect("target/<profile>")
+        .to_path_buf();
+    let bin = profile_dir.join("cep");
+    if !bin.exists() {
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
+            .args(["build", "-q", "-p", "cep-api", "--bin", "cep"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        assert!(
+            cargo.status().expect("run cargo build").success(),
+            "cargo build -p cep-api --bin cep failed"
+        );
+    }
+    assert!(bin.exists(), "{} not found", bin.display());
+    bin
+}
+
+/// The Kafka walkthrough for real: `scripts/demo-kafka.sh` starts a broker (noida-db through
+/// `scripts/kafka-broker.sh`, or uses `KAFKA_BOOTSTRAP`), runs the `cep kafka` pipelines of the
+/// login and sensor demos over generator traffic and reads their outputs back. Every alert it
+/// read (`--out`) must be exactly one that `JsonEngine` finds with the same patterns in the same
+/// events followed by the end-of-traffic marker, none missing; the numbers of timeouts must agree,
+/// and there must be no late event and no dead letter.
+#[test]
+fn kafka_walkthrough_reads_back_the_expected_alerts() {
+    let out_dir = std::env::temp_dir().join(format!("cep-demo-kafka-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let (login_events, sensor_events, seed) = (2000, 20000, 7);
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo-kafka.sh"))
+        .args(["--login-events", &login_events.to_string()])
+        .args(["--sensor-events", &sensor_events.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .arg("--out")
+        .arg(&out_dir)
+        .env("CEP_BIN", cep_binary())
+        .env(
+            "CEP_EXAMPLES",
+            example("kafka_topic").parent().expect("dir"),
+        )
+        .output()
+        .expect("run scripts/demo-kafka.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo-kafka.sh failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // `TOPIC-RUN N` lines of the script: the number of records of a topic.
+    let topic_count = |prefix: &str| -> usize {
+        stdout
+            .lines()
+            .find_map(|l| {
+                let (topic, n) = l.split_once(' ')?;
+                topic.strip_prefix(prefix)?;
+                n.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no count of {prefix}RUN in\n{stdout}"))
+    };
+
+    for (demo, key, count) in [
+        ("login", "user", login_events),
+        ("sensor", "sensor", sensor_events),
+    ] {
+        // What the pipeline must find: the same events through JsonEngine with the pipeline's
+        // bound, then the generator's end-of-traffic marker (the same on every partition).
+        let events = run(
+            "generator",
+            &[
+                "--scenario",
+                demo,
+                "--count",
+                &count.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ],
+        );
+        let mut engine = engine(demo, key, 500);
+        let mut outputs = Vec::new();
+        let mut last = i64::MIN;
+        for line in events.lines() {
+            let event: Value = serde_json::from_str(line).expect("JSON line");
+            last = last.max(event["ts"].as_i64().expect("ts"));
+            engine.push(event, &mut outputs).expect("event accepted");
+        }
+        let marker =
+            serde_json::json!({key: "_end", "ts": last + 500 + 5000, "type": "end-of-traffic"});
+        engine.push(marker, &mut outputs).expect("marker accepted");
+        let of_kind = |kind: OutputKind| outputs.iter().filter(move |o| o.kind == kind);
+        let mut want: Vec<String> = of_kind(OutputKind::Match)
+            .map(|o| serde_json::to_string(o).expect("output as JSON"))
+            .collect();
+        want.sort();
+        assert!(want.len() > 10, "{demo}: too few alerts to show anything");
+
+        let file = out_dir.join(format!("{demo}-alerts.jsonl"));
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{stdout}", file.display()));
+        let mut got: Vec<String> = text.lines().map(str::to_string).collect();
+        got.sort();
+        let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).collect();
+        let extra: Vec<&String> = got.iter().filter(|g| !want.contains(g)).collect();
+        assert!(
+            got == want,
+            "{demo}: {} alerts read back, {} expected\nmissing: {missing:#?}\nunexpected: {extra:#?}",
+            got.len(),
+            want.len()
+        );
+        assert!(
+            stdout.contains(&format!(
+                "== {demo}: {} alerts in {demo}-alerts-",
+                want.len()
+            )),
+            "{stdout}"
+        );
+        assert_eq!(
+            topic_count(&format!("{demo}-timeouts-")),
+            of_kind(OutputKind::Timeout).count(),
+            "{demo}: timeouts"
+        );
+        assert_eq!(of_kind(OutputKind::Late).count(), 0, "{demo}: late events");
+        assert_eq!(
+            topic_count(&format!("{demo}-late-")),
+            0,
+            "{demo}: late events"
+        );
+        assert_eq!(
+            topic_count(&format!("{demo}-dlq-")),
+            0,
+            "{demo}: dead letters"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -1,8 +1,10 @@
 //! Code shared by the demos: a seeded random generator, clock formatting, out-of-order arrival,
-//! and the watermark of a bounded out-of-orderness source.
+//! the watermark of a bounded out-of-orderness source, and Kafka helpers ([`kafka`]).
 //!
 //! Each demo compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
+
+pub mod kafka;
 
 use cep_runtime::time::BoundedOutOfOrderness;
 use cep_runtime::{Watermark, WatermarkGenerator};
