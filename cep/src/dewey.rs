@@ -51,7 +51,34 @@ impl Dewey {
     }
 
     /// Whether this version may follow an edge labelled `other`.
+    #[inline(always)]
     pub fn is_compatible_with(&self, other: &Dewey) -> bool {
+        if let (Repr::Inline { len: la, digits: a }, Repr::Inline { len: lb, digits: b }) =
+            (&self.0, &other.0)
+        {
+            // Fixed-size loops over the inline digits (those past the length are 0 in both).
+            let (la, lb) = (*la as usize, *lb as usize);
+            return if la > lb {
+                (0..INLINE).all(|i| i >= lb || a[i] == b[i])
+            } else if la == lb {
+                let last = la - 1;
+                (0..INLINE).all(|i| {
+                    if i == last {
+                        a[i] >= b[i]
+                    } else {
+                        a[i] == b[i]
+                    }
+                })
+            } else {
+                false
+            };
+        }
+        self.is_compatible_with_slow(other)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn is_compatible_with_slow(&self, other: &Dewey) -> bool {
         let (a, b) = (self.digits(), other.digits());
         // Element-wise loops: the versions are short, and a `memcmp` call costs more.
         let same = |n: usize| a[..n].iter().zip(&b[..n]).all(|(x, y)| x == y);
@@ -66,6 +93,7 @@ impl Dewey {
     }
 
     /// A copy whose last digit is increased by `times`.
+    #[inline]
     pub fn increase(&self, times: i32) -> Dewey {
         let mut v = self.clone();
         match &mut v.0 {
@@ -79,6 +107,7 @@ impl Dewey {
     }
 
     /// A copy with a `0` appended.
+    #[inline]
     pub fn add_stage(&self) -> Dewey {
         match &self.0 {
             Repr::Inline { len, digits } if (*len as usize) < INLINE => Dewey(Repr::Inline {

@@ -11,7 +11,7 @@ use smallvec::{smallvec, SmallVec};
 use crate::dewey::Dewey;
 use crate::pattern::{AfterMatchSkip, Leaf};
 use crate::pq::JavaPq;
-use crate::shared_buffer::{EventId, NodeId, Path, SharedBuffer};
+use crate::shared_buffer::{page_groups, EvRef, EventId, NodeId, Path, SharedBuffer};
 
 /// Index of a state of the automaton.
 pub type StateId = u32;
@@ -127,6 +127,9 @@ pub struct Nfa<E> {
     skip_page: Option<u16>,
     start_states: Vec<StateId>,
     has_iterative: bool,
+    /// Whether some state is a stop state (a NOT stage); without one, next states go straight
+    /// to their queues.
+    has_stop: bool,
 }
 
 /// Events of a match or partial match, by stage, in order.
@@ -197,22 +200,17 @@ pub struct Context<'a, E> {
     cs: &'a CState,
     pages: &'a [Arc<str>],
     ts: i64,
-    matched: OnceCell<Vec<Vec<EventId>>>,
+    matched: OnceCell<Vec<Vec<EvRef>>>,
 }
 
 impl<'a, E> Context<'a, E> {
-    fn matched(&self) -> &Vec<Vec<EventId>> {
+    fn matched(&self) -> &Vec<Vec<EvRef>> {
         self.matched.get_or_init(|| {
             let mut by_page = vec![Vec::new(); self.pages.len()];
             if let Some(prev) = self.cs.prev {
-                if let Some(path) = self
-                    .buffer
-                    .extract(prev, &self.cs.version)
-                    .into_iter()
-                    .next()
-                {
-                    for (page, evs) in path {
-                        by_page[page as usize] = evs;
+                if let Some(path) = self.buffer.extract(prev, &self.cs.version, true).first() {
+                    for (page, evs) in page_groups(path) {
+                        by_page[page as usize] = evs.iter().map(|e| e.1).collect();
                     }
                 }
             }
@@ -228,7 +226,7 @@ impl<'a, E> Context<'a, E> {
 
     /// The events matched so far by the stage with index `page` (see [`Nfa::page_of`]).
     pub fn events_by_page(&self, page: usize) -> impl Iterator<Item = &'a E> + '_ {
-        let ids: &[EventId] = self.matched().get(page).map_or(&[], |v| v.as_slice());
+        let ids: &[EvRef] = self.matched().get(page).map_or(&[], |v| v.as_slice());
         let buffer = self.buffer;
         ids.iter()
             .filter_map(move |id| buffer.event(*id).map(|e| &**e))
@@ -279,6 +277,7 @@ impl<E> Nfa<E> {
             .map(|(i, _)| i as StateId)
             .collect();
         let has_iterative = leaves.iter().any(|l| matches!(**l, Leaf::Iterative(_)));
+        let has_stop = states.iter().any(|s| s.kind == Kind::Stop);
         Nfa {
             name,
             states,
@@ -290,6 +289,7 @@ impl<E> Nfa<E> {
             skip_page,
             start_states,
             has_iterative,
+            has_stop,
         }
     }
 
@@ -362,6 +362,31 @@ impl<E> Nfa<E> {
         self.states[s as usize].kind
     }
 
+    /// [`Nfa::eval`], answering the common cases inline: no condition, and a simple condition
+    /// (or its negation) already evaluated for this event. Only simple conditions are cached.
+    #[inline(always)]
+    fn eval_cached(&self, c: &CondExpr, ev: &mut Eval<'_, E>, ctx: &Context<'_, E>) -> bool {
+        match c {
+            CondExpr::True => return true,
+            CondExpr::Leaf(i) => match ev.cache.get(*i as usize) {
+                Some(1) => return false,
+                Some(2) => return true,
+                _ => {}
+            },
+            CondExpr::Not(a) => {
+                if let CondExpr::Leaf(i) = **a {
+                    match ev.cache.get(i as usize) {
+                        Some(1) => return true,
+                        Some(2) => return false,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.eval(c, ev, ctx)
+    }
+
     fn eval(&self, c: &CondExpr, ev: &mut Eval<'_, E>, ctx: &Context<'_, E>) -> bool {
         match c {
             CondExpr::True => true,
@@ -411,13 +436,13 @@ impl<E> Nfa<E> {
     }
 
     fn materialize(&self, buffer: &SharedBuffer<E>, path: &Path) -> Events<E> {
-        path.iter()
+        page_groups(path)
             .map(|(page, ids)| {
                 let evs = ids
                     .iter()
-                    .filter_map(|id| buffer.event(*id).cloned())
+                    .filter_map(|id| buffer.event(id.1).cloned())
                     .collect();
-                (self.pages[*page as usize].clone(), evs)
+                (self.pages[page as usize].clone(), evs)
             })
             .collect()
     }
@@ -425,7 +450,7 @@ impl<E> Nfa<E> {
     fn extract_current(&self, buffer: &SharedBuffer<E>, cs: &CState) -> Events<E> {
         match cs.prev {
             None => Vec::new(),
-            Some(prev) => match buffer.extract(prev, &cs.version).first() {
+            Some(prev) => match buffer.extract(prev, &cs.version, true).first() {
                 Some(path) => self.materialize(buffer, path),
                 None => Vec::new(),
             },
@@ -492,14 +517,29 @@ impl<E> Nfa<E> {
                 smallvec![0; n]
             },
         };
-        let mut event_id: Option<EventId> = None;
+        let mut event_id: Option<EvRef> = None;
         let mut new_partial = JavaPq::from_vec(std::mem::take(&mut st.spare));
         let mut potential = JavaPq::new();
         let mut old = st.partial.take_vec();
         let mut next = NextStates::new();
         for cs in old.drain(..) {
+            if !self.has_stop {
+                // No branch can be discarded: each next state goes to its queue as it comes,
+                // in the same order as through `next`.
+                let mut emit = |ncs: CState| {
+                    if self.kind(ncs.state) == Kind::Final {
+                        potential.add(ncs, cmp_cs);
+                    } else {
+                        new_partial.add(ncs, cmp_cs);
+                    }
+                };
+                self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut emit);
+                continue;
+            }
             next.clear();
-            self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut next);
+            self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut |ncs| {
+                next.push(ncs)
+            });
             // Reaching a stop state discards the partial match's other branches (Flink releases
             // the stop states first, then the others, in order; so do we).
             let discard = next.iter().any(|n| self.kind(n.state) == Kind::Stop);
@@ -566,7 +606,7 @@ impl<E> Nfa<E> {
             }
             let earliest = st.completed.poll(cmp_cs).expect("peeked");
             let Some(prev) = earliest.prev else { continue };
-            let paths = st.buffer.extract(prev, &earliest.version);
+            let paths = st.buffer.extract(prev, &earliest.version, !skipping);
             if skipping {
                 if let Some(pruning) = self.pruning_id(&paths) {
                     self.prune(partial, pruning, &mut st.buffer);
@@ -591,16 +631,16 @@ impl<E> Nfa<E> {
             AfterMatchSkip::NoSkip => return None,
             AfterMatchSkip::SkipToNext => {
                 for path in paths {
-                    for (_, evs) in path {
-                        let first = evs[0];
+                    for (_, evs) in page_groups(path) {
+                        let first = evs[0].1.id;
                         id = Some(id.map_or(first, |x| x.min(first)));
                     }
                 }
             }
             AfterMatchSkip::SkipPastLastEvent => {
                 for path in paths {
-                    for (_, evs) in path {
-                        let last = *evs.last().expect("non-empty");
+                    for (_, evs) in page_groups(path) {
+                        let last = evs[evs.len() - 1].1.id;
                         id = Some(id.map_or(last, |x| x.max(last)));
                     }
                 }
@@ -609,9 +649,13 @@ impl<E> Nfa<E> {
                 let page = self.skip_page?;
                 let first = matches!(self.skip, AfterMatchSkip::SkipToFirst(_));
                 for path in paths {
-                    if let Some((_, evs)) = path.iter().find(|(p, _)| *p == page) {
+                    if let Some((_, evs)) = page_groups(path).find(|(p, _)| *p == page) {
                         if !evs.is_empty() {
-                            let e = if first { evs[0] } else { evs[evs.len() - 1] };
+                            let e = if first {
+                                evs[0].1.id
+                            } else {
+                                evs[evs.len() - 1].1.id
+                            };
                             id = Some(id.map_or(e, |x| x.max(e)));
                         }
                     }
@@ -667,7 +711,7 @@ impl<E> Nfa<E> {
         let mut stack: SmallVec<[StateId; 8]> = smallvec![cs.state];
         while let Some(s) = stack.pop() {
             for t in &self.states[s as usize].transitions {
-                if !self.eval(&t.cond, ev, &ctx) {
+                if !self.eval_cached(&t.cond, ev, &ctx) {
                     continue;
                 }
                 match t.action {
@@ -703,7 +747,7 @@ impl<E> Nfa<E> {
         let mut stack: SmallVec<[StateId; 8]> = smallvec![state];
         while let Some(s) = stack.pop() {
             for t in &self.states[s as usize].transitions {
-                if t.action == Action::Proceed && self.eval(&t.cond, ev, ctx) {
+                if t.action == Action::Proceed && self.eval_cached(&t.cond, ev, ctx) {
                     if self.kind(t.target) == Kind::Final {
                         return Some(t.target);
                     }
@@ -722,8 +766,8 @@ impl<E> Nfa<E> {
         event: &Arc<E>,
         ts: i64,
         ev: &mut Eval<'_, E>,
-        event_id: &mut Option<EventId>,
-        result: &mut NextStates,
+        event_id: &mut Option<EvRef>,
+        result: &mut impl FnMut(CState),
     ) {
         let d = self.decide(st, cs, ev, ts);
         let mut take_to_visit = (d.total_take - 1).max(0);
@@ -766,7 +810,7 @@ impl<E> Nfa<E> {
                     let page = self.states[source as usize].page;
                     let new_entry = st.buffer.put(page, id, cs.prev, &current_version);
                     let (start_ts, start_event) = if is_start {
-                        (ts, Some(id))
+                        (ts, Some(id.id))
                     } else {
                         (cs.start_ts, cs.start_event)
                     };
@@ -798,7 +842,7 @@ impl<E> Nfa<E> {
         }
         if is_start {
             let total = increasing_self_state(d.total_ignore, d.total_take);
-            result.push(CState::start(cs.state, cs.version.increase(total)));
+            result(CState::start(cs.state, cs.version.increase(total)));
         }
         if let Some(p) = cs.prev {
             st.buffer.release_node(p, &cs.version);
@@ -841,7 +885,7 @@ fn increasing_self_state(ignore: i32, take: i32) -> i32 {
 #[allow(clippy::too_many_arguments)]
 fn add_state<E>(
     buffer: &mut SharedBuffer<E>,
-    out: &mut NextStates,
+    out: &mut impl FnMut(CState),
     state: StateId,
     prev: Option<NodeId>,
     version: Dewey,
@@ -852,7 +896,7 @@ fn add_state<E>(
     if let Some(p) = prev {
         buffer.lock_node(p, &version);
     }
-    out.push(CState {
+    out(CState {
         state,
         prev,
         version,

@@ -53,12 +53,14 @@ impl<T> JavaPq<T> {
     }
 
     /// `offer`: append, then sift up.
+    #[inline]
     pub fn add(&mut self, x: T, cmp: impl Fn(&T, &T) -> Ordering) {
         self.es.push(x);
         let k = self.es.len() - 1;
         self.sift_up(k, &cmp);
     }
 
+    #[inline]
     fn sift_up(&mut self, mut k: usize, cmp: &impl Fn(&T, &T) -> Ordering) {
         while k > 0 {
             let parent = (k - 1) >> 1;

@@ -6,11 +6,17 @@
 //! that point at them and released when those states end; an edge whose count drops to zero is
 //! removed and releases the node it points to. Extraction follows only edges whose version is
 //! compatible, so each computation state recovers exactly its own events.
+//!
+//! Events and nodes live in slabs (vectors with free lists) and refer to each other by index,
+//! so the hot path does no hashing. A node's identity is still Flink's, `(event, page)`: a
+//! [`NodeId`] carries it next to the node's index, and a reference whose index no longer holds
+//! that node resolves as Flink's map lookup would (to the node re-created under the same
+//! identity, if any, else to nothing).
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use smallvec::{smallvec, SmallVec};
+use smallvec::SmallVec;
 
 use crate::dewey::Dewey;
 
@@ -24,11 +30,24 @@ pub struct EventId {
     pub id: u32,
 }
 
-/// A buffer node: an event as taken by one stage (`page`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An event of the buffer: its identity and where it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvRef {
+    /// The event's identity.
+    pub id: EventId,
+    /// Its index in the buffer's event slab.
+    pub slot: u32,
+}
+
+/// A buffer node: an event as taken by one stage (`page`), and where the node is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeId {
+    /// The event.
     pub event: EventId,
+    /// The stage that took it.
     pub page: u16,
+    /// Index in the node slab (checked against `event` and `page` on every use).
+    slot: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -38,15 +57,66 @@ pub(crate) struct Edge {
     pub(crate) lock: i32,
 }
 
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Node {
-    pub(crate) lock: i32,
+#[derive(Clone, Debug)]
+struct Node {
+    event: EventId,
+    /// The event's slot.
+    ev: u32,
+    page: u16,
+    live: bool,
+    lock: i32,
     /// Usually few: one per partial match that took the event into the same stage.
-    pub(crate) edges: SmallVec<[Edge; 3]>,
+    edges: SmallVec<[Edge; 3]>,
 }
 
-/// One extracted path: pages in order of first appearance, each with its events in order.
-pub type Path = Vec<(u16, Vec<EventId>)>;
+#[derive(Clone, Debug)]
+struct EventSlot<E> {
+    id: EventId,
+    /// `None` when the slot is free.
+    event: Option<Arc<E>>,
+    lock: i32,
+}
+
+/// One extracted path: `(page, event)` with the pages in order of first appearance, the events
+/// of a page together and in order (Flink's map of stage names to event lists, flattened).
+pub type Path = SmallVec<[(u16, EvRef); 8]>;
+
+/// The paths of one extraction; almost always one.
+pub type Paths = SmallVec<[Path; 1]>;
+
+/// Groups a path given newest node first by page, pages in order of first appearance.
+fn group_by_page(newest_first: &[(u16, EvRef)]) -> Path {
+    let mut p = Path::new();
+    for &(page, ev) in newest_first.iter().rev() {
+        // The events of a stage are usually consecutive: then this appends.
+        match p.iter().rposition(|(pg, _)| *pg == page) {
+            Some(i) if i + 1 == p.len() => p.push((page, ev)),
+            Some(i) => p.insert(i + 1, (page, ev)),
+            None => p.push((page, ev)),
+        }
+    }
+    p
+}
+
+/// The groups of a path: `(page, events)`, in order.
+pub fn page_groups(path: &[(u16, EvRef)]) -> impl Iterator<Item = (u16, &[(u16, EvRef)])> {
+    let mut rest = path;
+    std::iter::from_fn(move || {
+        let page = rest.first()?.0;
+        let n = rest.iter().take_while(|(p, _)| *p == page).count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        Some((page, group))
+    })
+}
+
+fn node_ref(slots: &FxHashMap<(EventId, u16), u32>, event: EventId, page: u16) -> NodeId {
+    NodeId {
+        event,
+        page,
+        slot: slots.get(&(event, page)).copied().unwrap_or(u32::MAX),
+    }
+}
 
 /// Releases a lock; true when no lock is left (Flink's `Lockable.release`).
 fn release(lock: &mut i32) -> bool {
@@ -57,20 +127,47 @@ fn release(lock: &mut i32) -> bool {
     *lock == 0
 }
 
+/// A node as a snapshot gives it: `(event, page, lock, edges)`, each edge `(target by
+/// identity, version, lock)`.
+pub(crate) type RestoredNode = (EventId, u16, i32, Vec<(Option<(EventId, u16)>, Dewey, i32)>);
+
 /// The per-key shared buffer of one pattern.
 #[derive(Clone, Debug)]
 pub struct SharedBuffer<E> {
-    pub(crate) events: FxHashMap<EventId, (Arc<E>, i32)>,
-    pub(crate) counters: FxHashMap<i64, u32>,
-    pub(crate) nodes: FxHashMap<NodeId, Node>,
+    events: Vec<EventSlot<E>>,
+    free_events: Vec<u32>,
+    live_events: usize,
+    /// Per timestamp, the next arrival index; few (the timestamps not yet passed by time), and
+    /// the newest last, so a short vector beats a map.
+    counters: SmallVec<[(i64, u32); 2]>,
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
+    /// The event being processed (the only one nodes are created for) and its live nodes as
+    /// `(page, slot)`: how `put` finds an existing node.
+    current: Option<EventId>,
+    current_nodes: SmallVec<[(u16, u32); 4]>,
+    /// Pages of the current event whose node was removed during its processing: a node
+    /// created again under such an identity is recorded in `aliases`.
+    current_removed: SmallVec<[u16; 2]>,
+    /// Nodes that can be reached by identity but not by the index held by older references:
+    /// nodes re-created under the identity of a removed one, and nodes restored from a
+    /// snapshot. Usually empty.
+    aliases: FxHashMap<(EventId, u16), u32>,
 }
 
 impl<E> Default for SharedBuffer<E> {
     fn default() -> Self {
         SharedBuffer {
-            events: FxHashMap::default(),
-            counters: FxHashMap::default(),
-            nodes: FxHashMap::default(),
+            events: Vec::new(),
+            free_events: Vec::new(),
+            live_events: 0,
+            counters: SmallVec::new(),
+            nodes: Vec::new(),
+            free_nodes: Vec::new(),
+            current: None,
+            current_nodes: SmallVec::new(),
+            current_removed: SmallVec::new(),
+            aliases: FxHashMap::default(),
         }
     }
 }
@@ -78,76 +175,221 @@ impl<E> Default for SharedBuffer<E> {
 impl<E> SharedBuffer<E> {
     /// Whether no event is held.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.live_events == 0
     }
 
     /// Forgets everything, keeping the allocations.
     pub fn clear(&mut self) {
         self.events.clear();
+        self.free_events.clear();
+        self.live_events = 0;
         self.counters.clear();
         self.nodes.clear();
+        self.free_nodes.clear();
+        self.current = None;
+        self.current_nodes.clear();
+        self.current_removed.clear();
+        self.aliases.clear();
     }
 
     /// Number of events held.
     pub fn event_count(&self) -> usize {
-        self.events.len()
+        self.live_events
     }
 
-    /// Stores an event with one lock (held while the event is being processed).
-    pub fn register_event(&mut self, event: Arc<E>, ts: i64) -> EventId {
-        let counter = self.counters.entry(ts).or_insert(0);
-        let id = EventId { ts, id: *counter };
-        *counter += 1;
-        self.events.insert(id, (event, 1));
-        id
+    fn alloc_event(&mut self, id: EventId, event: Arc<E>, lock: i32) -> u32 {
+        self.live_events += 1;
+        let slot = EventSlot {
+            id,
+            event: Some(event),
+            lock,
+        };
+        match self.free_events.pop() {
+            Some(s) => {
+                self.events[s as usize] = slot;
+                s
+            }
+            None => {
+                self.events.push(slot);
+                (self.events.len() - 1) as u32
+            }
+        }
     }
 
-    /// The event stored under `id`.
-    pub fn event(&self, id: EventId) -> Option<&Arc<E>> {
-        self.events.get(&id).map(|e| &e.0)
+    /// Stores an event with one lock (held while the event is being processed); nodes are then
+    /// created for it by [`SharedBuffer::put`].
+    pub fn register_event(&mut self, event: Arc<E>, ts: i64) -> EvRef {
+        let id = match self.counters.iter_mut().rev().find(|c| c.0 == ts) {
+            Some(c) => {
+                c.1 += 1;
+                EventId { ts, id: c.1 - 1 }
+            }
+            None => {
+                self.counters.push((ts, 1));
+                EventId { ts, id: 0 }
+            }
+        };
+        let slot = self.alloc_event(id, event, 1);
+        self.current = Some(id);
+        self.current_nodes.clear();
+        self.current_removed.clear();
+        EvRef { id, slot }
+    }
+
+    /// The event `ev` refers to, if still held.
+    pub fn event(&self, ev: EvRef) -> Option<&Arc<E>> {
+        let s = self.events.get(ev.slot as usize)?;
+        if s.id == ev.id {
+            s.event.as_ref()
+        } else {
+            None
+        }
     }
 
     /// Drops one lock on an event; the event goes when none is left.
-    pub fn release_event(&mut self, id: EventId) {
-        if let Some(e) = self.events.get_mut(&id) {
-            if release(&mut e.1) {
-                self.events.remove(&id);
+    pub fn release_event(&mut self, ev: EvRef) {
+        let Some(s) = self.events.get_mut(ev.slot as usize) else {
+            return;
+        };
+        if s.id != ev.id || s.event.is_none() {
+            return;
+        }
+        if release(&mut s.lock) {
+            s.event = None;
+            self.live_events -= 1;
+            self.free_events.push(ev.slot);
+        }
+    }
+
+    /// The slot of the live node `n` refers to, looked up by identity as Flink does.
+    #[inline]
+    fn resolve(&self, n: NodeId) -> Option<u32> {
+        if let Some(node) = self.nodes.get(n.slot as usize) {
+            if node.live && node.event == n.event && node.page == n.page {
+                return Some(n.slot);
             }
         }
+        self.resolve_slow(n)
+    }
+
+    #[cold]
+    fn resolve_slow(&self, n: NodeId) -> Option<u32> {
+        if self.current == Some(n.event) {
+            if let Some(&(_, s)) = self.current_nodes.iter().find(|c| c.0 == n.page) {
+                return Some(s);
+            }
+        }
+        self.aliases.get(&(n.event, n.page)).copied()
+    }
+
+    fn alloc_node(&mut self, node: Node) -> u32 {
+        match self.free_nodes.pop() {
+            Some(s) => {
+                self.nodes[s as usize] = node;
+                s
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn remove_node(&mut self, slot: u32) {
+        let node = &mut self.nodes[slot as usize];
+        node.live = false;
+        node.edges.clear();
+        let (event, page, ev) = (
+            node.event,
+            node.page,
+            EvRef {
+                id: node.event,
+                slot: node.ev,
+            },
+        );
+        self.free_nodes.push(slot);
+        if self.current == Some(event) {
+            if let Some(i) = self.current_nodes.iter().position(|c| c.0 == page) {
+                self.current_nodes.swap_remove(i);
+            }
+            self.current_removed.push(page);
+        }
+        if !self.aliases.is_empty() && self.aliases.get(&(event, page)) == Some(&slot) {
+            self.aliases.remove(&(event, page));
+        }
+        self.release_event(ev);
     }
 
     /// Stores `event` as taken by `page`, with an edge (labelled `version`) to `previous`.
     pub fn put(
         &mut self,
         page: u16,
-        event: EventId,
+        event: EvRef,
         previous: Option<NodeId>,
         version: &Dewey,
     ) -> NodeId {
         if let Some(prev) = previous {
             self.lock_node(prev, version);
         }
-        let id = NodeId { event, page };
-        let node = match self.nodes.entry(id) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                if let Some(e) = self.events.get_mut(&event) {
-                    e.1 += 1;
+        let slot = match self.find(event.id, page) {
+            Some(s) => s,
+            None => {
+                if let Some(e) = self.events.get_mut(event.slot as usize) {
+                    if e.id == event.id && e.event.is_some() {
+                        e.lock += 1;
+                    }
                 }
-                v.insert(Node::default())
+                let s = self.alloc_node(Node {
+                    event: event.id,
+                    ev: event.slot,
+                    page,
+                    live: true,
+                    lock: 0,
+                    edges: SmallVec::new(),
+                });
+                if self.current == Some(event.id) {
+                    self.current_nodes.push((page, s));
+                    if self.current_removed.contains(&page) {
+                        self.aliases.insert((event.id, page), s);
+                    }
+                } else {
+                    // Not the event being processed (not done by the matcher): only reachable
+                    // by identity.
+                    self.aliases.insert((event.id, page), s);
+                }
+                s
             }
         };
-        node.edges.push(Edge {
+        self.nodes[slot as usize].edges.push(Edge {
             target: previous,
             version: version.clone(),
             lock: 0,
         });
-        id
+        NodeId {
+            event: event.id,
+            page,
+            slot,
+        }
+    }
+
+    /// The live node `(event, page)`, if any.
+    fn find(&self, event: EventId, page: u16) -> Option<u32> {
+        if self.current == Some(event) {
+            if let Some(&(_, s)) = self.current_nodes.iter().find(|c| c.0 == page) {
+                return Some(s);
+            }
+        }
+        if self.aliases.is_empty() {
+            None
+        } else {
+            self.aliases.get(&(event, page)).copied()
+        }
     }
 
     /// Locks a node and its edges compatible with `version`.
     pub fn lock_node(&mut self, id: NodeId, version: &Dewey) {
-        if let Some(node) = self.nodes.get_mut(&id) {
+        if let Some(s) = self.resolve(id) {
+            let node = &mut self.nodes[s as usize];
             node.lock += 1;
             for e in &mut node.edges {
                 if version.is_compatible_with(&e.version) {
@@ -159,70 +401,90 @@ impl<E> SharedBuffer<E> {
 
     /// Releases a node locked with `version`, and transitively what only it kept alive.
     pub fn release_node(&mut self, id: NodeId, version: &Dewey) {
-        let mut stack: SmallVec<[(NodeId, Dewey); 4]> = smallvec![(id, version.clone())];
+        // The first node is released with the caller's version, without copying it; nodes whose
+        // last edge to them goes follow on a stack (in Flink's order: last pushed first).
+        let mut stack: SmallVec<[(NodeId, Dewey); 4]> = SmallVec::new();
+        if !self.release_one(id, version, &mut stack) {
+            return;
+        }
         while let Some((cur, ver)) = stack.pop() {
-            let std::collections::hash_map::Entry::Occupied(mut entry) = self.nodes.entry(cur)
-            else {
+            if !self.release_one(cur, &ver, &mut stack) {
                 // Flink stops the whole release here (`break`), and so do we.
                 break;
-            };
-            let node = entry.get_mut();
-            let mut i = 0;
-            while i < node.edges.len() {
-                let e = &mut node.edges[i];
-                if ver.is_compatible_with(&e.version) && release(&mut e.lock) {
-                    let e = node.edges.remove(i);
-                    if let Some(t) = e.target {
-                        stack.push((t, e.version));
-                    }
-                    continue;
-                }
-                i += 1;
-            }
-            if release(&mut node.lock) {
-                entry.remove();
-                self.release_event(cur.event);
             }
         }
     }
 
-    /// All paths that end at `id` and are compatible with `version`, in Flink's order.
-    pub fn extract(&self, id: NodeId, version: &Dewey) -> Vec<Path> {
-        let mut result = Vec::new();
-        if !self.nodes.contains_key(&id) {
+    /// Releases node `id` with `ver`, pushing the targets of the edges removed; false if the
+    /// node does not exist.
+    #[inline]
+    fn release_one(
+        &mut self,
+        id: NodeId,
+        ver: &Dewey,
+        stack: &mut SmallVec<[(NodeId, Dewey); 4]>,
+    ) -> bool {
+        let Some(s) = self.resolve(id) else {
+            return false;
+        };
+        let node = &mut self.nodes[s as usize];
+        let mut i = 0;
+        while i < node.edges.len() {
+            let e = &mut node.edges[i];
+            if ver.is_compatible_with(&e.version) && release(&mut e.lock) {
+                let e = node.edges.remove(i);
+                if let Some(t) = e.target {
+                    stack.push((t, e.version));
+                }
+                continue;
+            }
+            i += 1;
+        }
+        if release(&mut node.lock) {
+            self.remove_node(s);
+        }
+        true
+    }
+
+    /// All paths that end at `id` and are compatible with `version`, in Flink's order (only the
+    /// first when `first_only`: the others are then not needed).
+    pub fn extract(&self, id: NodeId, version: &Dewey, first_only: bool) -> Paths {
+        let mut result = Paths::new();
+        if self.resolve(id).is_none() {
             return result;
         }
-        // Each state: (node or end, version, path so far from the newest node backwards).
-        let mut stack: Vec<(Option<NodeId>, Dewey, Vec<NodeId>)> =
-            vec![(Some(id), version.clone(), Vec::new())];
-        while let Some((entry, ver, mut path)) = stack.pop() {
+        // A depth-first walk from the newest node back to the first, with one path buffer: each
+        // stacked branch remembers how long the path was where it forks (Flink copies the path
+        // per branch; the branches come out in the same order).
+        let mut path: SmallVec<[(u16, EvRef); 16]> = SmallVec::new();
+        let mut stack: SmallVec<[(Option<NodeId>, Dewey, usize); 8]> = SmallVec::new();
+        stack.push((Some(id), version.clone(), 0));
+        while let Some((entry, ver, depth)) = stack.pop() {
+            path.truncate(depth);
             match entry {
                 None => {
-                    let mut complete: Path = Vec::new();
-                    for n in path.iter().rev() {
-                        match complete.iter_mut().find(|(p, _)| *p == n.page) {
-                            Some((_, evs)) => evs.push(n.event),
-                            None => complete.push((n.page, vec![n.event])),
-                        }
+                    result.push(group_by_page(&path));
+                    if first_only {
+                        break;
                     }
-                    result.push(complete);
                 }
                 Some(nid) => {
-                    path.push(nid);
-                    let Some(node) = self.nodes.get(&nid) else {
+                    let Some(s) = self.resolve(nid) else {
+                        // A missing node ends this branch without a path.
                         continue;
                     };
-                    let compatible: SmallVec<[&Edge; 4]> = node
-                        .edges
-                        .iter()
-                        .filter(|e| ver.is_compatible_with(&e.version))
-                        .collect();
-                    // The path is copied for every branch but the last, which takes it over.
-                    if let Some((last, rest)) = compatible.split_last() {
-                        for e in rest {
-                            stack.push((e.target, e.version.clone(), path.clone()));
+                    let node = &self.nodes[s as usize];
+                    path.push((
+                        nid.page,
+                        EvRef {
+                            id: nid.event,
+                            slot: node.ev,
+                        },
+                    ));
+                    for e in &node.edges {
+                        if ver.is_compatible_with(&e.version) {
+                            stack.push((e.target, e.version.clone(), depth + 1));
                         }
-                        stack.push((last.target, last.version.clone(), path));
                     }
                 }
             }
@@ -230,10 +492,109 @@ impl<E> SharedBuffer<E> {
         result
     }
 
+    /// The events held: identity, event, lock count (for snapshots).
+    pub(crate) fn snapshot_events(&self) -> impl Iterator<Item = (EventId, &Arc<E>, i32)> + '_ {
+        self.events
+            .iter()
+            .filter_map(|e| e.event.as_ref().map(|ev| (e.id, ev, e.lock)))
+    }
+
+    /// The per-timestamp counters (for snapshots).
+    pub(crate) fn counters(&self) -> &[(i64, u32)] {
+        &self.counters
+    }
+
+    /// The live nodes: identity, lock count, edges (for snapshots).
+    pub(crate) fn snapshot_nodes(&self) -> impl Iterator<Item = (NodeId, i32, &[Edge])> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.live)
+            .map(|(i, n)| {
+                let id = NodeId {
+                    event: n.event,
+                    page: n.page,
+                    slot: i as u32,
+                };
+                (id, n.lock, &n.edges[..])
+            })
+    }
+
+    /// A buffer rebuilt from a snapshot: events with their lock counts, counters, and nodes
+    /// `(event, page, lock, edges)` whose edges' targets are given by identity.
+    pub(crate) fn restore(
+        events: Vec<(EventId, Arc<E>, i32)>,
+        counters: &[(i64, u32)],
+        nodes: Vec<RestoredNode>,
+    ) -> SharedBuffer<E> {
+        let mut b = SharedBuffer::default();
+        let mut event_slots: FxHashMap<EventId, u32> = FxHashMap::default();
+        // A repeated identity replaces the earlier entry, as inserting into Flink's maps does.
+        for (id, e, lock) in events {
+            match event_slots.get(&id) {
+                Some(&slot) => {
+                    b.events[slot as usize].event = Some(e);
+                    b.events[slot as usize].lock = lock;
+                }
+                None => {
+                    let slot = b.alloc_event(id, e, lock);
+                    event_slots.insert(id, slot);
+                }
+            }
+        }
+        b.counters.extend(counters.iter().copied());
+        let mut last: FxHashMap<(EventId, u16), usize> = FxHashMap::default();
+        for (i, (event, page, _, _)) in nodes.iter().enumerate() {
+            last.insert((*event, *page), i);
+        }
+        let nodes: Vec<_> = nodes
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (event, page, _, _))| last[&(*event, *page)] == *i)
+            .map(|(_, n)| n)
+            .collect();
+        let mut node_slots: FxHashMap<(EventId, u16), u32> = FxHashMap::default();
+        for (i, (event, page, _, _)) in nodes.iter().enumerate() {
+            node_slots.insert((*event, *page), i as u32);
+        }
+        for (event, page, lock, edges) in nodes {
+            let edges = edges
+                .into_iter()
+                .map(|(target, version, lock)| Edge {
+                    target: target.map(|(e, p)| node_ref(&node_slots, e, p)),
+                    version,
+                    lock,
+                })
+                .collect();
+            b.nodes.push(Node {
+                event,
+                // An event not held (not in a consistent state) reads as missing, as in Flink.
+                ev: event_slots.get(&event).copied().unwrap_or(u32::MAX),
+                page,
+                live: true,
+                lock,
+                edges,
+            });
+        }
+        b
+    }
+
+    /// A reference to the node `(event, page)` (for restoring snapshots): its slot if the node
+    /// exists, else a reference that resolves to nothing.
+    pub(crate) fn node_ref(&self, event: EventId, page: u16) -> NodeId {
+        let slot = self
+            .nodes
+            .iter()
+            .position(|n| n.live && n.event == event && n.page == page);
+        NodeId {
+            event,
+            page,
+            slot: slot.map_or(u32::MAX, |s| s as u32),
+        }
+    }
+
     /// Forgets the per-timestamp counters below `ts`: no event earlier than it will come.
     pub fn advance_time(&mut self, ts: i64) {
-        if self.counters.len() > 1 || self.counters.keys().any(|&k| k < ts) {
-            self.counters.retain(|&k, _| k >= ts);
-        }
+        self.counters.retain(|c| c.0 >= ts);
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::dewey::Dewey;
 use crate::nfa::{CState, Nfa, NfaState};
 use crate::pq::JavaPq;
-use crate::shared_buffer::{Edge, EventId, Node, NodeId, SharedBuffer};
+use crate::shared_buffer::{EventId, NodeId, SharedBuffer};
 
 /// Why a snapshot cannot be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,13 +95,6 @@ fn from_eid(e: Eid) -> EventId {
     EventId { ts: e.0, id: e.1 }
 }
 
-fn from_nid(n: Nid) -> NodeId {
-    NodeId {
-        event: from_eid((n.0, n.1)),
-        page: n.2,
-    }
-}
-
 /// Gives each distinct event (by identity) one index.
 pub(crate) struct EventTable<'a, E, T> {
     index: HashMap<*const E, u32>,
@@ -162,23 +155,22 @@ pub(crate) fn snapshot_state<E, T>(
     table: &mut EventTable<'_, E, T>,
 ) -> NfaSnapshotOf {
     let b = &st.buffer;
-    let mut buffered: Vec<(Eid, u32, i32)> = b
-        .events
-        .iter()
-        .map(|(id, (e, lock))| (eid(*id), table.add(e), *lock))
+    // Events are added to the table in id order (not in the buffer's storage order, which
+    // depends on history), so that equal states give equal snapshots.
+    let mut held: Vec<_> = b.snapshot_events().collect();
+    held.sort_unstable_by_key(|x| x.0);
+    let buffered: Vec<(Eid, u32, i32)> = held
+        .into_iter()
+        .map(|(id, e, lock)| (eid(id), table.add(e), lock))
         .collect();
-    buffered.sort_unstable_by_key(|x| x.0);
-    // Indices follow the sorted order, so that equal states give equal snapshots.
-    let mut counters: Vec<(i64, u32)> = b.counters.iter().map(|(k, v)| (*k, *v)).collect();
+    let mut counters: Vec<(i64, u32)> = b.counters().to_vec();
     counters.sort_unstable();
     let mut nodes: Vec<NodeSnapshot> = b
-        .nodes
-        .iter()
-        .map(|(id, n)| NodeSnapshot {
-            id: nid(*id),
-            lock: n.lock,
-            edges: n
-                .edges
+        .snapshot_nodes()
+        .map(|(id, lock, edges)| NodeSnapshot {
+            id: nid(id),
+            lock,
+            edges: edges
                 .iter()
                 .map(|e| (e.target.map(nid), e.version.digits().to_vec(), e.lock))
                 .collect(),
@@ -222,18 +214,42 @@ impl<T> KeySnapshot<T> {
         let version = |d: &[i32]| Dewey::from_digits(d).ok_or_else(|| err("empty version".into()));
         let check_page = |n: Nid| {
             if (n.2 as usize) < nfa.pages.len() {
-                Ok(from_nid(n))
+                Ok((from_eid((n.0, n.1)), n.2))
             } else {
                 Err(err(format!("stage {} does not exist", n.2)))
             }
         };
+        let mut buffered = Vec::with_capacity(s.buffered.len());
+        for &(id, i, lock) in &s.buffered {
+            let e = events
+                .get(i as usize)
+                .ok_or_else(|| err(format!("buffered event {i} does not exist")))?;
+            buffered.push((from_eid(id), e.clone(), lock));
+        }
+        let mut nodes = Vec::with_capacity(s.nodes.len());
+        for n in &s.nodes {
+            let mut edges = Vec::with_capacity(n.edges.len());
+            for (target, v, lock) in &n.edges {
+                edges.push((target.map(check_page).transpose()?, version(v)?, *lock));
+            }
+            let (event, page) = check_page(n.id)?;
+            nodes.push((event, page, n.lock, edges));
+        }
+        let buffer = SharedBuffer::restore(buffered, &s.counters, nodes);
         let cs = |c: &CStateSnapshot| -> Result<CState, SnapshotError> {
             if c.state as usize >= nfa.states.len() {
                 return Err(err(format!("state {} does not exist", c.state)));
             }
+            let prev: Option<NodeId> = match c.prev {
+                Some(n) => {
+                    let (event, page) = check_page(n)?;
+                    Some(buffer.node_ref(event, page))
+                }
+                None => None,
+            };
             Ok(CState {
                 state: c.state,
-                prev: c.prev.map(check_page).transpose()?,
+                prev,
                 version: version(&c.version)?,
                 start_ts: c.start_ts,
                 prev_ts: c.prev_ts,
@@ -242,28 +258,6 @@ impl<T> KeySnapshot<T> {
         };
         let partial = JavaPq::from_vec(s.partial.iter().map(cs).collect::<Result<_, _>>()?);
         let completed = JavaPq::from_vec(s.completed.iter().map(cs).collect::<Result<_, _>>()?);
-        let mut buffer = SharedBuffer::default();
-        for &(id, i, lock) in &s.buffered {
-            let e = events
-                .get(i as usize)
-                .ok_or_else(|| err(format!("buffered event {i} does not exist")))?;
-            buffer.events.insert(from_eid(id), (e.clone(), lock));
-        }
-        buffer.counters.extend(s.counters.iter().copied());
-        for n in &s.nodes {
-            let mut node = Node {
-                lock: n.lock,
-                ..Node::default()
-            };
-            for (target, v, lock) in &n.edges {
-                node.edges.push(Edge {
-                    target: target.map(check_page).transpose()?,
-                    version: version(v)?,
-                    lock: *lock,
-                });
-            }
-            buffer.nodes.insert(check_page(n.id)?, node);
-        }
         let due = nfa.compute_due(&partial);
         Ok(NfaState {
             partial,

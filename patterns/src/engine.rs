@@ -167,7 +167,7 @@ fn lookup<'v>(v: &'v Value, path: &[Seg]) -> Option<&'v Value> {
     let mut cur = v;
     for s in path {
         cur = match s {
-            Seg::Key(k) => cur.as_object()?.get(k)?,
+            Seg::Key(k) => crate::condition::field(cur.as_object()?, k)?,
             Seg::Index(i) => cur.as_array()?.get(*i)?,
         };
     }

@@ -270,12 +270,23 @@ fn is_ident(s: &str) -> bool {
 fn lookup<'v>(mut value: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
     for seg in segs {
         value = match (seg, value) {
-            (Seg::Key(k), Value::Object(map)) => map.get(&**k)?,
+            (Seg::Key(k), Value::Object(map)) => field(map, k)?,
             (Seg::Index(i), Value::Array(items)) => items.get(*i)?,
             _ => return None,
         };
     }
     Some(value)
+}
+
+/// `map.get(name)`: for the small objects events usually are, comparing the keys in turn is
+/// cheaper than hashing the name (keys are unique, so both find the same entry).
+#[inline]
+pub(crate) fn field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+    if map.len() <= 8 {
+        map.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+    } else {
+        map.get(name)
+    }
 }
 
 static NULL: Val = Val::Null;
