@@ -129,6 +129,9 @@ pub struct ServeConfig {
     pub log: String,
     /// Limits on patterns and pipelines.
     pub limits: Limits,
+    /// Kafka-in, Kafka-out pipelines run beside the service (`[[kafka]]` tables: the options of
+    /// `cep kafka`, see docs/kafka.md).
+    pub kafka: Vec<serde_json::Value>,
 }
 
 impl Default for ServeConfig {
@@ -143,6 +146,7 @@ impl Default for ServeConfig {
             log_format: LogFormat::Text,
             log: "info".to_string(),
             limits: Limits::default(),
+            kafka: Vec::new(),
         }
     }
 }
@@ -216,6 +220,21 @@ impl ServeConfig {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if self.auth_token.is_some() {
             value["auth_token"] = serde_json::Value::from("<redacted>");
+        }
+        // Kafka client options may carry credentials (`sasl.password=...`).
+        if let Some(pipelines) = value.get_mut("kafka").and_then(|k| k.as_array_mut()) {
+            for p in pipelines {
+                if let Some(options) = p.get_mut("kafka_options").and_then(|o| o.as_array_mut()) {
+                    for o in options {
+                        let text = o.as_str().unwrap_or_default();
+                        if let Some((k, _)) = text.split_once('=') {
+                            if k.contains("password") || k.contains("secret") {
+                                *o = format!("{k}=<redacted>").into();
+                            }
+                        }
+                    }
+                }
+            }
         }
         value
     }

@@ -39,8 +39,10 @@ use serde_json::json;
 
 use crate::run::{load_pattern, pattern_files, TimeFormatArg};
 
-/// Options of `cep kafka`.
-#[derive(clap::Args, Debug)]
+/// Options of `cep kafka`; also the shape of a `[[kafka]]` table of `cep serve`'s configuration
+/// file (same names, with `_` for `-`; `kafka_options` for `-X`).
+#[derive(clap::Args, Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     #[arg(long, env = "KAFKA_BOOTSTRAP")]
@@ -63,9 +65,11 @@ pub struct KafkaArgs {
     pub time_field: Option<String>,
     /// How the time field is written.
     #[arg(long, value_enum, default_value = "epoch-ms")]
+    #[serde(default)]
     pub time_format: TimeFormatArg,
     /// Bounded out-of-orderness per partition, e.g. `300ms`.
     #[arg(long, default_value = "0")]
+    #[serde(default = "zero")]
     pub out_of_orderness: String,
     /// A partition without records for this long (processing time) stops holding back the
     /// watermark, e.g. `5s`. Default: partitions never become idle.
@@ -94,6 +98,7 @@ pub struct KafkaArgs {
     pub data_dir: Option<PathBuf>,
     /// Delivery guarantee.
     #[arg(long, value_enum, default_value = "at-least-once")]
+    #[serde(default)]
     pub guarantee: Guarantee,
     /// Transactional id for `exactly-once` (default `cep-<group>`). Each running process of a
     /// group needs its own, the same across its restarts (a restart fences the old process and
@@ -102,21 +107,77 @@ pub struct KafkaArgs {
     pub transactional_id: Option<String>,
     /// How often outputs and offsets are committed, e.g. `1s`.
     #[arg(long, default_value = "1s")]
+    #[serde(default = "one_second")]
     pub commit_interval: String,
     /// Further librdkafka option for consumer and producer, `key=value` (repeatable).
     #[arg(long = "kafka-option", short = 'X')]
+    #[serde(default)]
     pub kafka_options: Vec<String>,
 }
 
 /// `--guarantee`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Guarantee {
     /// Outputs are acknowledged before offsets are committed; after a crash, outputs since the
     /// last commit are produced again (with the same `cep-output-id` header).
+    #[default]
     AtLeastOnce,
     /// Outputs and offsets are committed in one transaction; read with `isolation.level =
     /// read_committed`, each output appears once.
     ExactlyOnce,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+
+fn one_second() -> String {
+    "1s".into()
+}
+
+/// Kafka pipelines running beside `cep serve`, each on its own thread.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(String, std::thread::JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Background {
+    /// Builds every pipeline (so that a bad one stops the service from starting) and starts them.
+    pub fn start(configs: &[serde_json::Value]) -> anyhow::Result<Background> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let args: KafkaArgs = serde_json::from_value(c.clone())
+                .with_context(|| format!("kafka pipeline {} of the configuration", i + 1))?;
+            let name = format!("kafka pipeline {} (group {})", i + 1, args.group);
+            let mut pipeline = Pipeline::new(&args).with_context(|| name.clone())?;
+            let flag = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("kafka-{}", i + 1))
+                .spawn(move || pipeline.run(&flag))?;
+            tracing::info!("{name} started");
+            threads.push((name, thread));
+        }
+        Ok(Background { stop, threads })
+    }
+
+    /// Commits each pipeline's last epoch and stops it.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut failed = None;
+        for (name, t) in self.threads {
+            match t.join() {
+                Ok(Ok(())) => tracing::info!("{name} stopped"),
+                Ok(Err(e)) => {
+                    tracing::error!("{name} failed: {e:#}");
+                    failed = Some(e.context(name));
+                }
+                Err(_) => failed = Some(anyhow::anyhow!("{name} panicked")),
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
 }
 
 /// The field that carries the record timestamp when there is no `--time-field`.
@@ -637,6 +698,12 @@ struct Marker {
     fingerprint: String,
 }
 
+/// A changelog record: key and value (`None`: a tombstone).
+type ChangelogRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// A key's new state (`None`: deleted), not yet covered by a marker.
+type KeyChange = (String, Option<Vec<u8>>);
+
 /// One input partition's state as read back from the changelog.
 #[derive(Debug, Default)]
 struct PartState {
@@ -648,11 +715,11 @@ struct PartState {
 /// partition: a key's latest snapshot (none after a tombstone), as of the last marker. Records
 /// after the last marker belong to an epoch that did not finish and are ignored.
 fn fold_changelog(
-    records: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    records: impl IntoIterator<Item = ChangelogRecord>,
     fingerprint: &str,
 ) -> anyhow::Result<HashMap<String, PartState>> {
     let mut done: HashMap<String, PartState> = HashMap::new();
-    let mut pending: HashMap<String, Vec<(String, Option<Vec<u8>>)>> = HashMap::new();
+    let mut pending: HashMap<String, Vec<KeyChange>> = HashMap::new();
     for (key, value) in records {
         let mut fields = key.splitn(3, |b| *b == 0);
         let kind = fields.next().unwrap_or_default();
@@ -783,7 +850,7 @@ impl Changelog {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .create_with_context(ReaderContext)?;
-        let mut records: BTreeMap<i32, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut records: BTreeMap<i32, Vec<ChangelogRecord>> = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         let mut open = BTreeSet::new();
         for &p in &numbers {

@@ -26,6 +26,11 @@ pub use server::{serve, start, RunningServer};
 pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::resolve(&args)?;
     server::init_logging(config.log_format, &config.log)?;
+    serve_blocking(config)
+}
+
+/// Serves `config` until SIGTERM or SIGINT (logging already set up).
+pub fn serve_blocking(config: ServeConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -31,7 +31,14 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve(args) => cep_api::serve_main(args),
+        Command::Serve(args) => {
+            let config = cep_api::ServeConfig::resolve(&args)?;
+            cep_api::server::init_logging(config.log_format, &config.log)?;
+            let kafka = kafka::Background::start(&config.kafka)?;
+            let served = cep_api::serve_blocking(config);
+            let stopped = kafka.stop();
+            served.and(stopped)
+        }
         Command::Run(args) => std::process::exit(run::run(args)?),
         Command::Kafka(args) => std::process::exit(kafka::kafka(args)?),
         Command::Check(args) => std::process::exit(check::check(args)?),

@@ -37,9 +37,11 @@ pub struct RunArgs {
 }
 
 /// `--time-format`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TimeFormatArg {
     /// Milliseconds since the epoch.
+    #[default]
     EpochMs,
     /// Seconds since the epoch.
     EpochS,

@@ -919,3 +919,71 @@ fn a_second_process_joins_and_leaves() {
         "join and leave",
     );
 }
+
+/// `cep serve` runs the `[[kafka]]` pipelines of its configuration file beside the HTTP service,
+/// and commits their last epoch when it stops.
+#[test]
+fn serve_runs_kafka_pipelines_from_its_configuration() {
+    let broker = Broker::start();
+    let topics = Topics::new("serve");
+    topics.create(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = pattern_dir(dir.path());
+    let config = dir.path().join("cep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+data_dir = {data:?}
+default_pipeline = false
+log = "warn"
+
+[[kafka]]
+bootstrap = {bootstrap:?}
+group = "serve-group"
+input_topics = [{input:?}]
+patterns = [{pattern:?}]
+key_by = "user"
+time_field = "ts"
+out_of_orderness = "{OUT_OF_ORDERNESS_MS}ms"
+matches_topic = {matches:?}
+timeouts_topic = {timeouts:?}
+dlq_topic = {dlq:?}
+guarantee = "exactly-once"
+transactional_id = "serve-1"
+commit_interval = "200ms"
+"#,
+            data = dir.path().join("data").to_str().unwrap(),
+            bootstrap = broker.bootstrap,
+            input = topics.input,
+            pattern = pattern.to_str().unwrap(),
+            matches = topics.matches,
+            timeouts = topics.timeouts,
+            dlq = topics.dlq,
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cep"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env(
+            "RUST_LOG",
+            std::env::var("CEP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .spawn()
+        .expect("start cep serve");
+    let events = login_events(1000, 5);
+    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
+    let want = expected(&events, end_ts);
+    let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(10));
+    producing.join().unwrap();
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "serve-group",
+        child,
+        &want,
+        1,
+        "cep serve",
+    );
+}
