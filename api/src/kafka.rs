@@ -92,10 +92,20 @@ pub struct KafkaArgs {
     /// with as many partitions as the input topic with the most, if missing).
     #[arg(long)]
     pub changelog_topic: Option<String>,
-    /// No longer used (the state is checkpointed to the changelog topic); accepted so that old
-    /// command lines keep working.
-    #[arg(long, hide = true)]
+    /// Where keyed state lives while the pipeline runs: `memory`, or `rocksdb` (under
+    /// `--data-dir`: keys beyond `--max-keys-in-memory` are kept in RocksDB and loaded when an
+    /// event or a due timeout needs them). Either way it is checkpointed to the changelog topic.
+    #[arg(long, value_enum, default_value = "memory")]
+    #[serde(default)]
+    pub state_backend: StateBackendArg,
+    /// Directory of the RocksDB state backend.
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// With `--state-backend rocksdb`: how many keys' state stay in memory; the least recently
+    /// used others are in RocksDB only.
+    #[arg(long, default_value_t = 100_000)]
+    #[serde(default = "max_keys_default")]
+    pub max_keys_in_memory: usize,
     /// Delivery guarantee.
     #[arg(long, value_enum, default_value = "at-least-once")]
     #[serde(default)]
@@ -113,6 +123,21 @@ pub struct KafkaArgs {
     #[arg(long = "kafka-option", short = 'X')]
     #[serde(default)]
     pub kafka_options: Vec<String>,
+}
+
+/// `--state-backend`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackendArg {
+    /// All keyed state in memory.
+    #[default]
+    Memory,
+    /// Keyed state in RocksDB under `--data-dir`, the most recently used keys cached in memory.
+    Rocksdb,
+}
+
+fn max_keys_default() -> usize {
+    100_000
 }
 
 /// `--guarantee`.
@@ -257,6 +282,9 @@ struct Counters {
     outputs: u64,
     epochs: u64,
     restores: u64,
+    /// Keys moved from memory to RocksDB, and back.
+    evicted: u64,
+    loaded: u64,
 }
 
 /// An input partition.
@@ -286,6 +314,10 @@ struct Pipeline {
     touched: BTreeSet<Part>,
     /// Keys that moved to another partition: their state in the old one is deleted.
     moved: Vec<(Part, String)>,
+    /// The RocksDB state backend, if chosen.
+    spill: Option<Spill>,
+    /// Per key in memory, the last epoch it was used in (for eviction).
+    used: HashMap<String, u64>,
 }
 
 impl Pipeline {
@@ -298,11 +330,13 @@ impl Pipeline {
         if patterns.is_empty() {
             bail!("no pattern files found");
         }
-        if args.data_dir.is_some() {
-            tracing::warn!(
-                "--data-dir is no longer used: the state is checkpointed to the changelog topic"
-            );
-        }
+        let spill = match (args.state_backend, &args.data_dir) {
+            (StateBackendArg::Memory, _) => None,
+            (StateBackendArg::Rocksdb, None) => bail!("--state-backend rocksdb needs --data-dir"),
+            (StateBackendArg::Rocksdb, Some(dir)) => {
+                Some(Spill::open(dir, args.max_keys_in_memory.max(1))?)
+            }
+        };
         let out_of_orderness = duration("--out-of-orderness", &args.out_of_orderness)?;
         let idleness = args
             .idleness
@@ -394,6 +428,8 @@ impl Pipeline {
             start: HashMap::new(),
             touched: BTreeSet::new(),
             moved: Vec::new(),
+            spill,
+            used: HashMap::new(),
         })
     }
 
@@ -417,6 +453,12 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
             if let Some(wm) = self.source.watermark() {
+                if let Some(spill) = &mut self.spill {
+                    for key in spill.load_due(&mut self.engine, wm)? {
+                        self.used.insert(key, self.epoch);
+                        self.counters.loaded += 1;
+                    }
+                }
                 self.engine.advance_watermark(wm, &mut self.outs);
                 dirty = true;
             }
@@ -449,6 +491,11 @@ impl Pipeline {
         self.start.clear();
         self.touched.clear();
         self.moved.clear();
+        self.used.clear();
+        if let Some(spill) = &mut self.spill {
+            // The changelog is the truth; the local store is rebuilt from it.
+            spill.clear()?;
+        }
         self.source.reset_processed();
         self.assigned = parts.iter().cloned().collect();
 
@@ -468,6 +515,14 @@ impl Pipeline {
                 self.engine
                     .restore_key(&key, &snapshot)
                     .map_err(|e| anyhow::anyhow!("changelog {}: {e}", self.changelog.topic))?;
+                if let Some(spill) = &mut self.spill {
+                    spill.put(&key, Some(&snapshot))?;
+                    if self.engine.key_count() > spill.max_keys {
+                        spill.evict(&mut self.engine, &key)?;
+                    } else {
+                        self.used.insert(key.clone(), self.epoch);
+                    }
+                }
                 self.homes.insert(key, part.clone());
                 keys += 1;
             }
@@ -538,6 +593,12 @@ impl Pipeline {
                         self.homes.insert(key.clone(), part.clone());
                     }
                 }
+                if let Some(spill) = &mut self.spill {
+                    if spill.load(&mut self.engine, &key)? {
+                        self.counters.loaded += 1;
+                    }
+                    self.used.insert(key.clone(), self.epoch);
+                }
                 if let Err(e) = self.engine.push(value, &mut self.outs) {
                     // Not reached: key and time were read above.
                     self.dead_letter(&record, &e.message)?;
@@ -598,6 +659,10 @@ impl Pipeline {
             let snapshot = self.engine.snapshot_key(&key);
             if snapshot.is_none() {
                 self.homes.remove(&key);
+                self.used.remove(&key);
+            }
+            if let Some(spill) = &mut self.spill {
+                spill.put(&key, snapshot.as_deref())?;
             }
             let record_key = state_key(&part.0, &key);
             self.sink.send_to(
@@ -656,6 +721,22 @@ impl Pipeline {
                     .group_metadata()
                     .context("the consumer has no group metadata")?;
                 self.sink.commit(&offsets, &group)?;
+            }
+        }
+        if let Some(spill) = &mut self.spill {
+            // Every key's latest state is in the store now: the least recently used ones beyond
+            // the limit leave memory.
+            let over = self.engine.key_count().saturating_sub(spill.max_keys);
+            if over > 0 {
+                let mut lru: Vec<(u64, String)> =
+                    self.used.iter().map(|(k, e)| (*e, k.clone())).collect();
+                lru.sort_unstable();
+                for (_, key) in lru.into_iter().take(over) {
+                    if spill.evict(&mut self.engine, &key)? {
+                        self.counters.evicted += 1;
+                    }
+                    self.used.remove(&key);
+                }
             }
         }
         self.counters.epochs += 1;
@@ -752,6 +833,96 @@ fn fold_changelog(
         }
     }
     Ok(done)
+}
+
+/// The RocksDB state backend: the state of keys not in memory, as the snapshots the changelog
+/// holds, and when each is next due. Keys in memory have their latest checkpointed snapshot here
+/// too, so evicting a key at the end of an epoch writes nothing.
+struct Spill {
+    db: rocksdb::DB,
+    max_keys: usize,
+    /// Keys whose state is only in the store, with their next due time.
+    evicted: HashMap<String, i64>,
+    /// `(due, key)` of the evicted keys with something due.
+    by_due: BTreeSet<(i64, String)>,
+}
+
+impl Spill {
+    fn open(dir: &std::path::Path, max_keys: usize) -> anyhow::Result<Spill> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = rocksdb::DB::open(&opts, dir.join("keyed-state"))
+            .with_context(|| format!("opening the state backend in {}", dir.display()))?;
+        Ok(Spill {
+            db,
+            max_keys,
+            evicted: HashMap::new(),
+            by_due: BTreeSet::new(),
+        })
+    }
+
+    /// Forgets everything (a restore rebuilds the store from the changelog).
+    fn clear(&mut self) -> anyhow::Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
+            batch.delete(item?.0);
+        }
+        self.db.write(batch).context("clearing the state backend")?;
+        self.evicted.clear();
+        self.by_due.clear();
+        Ok(())
+    }
+
+    fn put(&mut self, key: &str, snapshot: Option<&[u8]>) -> anyhow::Result<()> {
+        match snapshot {
+            Some(s) => self.db.put(key, s),
+            None => self.db.delete(key),
+        }
+        .context("writing the state backend")
+    }
+
+    /// Moves `key` out of memory (its state is in the store); false if it had no state.
+    fn evict(&mut self, engine: &mut JsonEngine, key: &str) -> anyhow::Result<bool> {
+        let Some(due) = engine.due_of(key) else {
+            return Ok(false);
+        };
+        engine.remove_key(key);
+        self.evicted.insert(key.to_string(), due);
+        if due != i64::MAX {
+            self.by_due.insert((due, key.to_string()));
+        }
+        Ok(true)
+    }
+
+    /// Brings `key` back into memory if it was evicted; true if it was.
+    fn load(&mut self, engine: &mut JsonEngine, key: &str) -> anyhow::Result<bool> {
+        let Some(due) = self.evicted.remove(key) else {
+            return Ok(false);
+        };
+        self.by_due.remove(&(due, key.to_string()));
+        let bytes = self
+            .db
+            .get(key)?
+            .with_context(|| format!("the state of key '{key}' is missing from the backend"))?;
+        engine
+            .restore_key(key, &bytes)
+            .map_err(|e| anyhow::anyhow!("state backend: {e}"))?;
+        Ok(true)
+    }
+
+    /// Brings back every evicted key with something due at or before `watermark`.
+    fn load_due(&mut self, engine: &mut JsonEngine, watermark: i64) -> anyhow::Result<Vec<String>> {
+        let mut loaded = Vec::new();
+        while let Some((due, key)) = self.by_due.first().cloned() {
+            if due > watermark {
+                break;
+            }
+            self.load(engine, &key)?;
+            loaded.push(key);
+        }
+        Ok(loaded)
+    }
 }
 
 /// The changelog topic: where partitions' state is checkpointed and read back from.

@@ -987,3 +987,79 @@ commit_interval = "200ms"
         "cep serve",
     );
 }
+
+/// The RocksDB state backend with room for two keys in memory: most keys live in RocksDB between
+/// their events and due timeouts, and are loaded back when needed; a restart in the middle
+/// rebuilds the store from the changelog. The outputs are exactly those of one in-memory run.
+#[test]
+fn rocksdb_state_backend_with_two_keys_in_memory() {
+    let broker = Broker::start();
+    let topics = Topics::new("spill");
+    topics.create(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = pattern_dir(dir.path());
+    let data = dir.path().join("state");
+    let args = [
+        "--guarantee",
+        "exactly-once",
+        "--transactional-id",
+        "spill-1",
+        "--state-backend",
+        "rocksdb",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--max-keys-in-memory",
+        "2",
+        "-X",
+        "group.instance.id=spill-1",
+    ];
+    let events = login_events(2000, 31);
+    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
+    let want = expected(&events, end_ts);
+    let first_log = dir.path().join("first.log");
+    let first = start_logged_pipeline(&broker, &topics, "spill-group", &pattern, &args, &first_log);
+    let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(60));
+    std::thread::sleep(Duration::from_secs(2));
+    stop(first);
+    let second_log = dir.path().join("second.log");
+    let second = start_logged_pipeline(
+        &broker,
+        &topics,
+        "spill-group",
+        &pattern,
+        &args,
+        &second_log,
+    );
+    producing.join().unwrap();
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "spill-group",
+        second,
+        &want,
+        3,
+        "rocksdb backend",
+    );
+    // Keys did move between memory and RocksDB, in both runs.
+    for log in [&first_log, &second_log] {
+        let text = std::fs::read_to_string(log).unwrap();
+        let counter = |name: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| l.contains("stopped: Counters"))
+                .unwrap_or("");
+            line.split(&format!("{name}: "))
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} counter in {}:\n{text}", log.display()))
+        };
+        assert!(
+            counter("evicted") > 0,
+            "nothing evicted in {}",
+            log.display()
+        );
+        assert!(counter("loaded") > 0, "nothing loaded in {}", log.display());
+    }
+    assert!(data.join("keyed-state").exists());
+}

@@ -453,6 +453,20 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         Ok(())
     }
 
+    /// Number of keys with state.
+    pub fn key_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// When `key` next has something to do (its earliest queued event or timeout; `i64::MAX`:
+    /// nothing), or `None` if it has no state. A key taken out with
+    /// [`snapshot_key`](Self::snapshot_key) and [`remove_key`](Self::remove_key) must be
+    /// restored before the watermark reaches this time.
+    pub fn due_of(&self, key: &K) -> Option<i64> {
+        let &s = self.index.get(key)?;
+        self.slots[s as usize].as_ref().map(|slot| slot.due)
+    }
+
     /// Drops `key`'s state (a partition moved to another process, say); true if it had any.
     pub fn remove_key(&mut self, key: &K) -> bool {
         let Some(s) = self.index.remove(key) else {

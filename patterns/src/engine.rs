@@ -461,6 +461,17 @@ impl JsonEngine {
             })
     }
 
+    /// Number of keys with state.
+    pub fn key_count(&self) -> usize {
+        self.op.key_count()
+    }
+
+    /// When `key` next has something to do (`i64::MAX`: nothing until an event), or `None` if
+    /// it has no state; see `cep::CepOperator::due_of`.
+    pub fn due_of(&self, key: &str) -> Option<i64> {
+        self.op.due_of(&key.to_string())
+    }
+
     /// Drops `key`'s state; true if it had any.
     pub fn remove_key(&mut self, key: &str) -> bool {
         self.op.remove_key(&key.to_string())
