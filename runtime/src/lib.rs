@@ -7,8 +7,9 @@
 //!   (monotonous, bounded out-of-orderness, punctuated, with idleness); [`WatermarkHolder`] combines
 //!   inputs by taking the minimum over the non-idle ones. Clocks are injectable ([`ManualClock`]).
 //! - [`state`]: keyed state. [`StateBackend`] is a byte-level ordered map (get/put/append/delete,
-//!   prefix scans, snapshot/restore) so that a RocksDB backend can slot in; [`MemoryBackend`] is the
-//!   in-memory one. Typed handles ([`ValueState`], [`ListState`], [`MapState`], [`ReducingState`],
+//!   prefix scans, snapshot/restore); [`MemoryBackend`] is the in-memory one, [`RocksDbBackend`]
+//!   the on-disk one (`append` is a merge operator), chosen per job with
+//!   `Dataflow::with_state_backend`. Typed handles ([`ValueState`], [`ListState`], [`MapState`], [`ReducingState`],
 //!   [`AggregatingState`]) encode with serde/MessagePack under the current key of a [`KeyedStateStore`].
 //! - [`timers`]: [`TimerService`], event-time and processing-time timers per key and namespace in
 //!   ordered sets, fired in timestamp order without scanning keys.
@@ -85,7 +86,7 @@ pub use operator::{Key, Operator, OperatorSnapshot, Output, OutputTag, SideOutpu
 pub use process::{Context, KeyedProcessFunction, KeyedProcessOperator};
 pub use state::{
     AggregateFunction, AggregatingState, KeyedStateStore, ListState, MapState, MemoryBackend,
-    ReducingState, Snapshot, StateBackend, ValueState,
+    ReducingState, RocksDbBackend, Snapshot, StateBackend, ValueState,
 };
 pub use time::{
     is_late, Clock, ManualClock, SystemClock, Timestamp, Watermark, WatermarkGenerator,

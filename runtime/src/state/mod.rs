@@ -13,8 +13,10 @@
 //!   [`AggregatingState`]): named descriptors that encode values with MessagePack (serde).
 
 mod memory;
+mod rocksdb;
 mod typed;
 
+pub use self::rocksdb::RocksDbBackend;
 pub use memory::MemoryBackend;
 pub use typed::{
     decode, encode_into, AggregateFunction, AggregatingState, KeyedStateStore, ListState, MapState,
