@@ -486,7 +486,6 @@ impl Pipeline {
         }
         self.outs.clear();
         self.engine = new_engine(&self.config, &self.patterns)?;
-        self.engine.track_changes(true);
         self.homes.clear();
         self.start.clear();
         self.touched.clear();

@@ -363,6 +363,26 @@ fn expected(events: &[Value], end_ts: i64) -> Vec<Output> {
     out
 }
 
+/// A broker (started, or `KAFKA_BOOTSTRAP`), topics named after `prefix` (created), a temporary
+/// directory and the login-failure pattern file in it.
+fn setup(prefix: &str) -> (Broker, Topics, tempfile::TempDir, PathBuf) {
+    let broker = Broker::start();
+    let topics = Topics::new(prefix);
+    topics.create(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = pattern_dir(dir.path());
+    (broker, topics, dir, pattern)
+}
+
+/// `n` login events (seed `seed`), the time of the end events (10 s after the last), and what
+/// `JsonEngine` outputs for them.
+fn stream(n: usize, seed: u64) -> (Vec<Value>, i64, Vec<Output>) {
+    let events = login_events(n, seed);
+    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
+    let want = expected(&events, end_ts);
+    (events, end_ts, want)
+}
+
 fn end_event(partition: i32, ts: i64) -> Value {
     json!({"user": format!("end-{partition}"), "type": "end", "ts": ts})
 }
@@ -427,15 +447,9 @@ const POISON: &[(&str, &str)] = &[
 
 #[test]
 fn login_failures_end_to_end_with_dead_letters_and_late_events() {
-    let broker = Broker::start();
-    let topics = Topics::new("e2e");
-    topics.create(&broker);
-    let dir = tempfile::tempdir().unwrap();
-    let pattern = pattern_dir(dir.path());
+    let (broker, topics, _dir, pattern) = setup("e2e");
 
-    let events = login_events(1500, 7);
-    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
-    let want = expected(&events, end_ts);
+    let (events, end_ts, want) = stream(1500, 7);
     let want_matches = of_kind(&want, OutputKind::Match);
     let want_timeouts = of_kind(&want, OutputKind::Timeout);
     assert!(of_kind(&want, OutputKind::Late).is_empty());
@@ -785,15 +799,9 @@ fn assert_exactly_once(
 /// run: the same outputs, each exactly once.
 #[test]
 fn exactly_once_across_restarts() {
-    let broker = Broker::start();
-    let topics = Topics::new("eos");
-    topics.create(&broker);
-    let dir = tempfile::tempdir().unwrap();
-    let pattern = pattern_dir(dir.path());
+    let (broker, topics, _dir, pattern) = setup("eos");
 
-    let events = login_events(4000, 11);
-    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
-    let want = expected(&events, end_ts);
+    let (events, end_ts, want) = stream(4000, 11);
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -852,15 +860,9 @@ fn exactly_once_across_restarts() {
 /// uninterrupted run.
 #[test]
 fn a_second_process_joins_and_leaves() {
-    let broker = Broker::start();
-    let topics = Topics::new("scale");
-    topics.create(&broker);
-    let dir = tempfile::tempdir().unwrap();
-    let pattern = pattern_dir(dir.path());
+    let (broker, topics, dir, pattern) = setup("scale");
 
-    let events = login_events(4000, 23);
-    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
-    let want = expected(&events, end_ts);
+    let (events, end_ts, want) = stream(4000, 23);
     let args = |id: &str| {
         vec![
             "--guarantee".to_string(),
@@ -924,11 +926,7 @@ fn a_second_process_joins_and_leaves() {
 /// and commits their last epoch when it stops.
 #[test]
 fn serve_runs_kafka_pipelines_from_its_configuration() {
-    let broker = Broker::start();
-    let topics = Topics::new("serve");
-    topics.create(&broker);
-    let dir = tempfile::tempdir().unwrap();
-    let pattern = pattern_dir(dir.path());
+    let (broker, topics, dir, pattern) = setup("serve");
     let config = dir.path().join("cep.toml");
     std::fs::write(
         &config,
@@ -972,9 +970,7 @@ commit_interval = "200ms"
         )
         .spawn()
         .expect("start cep serve");
-    let events = login_events(1000, 5);
-    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
-    let want = expected(&events, end_ts);
+    let (events, end_ts, want) = stream(1000, 5);
     let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(10));
     producing.join().unwrap();
     assert_exactly_once(
@@ -993,11 +989,7 @@ commit_interval = "200ms"
 /// rebuilds the store from the changelog. The outputs are exactly those of one in-memory run.
 #[test]
 fn rocksdb_state_backend_with_two_keys_in_memory() {
-    let broker = Broker::start();
-    let topics = Topics::new("spill");
-    topics.create(&broker);
-    let dir = tempfile::tempdir().unwrap();
-    let pattern = pattern_dir(dir.path());
+    let (broker, topics, dir, pattern) = setup("spill");
     let data = dir.path().join("state");
     let args = [
         "--guarantee",
@@ -1013,9 +1005,7 @@ fn rocksdb_state_backend_with_two_keys_in_memory() {
         "-X",
         "group.instance.id=spill-1",
     ];
-    let events = login_events(2000, 31);
-    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
-    let want = expected(&events, end_ts);
+    let (events, end_ts, want) = stream(2000, 31);
     let first_log = dir.path().join("first.log");
     let first = start_logged_pipeline(&broker, &topics, "spill-group", &pattern, &args, &first_log);
     let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(60));
