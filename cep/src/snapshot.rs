@@ -37,17 +37,6 @@ pub struct KeySnapshot<T> {
     patterns: Vec<NfaSnapshot>,
 }
 
-impl<T> KeySnapshot<T> {
-    /// The same snapshot with each event rewritten by `f`.
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> KeySnapshot<U> {
-        KeySnapshot {
-            events: self.events.into_iter().map(f).collect(),
-            queue: self.queue,
-            patterns: self.patterns,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct NfaSnapshot {
     partial: Vec<CStateSnapshot>,

@@ -143,14 +143,6 @@ impl PartitionWatermarks {
         }
     }
 
-    /// Seeds partitions with the highest event times of a checkpoint (see
-    /// [`max_timestamps`](Self::max_timestamps)), applied when each partition is (next) assigned, and
-    /// the combined watermark already emitted, so that nothing at or below it is emitted again.
-    pub fn restore(&mut self, max_timestamps: Vec<((String, i32), Timestamp)>, emitted: Timestamp) {
-        self.restored.extend(max_timestamps);
-        self.emitted = self.emitted.max(emitted);
-    }
-
     fn new_clock(&self) -> PartitionClock {
         let inner: Box<dyn WatermarkGenerator<()>> =
             Box::new(BoundedOutOfOrderness::new(self.out_of_orderness));
@@ -165,7 +157,8 @@ impl PartitionWatermarks {
     }
 
     /// Starts over on `partitions`: every generator new (seeded with `seeds`, the highest event
-    /// times of a checkpoint), and the combined watermark back at `emitted` (what the restored
+    /// times of a checkpoint, see [`max_timestamps`](Self::max_timestamps)), and the combined
+    /// watermark back at `emitted`, so that nothing at or below it is emitted again (what the restored
     /// state has seen). For a pipeline that rebuilds its state from a checkpoint after a
     /// rebalance.
     pub fn reset(
@@ -550,6 +543,21 @@ mod tests {
         w.on_event("t", 1, 5);
         w.on_event("t", 2, 50);
         assert_eq!(w.emit(), None, "partition 1 restarts behind: no regression");
+    }
+
+    #[test]
+    fn reset_starts_over_from_a_checkpoint() {
+        let mut w = PartitionWatermarks::new(0, None, Arc::new(ManualClock::new(0)));
+        w.assign(&parts(2));
+        w.on_event("t", 0, 500);
+        w.on_event("t", 1, 900);
+        assert_eq!(w.emit(), Some(499));
+        // Back to a checkpoint: partition 0 had seen 300, partition 1 nothing; 250 was emitted.
+        w.reset(&parts(2), vec![(("t".to_string(), 0), 300)], 250);
+        assert_eq!(w.emit(), None, "partition 1 has no events yet");
+        w.on_event("t", 1, 280);
+        assert_eq!(w.emit(), Some(279));
+        assert_eq!(w.max_timestamps()[0], (("t".to_string(), 0), 300));
     }
 
     fn rec(payload: &str) -> SourceRecord {
