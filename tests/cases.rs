@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cep_patterns::{
-    compile, DurationMs, EngineConfig, JsonEngine, Output, OutputKind, PatternSpec, TimeFormat,
+    compile, DurationMs, EngineConfig, JsonEngine, JsonEvent, Output, OutputKind, PatternSpec,
+    TimeFormat,
 };
 use serde_json::Value;
 
 fn render(o: &Output) -> String {
-    let id = |e: &Value| e["id"].to_string();
+    let id = |e: &Arc<JsonEvent>| e.value()["id"].to_string();
     match o.kind {
         OutputKind::Late => format!("L|{}|{}", o.key, id(o.event.as_ref().expect("late event"))),
         kind => {
@@ -22,7 +23,7 @@ fn render(o: &Output) -> String {
                 .expect("events")
                 .iter()
                 .map(|(s, evs)| {
-                    let ids: Vec<String> = evs.as_array().expect("array").iter().map(id).collect();
+                    let ids: Vec<String> = evs.iter().map(id).collect();
                     format!("{s}={}", ids.join(","))
                 })
                 .collect();

@@ -97,14 +97,9 @@ fn agrees_with_flink_on_the_conformance_corpus() {
             .as_ref()
             .unwrap()
             .iter()
-            .filter(|(_, evs)| !evs.as_array().unwrap().is_empty())
+            .filter(|(_, evs)| !evs.is_empty())
             .map(|(s, evs)| {
-                let ids: Vec<String> = evs
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["id"].to_string())
-                    .collect();
+                let ids: Vec<String> = evs.iter().map(|e| e.value()["id"].to_string()).collect();
                 format!("{s}={}", ids.join(","))
             })
             .collect();

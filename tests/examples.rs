@@ -200,9 +200,9 @@ fn evaluate(mut engine: JsonEngine, events: &str, end: bool) -> Vec<String> {
             let times: Vec<String> = o
                 .events
                 .iter()
-                .flat_map(|m| m.values())
-                .flat_map(|evs| evs.as_array().cloned().unwrap_or_default())
-                .map(|e| clock(e["ts"].as_i64().expect("ts")))
+                .flat_map(|m| m.iter())
+                .flat_map(|(_, evs)| evs)
+                .map(|e| clock(e.value()["ts"].as_i64().expect("ts")))
                 .collect();
             format!(
                 "{kind} {} {} {} [{}]",

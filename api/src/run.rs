@@ -141,17 +141,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         if line.trim().is_empty() {
             continue;
         }
-        let result = serde_json::from_str::<serde_json::Value>(&line)
-            .map_err(|e| format!("malformed JSON: {e}"))
-            .and_then(|v| {
-                if v.is_object() {
-                    Ok(v)
-                } else {
-                    Err("an event must be a JSON object".to_string())
-                }
-            })
-            .and_then(|v| engine.push(v, &mut outs).map_err(|e| e.message));
-        if let Err(e) = result {
+        if let Err(e) = engine.push_str(&line, &mut outs) {
             skipped += 1;
             eprintln!("line {}: {e}; skipped", n + 1);
         }

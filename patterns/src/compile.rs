@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cep::{AfterMatchSkip, Context, Nfa, Pattern, WithinType};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::condition::{Condition, NoStageEvents, Row, Schema, StageEvents};
 use crate::spec::{
@@ -14,13 +16,70 @@ use crate::spec::{
     WithinTypeSpec,
 };
 
-/// An event of the JSON path: the input object as read, and its decoded field slots.
+/// An event of the JSON path: its decoded field slots, and the event itself as JSON text.
+///
+/// Conditions read only the row; the text is what outputs, snapshots and introspection show.
+/// Keeping it as text (checked once on the way in) means an event is never decoded into a
+/// `serde_json::Value` tree on the hot path, and outputs share it instead of copying it.
 #[derive(Debug, Clone)]
 pub struct JsonEvent {
     /// One value per schema slot.
     pub row: Row,
-    /// The event as it came in.
-    pub value: serde_json::Value,
+    raw: Box<RawValue>,
+}
+
+impl JsonEvent {
+    /// An event from its row and its JSON text.
+    pub fn new(row: Row, raw: Box<RawValue>) -> JsonEvent {
+        JsonEvent { row, raw }
+    }
+
+    /// An event from a JSON value (written compactly), with its row.
+    pub fn from_value(row: Row, value: &serde_json::Value) -> JsonEvent {
+        let raw = serde_json::value::to_raw_value(value).expect("a Value always serializes");
+        JsonEvent { row, raw }
+    }
+
+    /// The event as JSON text: as it came in (`cep run`, Kafka), or written compactly from the
+    /// value it was given as.
+    pub fn json(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// The event as JSON text, for serializers.
+    pub fn raw(&self) -> &RawValue {
+        &self.raw
+    }
+
+    /// The event decoded into a JSON value.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.raw.get()).expect("checked JSON when the event came in")
+    }
+}
+
+/// Two events are equal when their JSON texts are.
+impl PartialEq for JsonEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.get() == other.raw.get()
+    }
+}
+
+/// Serializes as the event's JSON.
+impl Serialize for JsonEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+/// Reads any JSON value as an event's text (with an empty row: read back from an output, an
+/// event is shown, not matched).
+impl<'de> Deserialize<'de> for JsonEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(JsonEvent {
+            row: Row::empty(),
+            raw: Box::<RawValue>::deserialize(d)?,
+        })
+    }
 }
 
 /// A validated pattern, compiled onto the engine.

@@ -2,14 +2,18 @@
 //! every pattern in event time with bounded out-of-orderness; JSON outputs out. This is what
 //! `cep run` and each pipeline of the service run. It does no IO.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use cep::{CepOperator, OutputKind as CepKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use serde_json::value::RawValue;
+use smallvec::SmallVec;
+
 use crate::compile::{build, CompiledPattern, JsonEvent};
-use crate::condition::Schema;
+use crate::condition::{Schema, TopFields};
 use crate::spec::PatternErrors;
 
 /// How the time field is written.
@@ -80,10 +84,82 @@ pub struct Output {
     pub timestamp: i64,
     /// The events by stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<Map<String, Value>>,
+    pub events: Option<MatchEvents>,
     /// The late event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<Value>,
+    pub event: Option<Arc<JsonEvent>>,
+}
+
+/// The events of a match or timeout by stage, stages in pattern order: written as a JSON object
+/// of arrays, `{"stage": [event, ...], ...}`. The events are shared with the engine (an output
+/// does not copy them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MatchEvents(cep::Events<JsonEvent>);
+
+impl MatchEvents {
+    /// `(stage, events)` in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Arc<JsonEvent>])> + '_ {
+        self.0.iter().map(|(s, evs)| (&**s, evs.as_slice()))
+    }
+
+    /// The events of one stage.
+    pub fn get(&self, stage: &str) -> Option<&[Arc<JsonEvent>]> {
+        self.iter().find(|(s, _)| *s == stage).map(|(_, evs)| evs)
+    }
+
+    /// The number of stages with events.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no stage has events.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As a JSON object of arrays.
+    pub fn to_json(&self) -> Map<String, Value> {
+        self.iter()
+            .map(|(s, evs)| {
+                let evs = evs.iter().map(|e| e.value()).collect();
+                (s.to_string(), Value::Array(evs))
+            })
+            .collect()
+    }
+}
+
+impl Serialize for MatchEvents {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (stage, evs) in &self.0 {
+            m.serialize_entry(&**stage, evs)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for MatchEvents {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MatchEvents;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of arrays of events")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<MatchEvents, A::Error> {
+                let mut out = Vec::new();
+                while let Some((stage, evs)) = m.next_entry::<String, Vec<Arc<JsonEvent>>>()? {
+                    out.push((Arc::from(stage), evs));
+                }
+                Ok(MatchEvents(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A partial match held for a key, as shown by introspection.
@@ -163,9 +239,13 @@ fn parse_path(path: &str) -> Result<Vec<Seg>, String> {
     Ok(segs)
 }
 
-fn lookup<'v>(v: &'v Value, path: &[Seg]) -> Option<&'v Value> {
-    let mut cur = v;
-    for s in path {
+/// Looks a path up in an event whose top-level fields `event` gives.
+fn lookup<'v, F: TopFields + ?Sized>(event: &'v F, path: &[Seg]) -> Option<&'v Value> {
+    let (Seg::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    let mut cur = event.top(first)?;
+    for s in rest {
         cur = match s {
             Seg::Key(k) => crate::condition::field(cur.as_object()?, k)?,
             Seg::Index(i) => cur.as_array()?.get(*i)?,
@@ -180,6 +260,8 @@ pub struct JsonEngine {
     key_path: Vec<Seg>,
     time_path: Vec<Seg>,
     schema: Schema,
+    /// The top-level fields some path reads: what [`JsonEngine::push_str`] decodes.
+    wanted: Vec<Box<str>>,
     patterns: Vec<Arc<CompiledPattern>>,
     op: CepOperator<String, JsonEvent>,
     max_ts: i64,
@@ -220,11 +302,13 @@ impl JsonEngine {
                 .collect(),
             ..Default::default()
         };
+        let wanted = wanted_fields(&schema, &key_path, &time_path);
         Ok(JsonEngine {
             config,
             key_path,
             time_path,
             schema,
+            wanted,
             patterns,
             op: CepOperator::new(nfas),
             max_ts: i64::MIN,
@@ -245,6 +329,13 @@ impl JsonEngine {
 
     /// Reads key and time of an event.
     pub fn key_and_time(&self, event: &Value) -> Result<(String, i64), RecordError> {
+        self.key_and_time_in(event)
+    }
+
+    fn key_and_time_in<F: TopFields + ?Sized>(
+        &self,
+        event: &F,
+    ) -> Result<(String, i64), RecordError> {
         let key = match lookup(event, &self.key_path) {
             None => {
                 return Err(RecordError {
@@ -328,9 +419,51 @@ impl JsonEngine {
     pub fn push(&mut self, event: Value, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let (key, ts) = self.key_and_time(&event)?;
         let row = self.schema.extract(&event);
+        self.accept(key, ts, JsonEvent::from_value(row, &event), out);
+        Ok(())
+    }
+
+    /// Like [`push`](Self::push), for an event given as JSON text: only the fields the key, the
+    /// time and the conditions read are decoded; the rest is checked and kept as text, and that
+    /// text is what outputs show. Malformed JSON and values that are not objects are rejected
+    /// with the same messages as when decoding the text into a `Value` first.
+    pub fn push_str(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        let fields = match self.decode_fields(text) {
+            Some(fields) => fields,
+            None => return Err(Self::reject(text)),
+        };
+        let (key, ts) = self.key_and_time_in(&fields[..])?;
+        let row = self.schema.extract_from(&fields[..]);
+        let raw = RawValue::from_string(text.trim().to_string()).map_err(|e| RecordError {
+            message: format!("malformed JSON: {e}"),
+        })?;
+        self.accept(key, ts, JsonEvent::new(row, raw), out);
+        Ok(())
+    }
+
+    /// The fields of an event object that some path reads, in input order; `None` if the text
+    /// is not a well-formed JSON object.
+    fn decode_fields<'t>(&self, text: &'t str) -> Option<FieldList<'t>> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fields = Fields(&self.wanted).deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(fields)
+    }
+
+    /// Why `text` was refused by [`decode_fields`](Self::decode_fields).
+    #[cold]
+    fn reject(text: &str) -> RecordError {
+        let message = match serde_json::from_str::<Value>(text) {
+            Err(e) => format!("malformed JSON: {e}"),
+            Ok(_) => "an event must be a JSON object".to_string(),
+        };
+        RecordError { message }
+    }
+
+    fn accept(&mut self, key: String, ts: i64, event: JsonEvent, out: &mut Vec<Output>) {
         self.stats.events += 1;
-        self.op
-            .process_element(key, JsonEvent { row, value: event }, ts, &mut self.scratch);
+        self.op.process_element(key, event, ts, &mut self.scratch);
         self.max_ts = self.max_ts.max(ts);
         let wm = self
             .max_ts
@@ -338,7 +471,6 @@ impl JsonEngine {
             .saturating_sub(1);
         self.op.advance_watermark(wm, &mut self.scratch);
         self.drain(out);
-        Ok(())
     }
 
     /// Moves the watermark (for idleness, or `i64::MAX` at the end of the input).
@@ -365,14 +497,14 @@ impl JsonEngine {
                 CepKind::Timeout => OutputKind::Timeout,
                 CepKind::Late => OutputKind::Late,
             };
-            let events = (kind != OutputKind::Late).then(|| events_json(&o.events));
+            let events = (kind != OutputKind::Late).then_some(MatchEvents(o.events));
             out.push(Output {
                 kind,
                 pattern,
                 key: o.key,
                 timestamp: o.timestamp,
                 events,
-                event: o.event.map(|e| e.value.clone()),
+                event: o.event,
             });
         }
     }
@@ -397,13 +529,12 @@ impl JsonEngine {
         }
         let grown = schema.len() != self.schema.len();
         self.schema = schema;
+        self.wanted = wanted_fields(&self.schema, &self.key_path, &self.time_path);
         self.op.set_patterns(nfas, &keep);
         if grown {
             let schema = &self.schema;
-            self.op.map_queued(|e| JsonEvent {
-                row: schema.extract(&e.value),
-                value: e.value.clone(),
-            });
+            self.op
+                .map_queued(|e| JsonEvent::new(schema.extract(&e.value()), e.raw().to_owned()));
         }
         let old_stats = std::mem::take(&mut self.stats.patterns);
         self.stats.patterns = patterns
@@ -439,22 +570,22 @@ impl JsonEngine {
     pub fn snapshot_key(&self, key: &str) -> Option<Vec<u8>> {
         let snap = self
             .op
-            .snapshot_key(&key.to_string(), |e| e.value.clone())?;
+            .snapshot_key(&key.to_string(), |e| e.raw().to_owned())?;
         serde_json::to_vec(&snap).ok()
     }
 
     /// Replaces `key`'s state by a snapshot of [`snapshot_key`](Self::snapshot_key). What is
     /// due at or before the current watermark is handled at the next advance.
     pub fn restore_key(&mut self, key: &str, snapshot: &[u8]) -> Result<(), RecordError> {
-        let snap: cep::KeySnapshot<Value> =
+        let snap: cep::KeySnapshot<Box<RawValue>> =
             serde_json::from_slice(snapshot).map_err(|e| RecordError {
                 message: format!("unreadable state of key '{key}': {e}"),
             })?;
         let schema = &self.schema;
         self.op
-            .restore_key(key.to_string(), snap, |v| JsonEvent {
-                row: schema.extract(v),
-                value: v.clone(),
+            .restore_key(key.to_string(), snap, |raw| {
+                let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+                JsonEvent::new(schema.extract(&value), raw.clone())
             })
             .map_err(|e| RecordError {
                 message: format!("state of key '{key}': {e}"),
@@ -486,7 +617,7 @@ impl JsonEngine {
                 pattern: self.patterns[i].name().to_string(),
                 state: pm.stage,
                 start_timestamp: pm.start_ts,
-                events: events_json(&pm.events),
+                events: MatchEvents(pm.events).to_json(),
             })
             .collect()
     }
@@ -503,15 +634,74 @@ impl JsonEngine {
     }
 }
 
-fn events_json(events: &cep::Events<JsonEvent>) -> Map<String, Value> {
-    let mut m = Map::new();
-    for (stage, evs) in events {
-        m.insert(
-            stage.to_string(),
-            Value::Array(evs.iter().map(|e| e.value.clone()).collect()),
-        );
+/// The top-level fields that the key, the time and the schema's paths start with.
+fn wanted_fields(schema: &Schema, key: &[Seg], time: &[Seg]) -> Vec<Box<str>> {
+    let mut wanted: Vec<Box<str>> = Vec::new();
+    let firsts = [key, time].into_iter().filter_map(|p| match p.first() {
+        Some(Seg::Key(k)) => Some(k.as_str()),
+        _ => None,
+    });
+    for name in firsts.chain(schema.top_fields()) {
+        if !wanted.iter().any(|w| &**w == name) {
+            wanted.push(name.into());
+        }
     }
-    m
+    wanted
+}
+
+/// The wanted members of an event object, in input order (a repeated name reads as its last
+/// value, as in a decoded object).
+type FieldList<'t> = SmallVec<[(Cow<'t, str>, Value); 4]>;
+
+/// Decodes the members of a JSON object whose names are wanted; checks and skips the others.
+struct Fields<'w>(&'w [Box<str>]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Fields<'_> {
+    type Value = FieldList<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Fields<'_> {
+    type Value = FieldList<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut out = FieldList::new();
+        while let Some(name) = m.next_key::<Name<'de>>()? {
+            if self.0.iter().any(|w| **w == *name.0) {
+                let v: Value = m.next_value()?;
+                out.push((name.0, v));
+            } else {
+                m.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A member name, borrowed from the input when it has no escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {

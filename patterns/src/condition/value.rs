@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde_json::Value;
+use smallvec::{smallvec, SmallVec};
 
 use super::lexer::lex;
 use super::parser::parse_path;
@@ -239,13 +240,26 @@ impl Schema {
         Some(out)
     }
 
+    /// The names of the top-level fields the paths start with (with repeats).
+    pub(crate) fn top_fields(&self) -> impl Iterator<Item = &str> + '_ {
+        self.paths.iter().filter_map(|p| match p.first() {
+            Some(Seg::Key(k)) => Some(&**k),
+            _ => None,
+        })
+    }
+
     /// Decodes every slot of an event. A missing field (or a path through a non-object or a
     /// too-short array) reads as `Null` and is marked absent for `exists`.
     pub fn extract(&self, event: &Value) -> Row {
-        let mut vals = Vec::with_capacity(self.paths.len());
-        let mut present = vec![0u64; self.paths.len().div_ceil(64)];
+        self.extract_from(event)
+    }
+
+    /// [`Schema::extract`] over an event's top-level fields however they are held.
+    pub(crate) fn extract_from<F: TopFields + ?Sized>(&self, event: &F) -> Row {
+        let mut vals = SmallVec::with_capacity(self.paths.len());
+        let mut present: SmallVec<[u64; 1]> = smallvec![0; self.paths.len().div_ceil(64)];
         for (slot, segs) in self.paths.iter().enumerate() {
-            match lookup(event, segs) {
+            match lookup_in(event, segs) {
                 Some(v) => {
                     present[slot / 64] |= 1 << (slot % 64);
                     vals.push(Val::from_json(v));
@@ -253,10 +267,7 @@ impl Schema {
                 None => vals.push(Val::Null),
             }
         }
-        Row {
-            vals: vals.into_boxed_slice(),
-            present: present.into_boxed_slice(),
-        }
+        Row { vals, present }
     }
 }
 
@@ -265,6 +276,36 @@ fn is_ident(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !super::lexer::is_keyword(s)
+}
+
+/// The top-level fields of an event: a JSON object, or just the fields some path reads.
+pub(crate) trait TopFields {
+    /// The value of the top-level field `name`.
+    fn top(&self, name: &str) -> Option<&Value>;
+}
+
+impl TopFields for Value {
+    fn top(&self, name: &str) -> Option<&Value> {
+        field(self.as_object()?, name)
+    }
+}
+
+/// Fields in input order; a repeated name reads as its last value (as in a decoded object).
+impl<N: AsRef<str>> TopFields for [(N, Value)] {
+    fn top(&self, name: &str) -> Option<&Value> {
+        self.iter()
+            .rev()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Looks a path up in an event whose top-level fields `event` gives.
+fn lookup_in<'v, F: TopFields + ?Sized>(event: &'v F, segs: &[Seg]) -> Option<&'v Value> {
+    match segs.split_first() {
+        Some((Seg::Key(k), rest)) => lookup(event.top(k)?, rest),
+        _ => None,
+    }
 }
 
 fn lookup<'v>(mut value: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
@@ -292,11 +333,15 @@ pub(crate) fn field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> 
 static NULL: Val = Val::Null;
 
 /// An event decoded against a [`Schema`]: one value per slot, plus which fields were present.
+/// Rows of up to four slots (most pattern sets read a few fields) allocate nothing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
-    vals: Box<[Val]>,
-    present: Box<[u64]>,
+    vals: SmallVec<[Val; ROW_INLINE]>,
+    present: SmallVec<[u64; 1]>,
 }
+
+/// Slots a [`Row`] holds without allocating.
+const ROW_INLINE: usize = 4;
 
 impl Row {
     /// A row with no slots: every field reads as missing.
@@ -307,13 +352,13 @@ impl Row {
     /// A row from values in slot order; every slot is present (use [`Schema::extract`] for events).
     pub fn from_vals(vals: Vec<Val>) -> Row {
         let n = vals.len();
-        let mut present = vec![0u64; n.div_ceil(64)];
+        let mut present: SmallVec<[u64; 1]> = smallvec![0; n.div_ceil(64)];
         for slot in 0..n {
             present[slot / 64] |= 1 << (slot % 64);
         }
         Row {
-            vals: vals.into_boxed_slice(),
-            present: present.into_boxed_slice(),
+            vals: SmallVec::from_vec(vals),
+            present,
         }
     }
 
