@@ -111,7 +111,7 @@ fn agrees_with_flink_on_the_conformance_corpus() {
         };
         let key = (
             kind.to_string(),
-            o.pattern.clone().unwrap(),
+            o.pattern.as_deref().unwrap().to_string(),
             o.key.clone(),
             stages.join(";"),
             ts,

@@ -130,6 +130,8 @@ pub struct Nfa<E> {
     /// Whether some state is a stop state (a NOT stage); without one, next states go straight
     /// to their queues.
     has_stop: bool,
+    /// Per state, whether it has a proceed transition.
+    proceeds: Vec<bool>,
 }
 
 /// Events of a match or partial match, by stage, in order.
@@ -278,6 +280,10 @@ impl<E> Nfa<E> {
             .collect();
         let has_iterative = leaves.iter().any(|l| matches!(**l, Leaf::Iterative(_)));
         let has_stop = states.iter().any(|s| s.kind == Kind::Stop);
+        let proceeds = states
+            .iter()
+            .map(|s| s.transitions.iter().any(|t| t.action == Action::Proceed))
+            .collect();
         Nfa {
             name,
             states,
@@ -290,6 +296,7 @@ impl<E> Nfa<E> {
             start_states,
             has_iterative,
             has_stop,
+            proceeds,
         }
     }
 
@@ -708,8 +715,10 @@ impl<E> Nfa<E> {
             total_take: 0,
             total_ignore: 0,
         };
-        let mut stack: SmallVec<[StateId; 8]> = smallvec![cs.state];
-        while let Some(s) = stack.pop() {
+        // States reached by proceeding wait on a stack; the first one is not pushed.
+        let mut stack: SmallVec<[StateId; 8]> = SmallVec::new();
+        let mut s = cs.state;
+        loop {
             for t in &self.states[s as usize].transitions {
                 if !self.eval_cached(&t.cond, ev, &ctx) {
                     continue;
@@ -734,6 +743,10 @@ impl<E> Nfa<E> {
                     }
                 }
             }
+            match stack.pop() {
+                Some(next) => s = next,
+                None => break,
+            }
         }
         d
     }
@@ -744,6 +757,9 @@ impl<E> Nfa<E> {
         ev: &mut Eval<'_, E>,
         ctx: &Context<'_, E>,
     ) -> Option<StateId> {
+        if !self.proceeds[state as usize] {
+            return None;
+        }
         let mut stack: SmallVec<[StateId; 8]> = smallvec![state];
         while let Some(s) = stack.pop() {
             for t in &self.states[s as usize].transitions {

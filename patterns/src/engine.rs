@@ -77,7 +77,7 @@ pub struct Output {
     pub kind: OutputKind,
     /// The pattern (absent for late events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
+    pub pattern: Option<Arc<str>>,
     /// The key.
     pub key: String,
     /// When it happened (for a timeout: when it timed out).
@@ -263,6 +263,8 @@ pub struct JsonEngine {
     /// The top-level fields some path reads: what [`JsonEngine::push_str`] decodes.
     wanted: Vec<Box<str>>,
     patterns: Vec<Arc<CompiledPattern>>,
+    /// The patterns' names, shared by their outputs.
+    names: Vec<Arc<str>>,
     op: CepOperator<String, JsonEvent>,
     max_ts: i64,
     scratch: Vec<cep::Output<String, JsonEvent>>,
@@ -303,6 +305,7 @@ impl JsonEngine {
             ..Default::default()
         };
         let wanted = wanted_fields(&schema, &key_path, &time_path);
+        let names = patterns.iter().map(|p| Arc::from(p.name())).collect();
         Ok(JsonEngine {
             config,
             key_path,
@@ -310,6 +313,7 @@ impl JsonEngine {
             schema,
             wanted,
             patterns,
+            names,
             op: CepOperator::new(nfas),
             max_ts: i64::MIN,
             scratch: Vec::new(),
@@ -428,10 +432,10 @@ impl JsonEngine {
     /// text is what outputs show. Malformed JSON and values that are not objects are rejected
     /// with the same messages as when decoding the text into a `Value` first.
     pub fn push_str(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        let fields = match self.decode_fields(text) {
-            Some(fields) => fields,
-            None => return Err(Self::reject(text)),
-        };
+        let mut fields = FieldList::new();
+        if !self.decode_fields(text, &mut fields) {
+            return Err(Self::reject(text));
+        }
         let (key, ts) = self.key_and_time_in(&fields[..])?;
         let row = self.schema.extract_from(&fields[..]);
         let raw = RawValue::from_string(text.trim().to_string()).map_err(|e| RecordError {
@@ -441,14 +445,17 @@ impl JsonEngine {
         Ok(())
     }
 
-    /// The fields of an event object that some path reads, in input order; `None` if the text
-    /// is not a well-formed JSON object.
-    fn decode_fields<'t>(&self, text: &'t str) -> Option<FieldList<'t>> {
+    /// Decodes the fields of an event object that some path reads into `fields`, in input
+    /// order (filled in place: the list is large to move); false if the text is not a
+    /// well-formed JSON object.
+    fn decode_fields<'t>(&self, text: &'t str, fields: &mut FieldList<'t>) -> bool {
         use serde::de::DeserializeSeed;
         let mut de = serde_json::Deserializer::from_str(text);
-        let fields = Fields(&self.wanted).deserialize(&mut de).ok()?;
-        de.end().ok()?;
-        Some(fields)
+        let seed = Fields {
+            wanted: &self.wanted,
+            out: fields,
+        };
+        seed.deserialize(&mut de).is_ok() && de.end().is_ok()
     }
 
     /// Why `text` was refused by [`decode_fields`](Self::decode_fields).
@@ -486,7 +493,7 @@ impl JsonEngine {
 
     fn drain(&mut self, out: &mut Vec<Output>) {
         for o in self.scratch.drain(..) {
-            let pattern = self.patterns.get(o.pattern).map(|p| p.name().to_string());
+            let pattern = self.names.get(o.pattern).cloned();
             match o.kind {
                 CepKind::Match => self.stats.patterns[o.pattern].matches += 1,
                 CepKind::Timeout => self.stats.patterns[o.pattern].timeouts += 1,
@@ -548,6 +555,7 @@ impl JsonEngine {
                 },
             })
             .collect();
+        self.names = patterns.iter().map(|p| Arc::from(p.name())).collect();
         self.patterns = patterns;
         Ok(())
     }
@@ -653,32 +661,35 @@ fn wanted_fields(schema: &Schema, key: &[Seg], time: &[Seg]) -> Vec<Box<str>> {
 /// value, as in a decoded object).
 type FieldList<'t> = SmallVec<[(Cow<'t, str>, Value); 4]>;
 
-/// Decodes the members of a JSON object whose names are wanted; checks and skips the others.
-struct Fields<'w>(&'w [Box<str>]);
+/// Decodes the members of a JSON object whose names are wanted into `out`; checks and skips
+/// the others.
+struct Fields<'w, 'o, 'de> {
+    wanted: &'w [Box<str>],
+    out: &'o mut FieldList<'de>,
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for Fields<'_> {
-    type Value = FieldList<'de>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+impl<'de> serde::de::DeserializeSeed<'de> for Fields<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Fields<'_> {
-    type Value = FieldList<'de>;
+impl<'de> serde::de::Visitor<'de> for Fields<'_, '_, 'de> {
+    type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-        let mut out = FieldList::new();
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
         while let Some(name) = m.next_key::<Name<'de>>()? {
-            if self.0.iter().any(|w| **w == *name.0) {
+            if self.wanted.iter().any(|w| **w == *name.0) {
                 let v: Value = m.next_value()?;
-                out.push((name.0, v));
+                self.out.push((name.0, v));
             } else {
                 m.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
