@@ -519,31 +519,25 @@ impl DueQueue {
     }
 
     /// Removes and returns the least entry if it is due at or before `until`.
+    #[inline]
     fn pop_until(&mut self, until: i64) -> Option<(i64, u32)> {
-        // Equal entries are identical, so which source gives one up does not matter.
-        let mut least = self.heap.peek().map(|r| r.0);
-        let mut from = 2;
-        if let Some(&e) = self.events.front() {
-            if least.is_none_or(|l| e < l) {
-                least = Some(e);
-                from = 0;
-            }
-        }
-        if let Some(&e) = self.timeouts.front() {
-            if least.is_none_or(|l| e < l) {
-                least = Some(e);
-                from = 1;
-            }
-        }
-        let least = least?;
-        if least.0 > until {
+        // An empty source reads as `NONE`, above every entry (no slot has index `u32::MAX`).
+        const NONE: (i64, u32) = (i64::MAX, u32::MAX);
+        let e = self.events.front().copied().unwrap_or(NONE);
+        let t = self.timeouts.front().copied().unwrap_or(NONE);
+        let h = self.heap.peek().map_or(NONE, |r| r.0);
+        let least = e.min(t).min(h);
+        if least.0 > until || least == NONE {
             return None;
         }
-        match from {
-            0 => self.events.pop_front(),
-            1 => self.timeouts.pop_front(),
-            _ => self.heap.pop().map(|r| r.0),
-        };
+        // Equal entries are identical, so which source gives one up does not matter.
+        if least == e {
+            self.events.pop_front();
+        } else if least == t {
+            self.timeouts.pop_front();
+        } else {
+            self.heap.pop();
+        }
         Some(least)
     }
 }
