@@ -225,6 +225,10 @@ impl<E> SharedBuffer<E> {
                 EventId { ts, id: c.1 - 1 }
             }
             None => {
+                // Events come in timestamp order, so the counters of earlier timestamps are
+                // done with (Flink drops them in `advanceTime`, which runs before every event;
+                // the matcher skips it when nothing can time out, so they would pile up).
+                self.counters.retain(|c| c.0 > ts);
                 self.counters.push((ts, 1));
                 EventId { ts, id: 0 }
             }

@@ -116,3 +116,43 @@ fn many_keys_time_out_without_further_events() {
         .all(|o| o.kind == OutputKind::Timeout && o.timestamp == i64::from(o.key % 100) + 1000));
     assert_eq!(op.stats().keys, 0);
 }
+
+/// A key that always has a partial match (here: of a second pattern without a window) and whose
+/// partial matches never time out is never reset; its per-timestamp event counters must still
+/// be dropped as time passes (Flink drops them before every event), or they pile up with every
+/// event the key ever took (and each new event scans them).
+#[test]
+fn a_busy_key_without_timeouts_keeps_its_state_bounded() {
+    let pairs = Pattern::<Ev>::begin_with_skip("f", cep::AfterMatchSkip::SkipPastLastEvent)
+        .where_(|e| e.1 == 'f')
+        .times(2)
+        .consecutive()
+        .compile("ff")
+        .unwrap();
+    let waits = Pattern::<Ev>::begin("z")
+        .where_(|e| e.1 == 'z')
+        .followed_by("never")
+        .where_(|_| false)
+        .compile("z_never")
+        .unwrap();
+    let mut op = CepOperator::new(vec![Arc::new(pairs), Arc::new(waits)]);
+    let mut out = Vec::new();
+    op.process_element("k", ("k", 'z', 0), 0, &mut out);
+    let n = 2_000i64;
+    for ts in 1..=n {
+        op.process_element("k", ("k", 'f', ts), ts, &mut out);
+        op.advance_watermark(ts - 1, &mut out);
+    }
+    op.advance_watermark(n, &mut out);
+    let matches = out.iter().filter(|o| o.kind == OutputKind::Match).count();
+    assert_eq!(matches as i64, n / 2);
+    let snap = op.snapshot_key(&"k", |e| e.2).expect("the key has state");
+    let json = serde_json::to_value(&snap).unwrap();
+    let counters: Vec<usize> = json["patterns"]
+        .as_array()
+        .expect("per-pattern states")
+        .iter()
+        .map(|s| s["counters"].as_array().expect("counters").len())
+        .collect();
+    assert!(counters.iter().all(|&c| c <= 1), "counters per pattern: {counters:?}");
+}
