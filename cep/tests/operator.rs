@@ -154,5 +154,8 @@ fn a_busy_key_without_timeouts_keeps_its_state_bounded() {
         .iter()
         .map(|s| s["counters"].as_array().expect("counters").len())
         .collect();
-    assert!(counters.iter().all(|&c| c <= 1), "counters per pattern: {counters:?}");
+    assert!(
+        counters.iter().all(|&c| c <= 1),
+        "counters per pattern: {counters:?}"
+    );
 }

@@ -92,36 +92,50 @@ fn engine(c: &mut Criterion) {
         time_format: TimeFormat::EpochMs,
         out_of_orderness_ms: 0,
     };
-    let mut engine = JsonEngine::new(config, vec![Arc::new(compile(&spec).unwrap())]).unwrap();
     let n = 10_000u64;
     g.throughput(Throughput::Elements(n));
-    let mut out = Vec::new();
-    let mut i = 0u64;
-    let mut line = String::new();
-    g.bench_function("push_login_fail_1k_keys", |b| {
-        b.iter(|| {
-            for _ in 0..n {
-                use std::fmt::Write;
-                let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let kind = if matches!((x >> 40) % 5, 0) {
-                    "success"
-                } else {
-                    "fail"
-                };
-                line.clear();
-                write!(
-                    line,
-                    r#"{{"id":{i},"key":"k{}","ts":{i},"type":"{kind}","value":1.5}}"#,
-                    x % 1000
-                )
-                .unwrap();
-                let v: Value = serde_json::from_str(&line).unwrap();
-                engine.push(v, &mut out).unwrap();
-                out.clear();
-                i += 1;
-            }
-        })
-    });
+    // The same lines, parsed into a `Value` and pushed (`push`, as HTTP and Kafka pipelines do),
+    // or pushed as text (`push_str`, as `cep run` does).
+    for text in [false, true] {
+        let pattern = Arc::new(compile(&spec).unwrap());
+        let mut engine = JsonEngine::new(config.clone(), vec![pattern]).unwrap();
+        let mut out = Vec::new();
+        let mut i = 0u64;
+        let mut line = String::new();
+        let name = if text {
+            "push_str_login_fail_1k_keys"
+        } else {
+            "push_login_fail_1k_keys"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..n {
+                    use std::fmt::Write;
+                    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let kind = if matches!((x >> 40) % 5, 0) {
+                        "success"
+                    } else {
+                        "fail"
+                    };
+                    line.clear();
+                    write!(
+                        line,
+                        r#"{{"id":{i},"key":"k{}","ts":{i},"type":"{kind}","value":1.5}}"#,
+                        x % 1000
+                    )
+                    .unwrap();
+                    if text {
+                        engine.push_str(&line, &mut out).unwrap();
+                    } else {
+                        let v: Value = serde_json::from_str(&line).unwrap();
+                        engine.push(v, &mut out).unwrap();
+                    }
+                    out.clear();
+                    i += 1;
+                }
+            })
+        });
+    }
     g.finish();
 }
 
