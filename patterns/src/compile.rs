@@ -51,9 +51,11 @@ impl JsonEvent {
         &self.raw
     }
 
-    /// The event decoded into a JSON value.
+    /// The event decoded into a JSON value. `Null` if the text is nested deeper than serde_json
+    /// decodes (128 levels): the engine refuses such events, so only one made with
+    /// [`JsonEvent::new`] or read back from an output can be.
     pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(self.raw.get()).expect("checked JSON when the event came in")
+        serde_json::from_str(self.raw.get()).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -436,6 +436,17 @@ impl JsonEngine {
         if !self.decode_fields(text, &mut fields) {
             return Err(Self::reject(text));
         }
+        // serde_json skips ignored members without a nesting limit, while decoding a `Value`
+        // stops at 128 levels. A line with that many brackets (in strings too: a cheap, cautious
+        // count) is decoded in full once, so that it is refused exactly when `push` would refuse
+        // it, and every event kept can be decoded again (`JsonEvent::value`).
+        if text.bytes().filter(|&b| b == b'[' || b == b'{').count() > 128 {
+            if let Err(e) = serde_json::from_str::<Value>(text) {
+                return Err(RecordError {
+                    message: format!("malformed JSON: {e}"),
+                });
+            }
+        }
         let (key, ts) = self.key_and_time_in(&fields[..])?;
         let row = self.schema.extract_from(&fields[..]);
         let raw = RawValue::from_string(text.trim().to_string()).map_err(|e| RecordError {

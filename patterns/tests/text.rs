@@ -150,6 +150,31 @@ fn bad_lines_get_clear_errors_and_change_nothing() {
         let err = engine.push_str(line, &mut out).unwrap_err();
         assert!(err.message.starts_with(want), "{line}: {}", err.message);
     }
+    // Nested deeper than a decoded value may be, in a field no pattern reads: refused as by
+    // `push`, not kept.
+    let deep = format!(
+        r#"{{"user": {{"id": "u1"}}, "ts": 1, "extra": {}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let err = engine.push_str(&deep, &mut out).unwrap_err();
+    assert!(
+        err.message.contains("recursion limit exceeded"),
+        "{}",
+        err.message
+    );
+    assert!(
+        serde_json::from_str::<Value>(&deep).is_err(),
+        "push never sees it either"
+    );
+    // Many brackets inside strings only: accepted.
+    let brackets = format!(
+        r#"{{"user": {{"id": "u1"}}, "ts": 1, "s": "{}"}}"#,
+        "[".repeat(300)
+    );
+    engine.push_str(&brackets, &mut out).unwrap();
+    assert_eq!(engine.stats().events, 1);
+    let mut engine = self::engine();
     assert_eq!(engine.stats().events, 0);
     // The good lines around bad ones are kept.
     for ts in [10, 20, 30] {
