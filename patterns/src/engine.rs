@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use cep::{CepOperator, OutputKind as CepKind};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use crate::compile::{build, CompiledPattern, JsonEvent};
-use crate::condition::{Schema, TopFields};
+use crate::condition::{Row, Schema, TopFields};
 use crate::spec::PatternErrors;
 
 /// How the time field is written.
@@ -433,7 +432,7 @@ impl JsonEngine {
     /// with the same messages as when decoding the text into a `Value` first.
     pub fn push_str(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut fields = FieldList::new();
-        if !self.decode_fields(text, &mut fields) {
+        if !decode_fields(&self.wanted, text, &mut fields) {
             return Err(Self::reject(text));
         }
         // serde_json skips ignored members without a nesting limit, while decoding a `Value`
@@ -456,20 +455,7 @@ impl JsonEngine {
         Ok(())
     }
 
-    /// Decodes the fields of an event object that some path reads into `fields`, in input
-    /// order (filled in place: the list is large to move); false if the text is not a
-    /// well-formed JSON object.
-    fn decode_fields<'t>(&self, text: &'t str, fields: &mut FieldList<'t>) -> bool {
-        use serde::de::DeserializeSeed;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let seed = Fields {
-            wanted: &self.wanted,
-            out: fields,
-        };
-        seed.deserialize(&mut de).is_ok() && de.end().is_ok()
-    }
-
-    /// Why `text` was refused by [`decode_fields`](Self::decode_fields).
+    /// Why `text` was refused by [`decode_fields`].
     #[cold]
     fn reject(text: &str) -> RecordError {
         let message = match serde_json::from_str::<Value>(text) {
@@ -550,9 +536,10 @@ impl JsonEngine {
         self.wanted = wanted_fields(&self.schema, &self.key_path, &self.time_path);
         self.op.set_patterns(nfas, &keep);
         if grown {
-            let schema = &self.schema;
-            self.op
-                .map_queued(|e| JsonEvent::new(schema.extract(&e.value()), e.raw().to_owned()));
+            let (schema, wanted) = (&self.schema, &self.wanted);
+            self.op.map_queued(|e| {
+                JsonEvent::new(row_of(schema, wanted, e.json()), e.raw().to_owned())
+            });
         }
         let old_stats = std::mem::take(&mut self.stats.patterns);
         self.stats.patterns = patterns
@@ -600,11 +587,10 @@ impl JsonEngine {
             serde_json::from_slice(snapshot).map_err(|e| RecordError {
                 message: format!("unreadable state of key '{key}': {e}"),
             })?;
-        let schema = &self.schema;
+        let (schema, wanted) = (&self.schema, &self.wanted);
         self.op
             .restore_key(key.to_string(), snap, |raw| {
-                let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-                JsonEvent::new(schema.extract(&value), raw.clone())
+                JsonEvent::new(row_of(schema, wanted, raw.get()), raw.clone())
             })
             .map_err(|e| RecordError {
                 message: format!("state of key '{key}': {e}"),
@@ -666,6 +652,28 @@ fn wanted_fields(schema: &Schema, key: &[Seg], time: &[Seg]) -> Vec<Box<str>> {
         }
     }
     wanted
+}
+
+/// Decodes the fields of an event object that some path reads (`wanted`) into `fields`, in
+/// input order (filled in place: the list is large to move); false if the text is not a
+/// well-formed JSON object.
+fn decode_fields<'t>(wanted: &[Box<str>], text: &'t str, fields: &mut FieldList<'t>) -> bool {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = Fields {
+        wanted,
+        out: fields,
+    };
+    seed.deserialize(&mut de).is_ok() && de.end().is_ok()
+}
+
+/// The row of an event kept as text (every field absent if the text is not a JSON object).
+fn row_of(schema: &Schema, wanted: &[Box<str>], text: &str) -> Row {
+    let mut fields = FieldList::new();
+    if !decode_fields(wanted, text, &mut fields) {
+        fields.clear();
+    }
+    schema.extract_from(&fields[..])
 }
 
 /// The wanted members of an event object, in input order (a repeated name reads as its last
