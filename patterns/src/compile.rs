@@ -40,8 +40,9 @@ impl JsonEvent {
         JsonEvent { row, raw }
     }
 
-    /// The event as JSON text: as it came in (`cep run`, Kafka), or written compactly from the
-    /// value it was given as.
+    /// The event as JSON text: as it came in when pushed as text (`push_str`: `cep run`,
+    /// `cep bench`), or written compactly from the value it was pushed as (`push`: the HTTP and
+    /// Kafka pipelines).
     pub fn json(&self) -> &str {
         self.raw.get()
     }
