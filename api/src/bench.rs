@@ -1,8 +1,10 @@
-//! `cep bench`: throughput of the engine on the generated workload of the performance issue.
+//! `cep bench`: throughput of the engine on a generated workload. Event `i` of the stream takes its
+//! key (one of `--keys`), its type and a value from `splitmix64(i)`, and its timestamp is `i` ms;
+//! the workload's pattern runs over it per key.
 //!
-//! The stream is a pure function of the event index (`splitmix64(i)`), so other engines (Flink,
-//! through `../shared/flink-reference`'s `Bench`) can be fed the identical stream, and the match
-//! and timeout counts printed show that both did the same work.
+//! The stream is a pure function of the event index, so other engines (Flink, through
+//! `../shared/flink-reference`'s `Bench`) can be fed the identical stream, and the match and
+//! timeout counts printed show that both did the same work.
 //!
 //! Two paths: typed events with the Rust DSL through `CepOperator`, or (`--json`) each event
 //! written as a JSON line, parsed and pushed through `JsonEngine` and the outputs serialized, as
@@ -22,7 +24,10 @@ use cep_patterns::{compile, EngineConfig, JsonEngine, PatternSpec, TimeFormat};
 /// Options of `cep bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// The workload: login_fail, seq_fby, oneormore, timeout, not_fby or iterative.
+    /// The workload's pattern: login_fail (3 consecutive failures within 2 s), seq_fby (A, B, C
+    /// within 10 s), oneormore (A, one or more B, C within 6 s), timeout (A then B within 3 s),
+    /// not_fby (A, no B, then C within 6 s) or iterative (A, B events valued above A's, then a C
+    /// below their average, within 10 s).
     #[arg(long)]
     pub workload: String,
     /// Number of events.

@@ -1,5 +1,5 @@
-//! The reference cases of the CEP issue, from Flink's documentation and test suite, through the
-//! Rust DSL. An event is `(kind, label, ts)`; a condition "x" means the event's kind is x.
+//! Reference cases from Flink CEP's documentation and test suite, through the Rust DSL. An event
+//! is `(kind, label, ts)`; a condition "x" means the event's kind is x.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,8 +11,9 @@
 //!   the on-disk one (`append` is a merge operator), chosen per job with
 //!   `Dataflow::with_state_backend`. Typed handles ([`ValueState`], [`ListState`], [`MapState`], [`ReducingState`],
 //!   [`AggregatingState`]) encode with serde/MessagePack under the current key of a [`KeyedStateStore`].
-//! - [`timers`]: [`TimerService`], event-time and processing-time timers per key and namespace in
-//!   ordered sets, fired in timestamp order without scanning keys.
+//! - [`timers`]: [`TimerService`], event-time and processing-time timers per key and namespace,
+//!   each domain in a binary min-heap (with a per-key map of the live timers, which coalesces
+//!   duplicates), fired in timestamp order without scanning keys.
 //! - [`process`]: [`KeyedProcessFunction`], called per element and per timer with a [`Context`]
 //!   (key, state, timers, watermark, side outputs).
 //! - [`window`]: Flink's windows: tumbling, sliding, session and global assigners, triggers, reduce /

@@ -14,7 +14,7 @@ pub struct TestServer {
     token: Option<String>,
 }
 
-/// The login-failure pattern of the issue.
+/// The README's login-failure pattern: three consecutive failed logins of a key within 2 s.
 pub fn login_failures() -> Value {
     json!({
         "name": "login-failures",
