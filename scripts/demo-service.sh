@@ -65,7 +65,7 @@ for f in examples/patterns/"$scenario"/*.json; do
     curl -sS -X PUT "$api/patterns/$name" -H 'Content-Type: application/json' --data-binary @"$f" \
         | pretty '{name}'
 done
-pipeline=$(printf '{"key_by":"%s","time_field":"ts","watermark":{"out_of_orderness":"%s"},"patterns":[%s]}' \
+pipeline=$(printf '{"key_by":"%s","time":{"field":"ts"},"watermark":{"out_of_orderness":"%s"},"patterns":[%s]}' \
     "$key" "$ooo" "$(IFS=,; echo "${names[*]}")")
 echo "PUT /api/v1/pipelines/$scenario $pipeline"
 curl -sS -X PUT "$api/pipelines/$scenario" -H 'Content-Type: application/json' -d "$pipeline" \

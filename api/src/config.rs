@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::duration::Millis;
+use cep_patterns::DurationMs;
+use cep_pipeline::{Host, PipelineSpec, SourceSpec};
 
 /// `cep serve` flags. Each also reads a `CEP_*` environment variable.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -48,8 +49,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CEP_MAX_CONDITION_LENGTH")]
     pub max_condition_length: Option<usize>,
     /// The longest window (`within`) a pattern may have, e.g. "7d" [default: 7d].
-    #[arg(long, env = "CEP_MAX_WINDOW", value_parser = parse_millis)]
-    pub max_window: Option<Millis>,
+    #[arg(long, env = "CEP_MAX_WINDOW", value_parser = parse_duration)]
+    pub max_window: Option<DurationMs>,
     /// The largest pattern document, in bytes [default: 65536].
     #[arg(long, env = "CEP_MAX_PATTERN_BYTES")]
     pub max_pattern_bytes: Option<usize>,
@@ -61,8 +62,8 @@ pub struct ServeArgs {
     pub max_patterns: Option<usize>,
 }
 
-fn parse_millis(text: &str) -> Result<Millis, String> {
-    Millis::parse(text)
+fn parse_duration(text: &str) -> Result<DurationMs, String> {
+    DurationMs::parse(text)
 }
 
 /// Log output format.
@@ -85,7 +86,7 @@ pub struct Limits {
     /// The longest `where` condition, in bytes.
     pub max_condition_length: usize,
     /// The longest `within` window.
-    pub max_window: Millis,
+    pub max_window: DurationMs,
     /// The largest pattern document, in bytes.
     pub max_pattern_bytes: usize,
     /// The most pipelines.
@@ -99,7 +100,7 @@ impl Default for Limits {
         Limits {
             max_pattern_stages: 64,
             max_condition_length: 4096,
-            max_window: Millis(7 * 86_400_000),
+            max_window: DurationMs(7 * 86_400_000),
             max_pattern_bytes: 64 * 1024,
             max_pipelines: 64,
             max_patterns: 1024,
@@ -129,9 +130,11 @@ pub struct ServeConfig {
     pub log: String,
     /// Limits on patterns and pipelines.
     pub limits: Limits,
-    /// Kafka-in, Kafka-out pipelines run beside the service (`[[kafka]]` tables: the options of
-    /// `cep kafka`, see docs/kafka.md).
-    pub kafka: Vec<serde_json::Value>,
+    /// Pattern files, or directories of `*.json` pattern files, registered (or replaced) at start.
+    pub pattern_files: Vec<PathBuf>,
+    /// Pipelines created (or replaced) at start: `[[pipeline]]` tables, each a pipeline spec as
+    /// `POST /api/v1/pipelines` takes it (docs/pipelines.md).
+    pub pipeline: Vec<PipelineSpec>,
 }
 
 impl Default for ServeConfig {
@@ -146,7 +149,8 @@ impl Default for ServeConfig {
             log_format: LogFormat::Text,
             log: "info".to_string(),
             limits: Limits::default(),
-            kafka: Vec::new(),
+            pattern_files: Vec::new(),
+            pipeline: Vec::new(),
         }
     }
 }
@@ -212,6 +216,16 @@ impl ServeConfig {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.body_limit > 0, "body_limit must be positive");
         anyhow::ensure!(self.recent_outputs > 0, "recent_outputs must be positive");
+        for (i, spec) in self.pipeline.iter().enumerate() {
+            anyhow::ensure!(
+                !spec.name.is_empty(),
+                "pipeline[{i}]: a pipeline of the configuration needs a name"
+            );
+            if let Err(errors) = spec.validate_for(Host::Service) {
+                let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                anyhow::bail!("pipeline[{i}] ({}): {}", spec.name, lines.join("; "));
+            }
+        }
         Ok(())
     }
 
@@ -221,17 +235,13 @@ impl ServeConfig {
         if self.auth_token.is_some() {
             value["auth_token"] = serde_json::Value::from("<redacted>");
         }
-        // Kafka client options may carry credentials (`sasl.password=...`).
-        if let Some(pipelines) = value.get_mut("kafka").and_then(|k| k.as_array_mut()) {
-            for p in pipelines {
-                if let Some(options) = p.get_mut("kafka_options").and_then(|o| o.as_array_mut()) {
-                    for o in options {
-                        let text = o.as_str().unwrap_or_default();
-                        if let Some((k, _)) = text.split_once('=') {
-                            if k.contains("password") || k.contains("secret") {
-                                *o = format!("{k}=<redacted>").into();
-                            }
-                        }
+        // Kafka client options may carry credentials (`sasl.password`).
+        for (i, spec) in self.pipeline.iter().enumerate() {
+            if let SourceSpec::Kafka(k) = &spec.source {
+                for key in k.options.keys() {
+                    if key.contains("password") || key.contains("secret") {
+                        value["pipeline"][i]["source"]["options"][key.as_str()] =
+                            serde_json::Value::from("<redacted>");
                     }
                 }
             }
@@ -251,7 +261,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.body_limit, 100);
-        assert_eq!(config.limits.max_window, Millis(3_600_000));
+        assert_eq!(config.limits.max_window, DurationMs(3_600_000));
         assert_eq!(config.recent_outputs, 10_000);
         config.apply(&ServeArgs {
             body_limit: Some(5),
@@ -268,5 +278,35 @@ mod tests {
     #[test]
     fn unknown_toml_keys_are_errors() {
         assert!(ServeConfig::from_toml("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn pipeline_tables_are_specs() {
+        let config = ServeConfig::from_toml(
+            r#"
+[[pipeline]]
+name = "k"
+key_by = "user"
+time = { field = "ts" }
+watermark = { out_of_orderness = "1.5s" }
+source = { type = "kafka", bootstrap = "127.0.0.1:9092", topics = ["in"], group = "g", options = { "sasl.password" = "pw" } }
+sinks = [{ type = "kafka", topic = "alerts" }, { type = "recent" }]
+"#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.pipeline[0].watermark.out_of_orderness,
+            DurationMs(1500)
+        );
+        assert!(config.pipeline[0].has_recent_sink());
+        let logged = config.redacted().to_string();
+        assert!(!logged.contains("\"pw\""), "{logged}");
+        let bad = ServeConfig::from_toml(
+            "[[pipeline]]\nname = \"h\"\nsinks = [{ type = \"kafka\", topic = \"t\" }]\n",
+        )
+        .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("sinks[0]"), "{e}");
     }
 }

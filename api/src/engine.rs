@@ -1,6 +1,3 @@
-//! The engine the service drives: the JSON evaluation engine of `cep-patterns`, one per pipeline.
+//! The engine the service's pipelines drive: the JSON evaluation engine of `cep-patterns`.
 
-pub use cep_patterns::{
-    compile, CompiledPattern, EngineConfig, JsonEngine, Output, PatternError, PatternErrors,
-    PatternSpec, TimeFormat,
-};
+pub use cep_patterns::{compile, CompiledPattern, PatternError, PatternErrors, PatternSpec};

@@ -2,12 +2,12 @@
 //!
 //! A tour: [`config`] reads flags, `CEP_*` variables and a TOML file into a [`ServeConfig`];
 //! [`state`] keeps the catalog of patterns and pipelines in memory and in the [`store`];
-//! each [`pipeline`] owns one JSON engine from `cep-patterns`; `routes` holds the endpoints,
+//! [`pipeline`] re-exports the pipeline layer (`cep-pipeline`: the spec and running pipelines); `routes` holds the endpoints,
 //! `error` the one JSON error shape, and [`server`] starts and stops it all.
 #![warn(missing_docs)]
+#![recursion_limit = "256"]
 
 pub mod config;
-pub mod duration;
 mod engine;
 mod error;
 mod metrics;

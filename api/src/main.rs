@@ -25,7 +25,8 @@ enum Command {
     Kafka(kafka::KafkaArgs),
     /// Validate pattern files (and with --explain, show their automata).
     Check(check::CheckArgs),
-    /// Measure throughput on the generated workload of the performance issue.
+    /// Measure throughput on a generated workload (a deterministic per-key event stream and one of
+    /// six patterns).
     Bench(bench::BenchArgs),
 }
 
@@ -34,10 +35,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = cep_api::ServeConfig::resolve(&args)?;
             cep_api::server::init_logging(config.log_format, &config.log)?;
-            let kafka = kafka::Background::start(&config.kafka)?;
-            let served = cep_api::serve_blocking(config);
-            let stopped = kafka.stop();
-            served.and(stopped)
+            cep_api::serve_blocking(config)
         }
         Command::Run(args) => std::process::exit(run::run(args)?),
         Command::Kafka(args) => std::process::exit(kafka::kafka(args)?),

@@ -139,11 +139,21 @@ pub fn render(state: &AppState) -> String {
         "1 if the pipeline's intake is paused.",
     );
     let mut patterns = Family::new("cep_patterns", "gauge", "Registered patterns.");
+    let mut lag = Family::new(
+        "cep_kafka_partition_lag",
+        "gauge",
+        "Records of an assigned input partition not yet processed (end offset - position).",
+    );
+    let mut committed = Family::new(
+        "cep_kafka_partition_committed_offset",
+        "gauge",
+        "The input offset committed with the last epoch, per assigned partition.",
+    );
     patterns.add(&[], state.pattern_count() as f64);
 
     for pipeline in state.pipelines() {
         let p = pipeline.name();
-        let c = &pipeline.counters;
+        let c = &pipeline.outputs().counters;
         events_in.add(
             &[("pipeline", p)],
             c.events_in.load(Ordering::Relaxed) as f64,
@@ -179,11 +189,29 @@ pub fn render(state: &AppState) -> String {
             &[("pipeline", p)],
             if pipeline.is_paused() { 1.0 } else { 0.0 },
         );
+        if let Some(status) = pipeline.kafka_status() {
+            let parts = status["partitions"].as_array().cloned().unwrap_or_default();
+            for part in parts {
+                let topic = part["topic"].as_str().unwrap_or_default().to_string();
+                let partition = part["partition"].to_string();
+                let labels = [
+                    ("pipeline", p),
+                    ("topic", topic.as_str()),
+                    ("partition", partition.as_str()),
+                ];
+                if let Some(n) = part["lag"].as_f64() {
+                    lag.add(&labels, n);
+                }
+                if let Some(n) = part["committed"].as_f64() {
+                    committed.add(&labels, n);
+                }
+            }
+        }
     }
     let mut out = String::new();
     for family in [
         &events_in, &rejected, &matches, &timeouts, &late, &partials, &keys, &buffered, &watermark,
-        &paused, &patterns,
+        &paused, &patterns, &lag, &committed,
     ] {
         family.write(&mut out);
     }

@@ -318,18 +318,44 @@ pub fn document() -> Value {
                     "type": "object",
                     "properties": {
                         "name": {"type": "string"},
-                        "source": {"type": "object", "properties": {"type": {"type": "string", "enum": ["http"]}}},
+                        "source": {"oneOf": [
+                            {"type": "object", "properties": {"type": {"type": "string", "enum": ["http"]}}},
+                            {"type": "object", "required": ["type", "bootstrap", "topics", "group"], "properties": {
+                                "type": {"type": "string", "enum": ["kafka"]}, "bootstrap": {"type": "string"},
+                                "topics": {"type": "array", "items": {"type": "string"}}, "group": {"type": "string"},
+                                "instance_id": {"type": "string"}, "changelog_topic": {"type": "string"},
+                                "commit_interval": {"type": "string", "default": "1s"},
+                                "options": {"type": "object", "additionalProperties": {"type": "string"}}
+                            }}
+                        ], "default": {"type": "http"}},
                         "key_by": {"type": "string", "default": "key"},
-                        "time_field": {"type": "string", "default": "ts"},
-                        "time_format": {"type": "string", "enum": ["epoch_ms", "epoch_s", "rfc3339"], "default": "epoch_ms"},
+                        "time": {"type": "object", "properties": {
+                            "field": {"type": "string", "default": "ts"},
+                            "format": {"type": "string", "enum": ["epoch_ms", "epoch_s", "rfc3339"], "default": "epoch_ms"}
+                        }},
                         "watermark": {"type": "object", "properties": {
                             "out_of_orderness": {"type": "string", "default": "0s"},
                             "idleness": {"type": ["string", "null"]}
                         }},
                         "patterns": {"oneOf": [{"type": "string", "enum": ["*"]}, {"type": "array", "items": {"type": "string"}}], "default": "*"},
-                        "sinks": {"type": "array", "items": {"type": "object", "properties": {"type": {"type": "string", "enum": ["recent"]}}}},
+                        "state": {"type": "object", "properties": {
+                            "backend": {"type": "string", "enum": ["memory", "rocksdb"], "default": "memory"},
+                            "max_keys_in_memory": {"type": "integer"}
+                        }},
+                        "sinks": {"type": "array", "items": {"oneOf": [
+                            {"type": "object", "properties": {"type": {"type": "string", "enum": ["recent"]}}},
+                            {"type": "object", "properties": {
+                                "type": {"type": "string", "enum": ["kafka"]}, "bootstrap": {"type": "string"},
+                                "topic": {"type": "string"}, "matches_topic": {"type": "string"},
+                                "timeouts_topic": {"type": "string"}, "late_topic": {"type": "string"},
+                                "dead_letter_topic": {"type": "string"},
+                                "guarantee": {"type": "string", "enum": ["at_least_once", "exactly_once"], "default": "at_least_once"},
+                                "transactional_id": {"type": "string"}
+                            }}
+                        ]}, "default": [{"type": "recent"}]},
                         "status": {"type": "object", "readOnly": true, "properties": {
-                            "paused": {"type": "boolean"}, "watermark": {"type": ["integer", "null"]}, "stats": {"type": "object"}
+                            "paused": {"type": "boolean"}, "watermark": {"type": ["integer", "null"]}, "stats": {"type": "object"},
+                            "kafka": {"type": "object", "description": "Kafka sources: state, instance_id, partitions (position, committed, end, lag, max_timestamp), counters."}
                         }}
                     }
                 },

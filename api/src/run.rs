@@ -1,13 +1,16 @@
 //! `cep run`: evaluate patterns over a file of JSON-lines events, without a server.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-use cep_patterns::{
-    compile, CompiledPattern, DurationMs, EngineConfig, JsonEngine, PatternSpec, TimeFormat,
+use anyhow::bail;
+use cep_patterns::{compile, CompiledPattern, DurationMs, PatternSpec, TimeFormat};
+use cep_pipeline::file::{Progress, Summary};
+pub use cep_pipeline::pattern_files;
+use cep_pipeline::{
+    PatternSelection, PipelineSpec, SinkSpec, SourceSpec, StateSpec, TimeSpec, WatermarkSpec,
 };
 
 /// Options of `cep run`.
@@ -25,59 +28,19 @@ pub struct RunArgs {
     /// Field path of the event time.
     #[arg(long)]
     pub time_field: String,
-    /// How the time is written.
-    #[arg(long, value_enum, default_value = "epoch-ms")]
-    pub time_format: TimeFormatArg,
+    /// How the time is written: epoch-ms, epoch-s or rfc3339.
+    #[arg(long, default_value = "epoch-ms")]
+    pub time_format: TimeFormat,
     /// Bounded out-of-orderness, e.g. `300ms` (default 0).
     #[arg(long, default_value = "0")]
-    pub out_of_orderness: String,
+    pub out_of_orderness: DurationMs,
     /// Where to write the outputs (`-` for standard output).
     #[arg(long, default_value = "-")]
     pub output: String,
-}
-
-/// `--time-format`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TimeFormatArg {
-    /// Milliseconds since the epoch.
-    #[default]
-    EpochMs,
-    /// Seconds since the epoch.
-    EpochS,
-    /// RFC 3339 strings.
-    Rfc3339,
-}
-
-impl From<TimeFormatArg> for TimeFormat {
-    fn from(t: TimeFormatArg) -> Self {
-        match t {
-            TimeFormatArg::EpochMs => TimeFormat::EpochMs,
-            TimeFormatArg::EpochS => TimeFormat::EpochS,
-            TimeFormatArg::Rfc3339 => TimeFormat::Rfc3339,
-        }
-    }
-}
-
-/// The pattern files named by `paths`: files as given, directories by their `*.json` files.
-pub fn pattern_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("reading directory {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "json"))
-                .collect();
-            in_dir.sort();
-            files.extend(in_dir);
-        } else if p.exists() {
-            files.push(p.clone());
-        } else {
-            bail!("no such pattern file or directory: {}", p.display());
-        }
-    }
-    Ok(files)
+    /// Show progress (lines, position, events/s, outputs) on standard error even when it is not
+    /// a terminal.
+    #[arg(long)]
+    pub progress: bool,
 }
 
 /// Reads and compiles one pattern file.
@@ -87,83 +50,95 @@ pub fn load_pattern(file: &Path) -> Result<CompiledPattern, String> {
     compile(&spec).map_err(|e| e.to_string())
 }
 
-/// Runs `cep run`; returns the process exit code.
-pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+/// Reads and compiles every pattern file of `paths`; the error lists each bad file's problems,
+/// one per line, prefixed with the file.
+pub fn load_patterns(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<CompiledPattern>>> {
     let mut patterns = Vec::new();
-    let mut bad = false;
-    for f in pattern_files(&args.patterns)? {
+    let mut problems = Vec::new();
+    for f in pattern_files(paths)? {
         match load_pattern(&f) {
             Ok(p) => patterns.push(Arc::new(p)),
-            Err(e) => {
-                bad = true;
-                for line in e.lines() {
-                    eprintln!("{}: {line}", f.display());
-                }
-            }
+            Err(e) => problems.extend(e.lines().map(|l| format!("{}: {l}", f.display()))),
         }
     }
-    if bad {
-        return Ok(1);
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
     }
     if patterns.is_empty() {
         bail!("no pattern files found");
     }
-    let ooo = DurationMs::parse(&args.out_of_orderness)
-        .map_err(|e| anyhow::anyhow!("--out-of-orderness: {e}"))?;
-    let config = EngineConfig {
-        key_by: args.key_by.clone(),
-        time_field: args.time_field.clone(),
-        time_format: args.time_format.into(),
-        out_of_orderness_ms: ooo.0,
-    };
-    let mut engine = JsonEngine::new(config, patterns).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let input: Box<dyn BufRead> = if args.input == "-" {
-        Box::new(BufReader::new(io::stdin().lock()))
-    } else {
-        Box::new(BufReader::new(
-            File::open(&args.input).with_context(|| format!("opening {}", args.input))?,
-        ))
-    };
-    let mut output: Box<dyn Write> = if args.output == "-" {
-        Box::new(BufWriter::new(io::stdout().lock()))
-    } else {
-        Box::new(BufWriter::new(
-            File::create(&args.output).with_context(|| format!("creating {}", args.output))?,
-        ))
-    };
-    let progress = io::stderr().is_terminal();
-    let mut outs = Vec::new();
-    let mut skipped = 0u64;
-    let mut lines = 0u64;
-    for (n, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        lines += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if let Err(e) = engine.push_str(&line, &mut outs) {
-            skipped += 1;
-            eprintln!("line {}: {e}; skipped", n + 1);
-        }
-        for o in outs.drain(..) {
-            serde_json::to_writer(&mut output, &o)?;
-            output.write_all(b"\n")?;
-        }
-        if progress && lines.is_multiple_of(100_000) {
-            eprint!("\r{lines} lines, {skipped} skipped");
+    Ok(patterns)
+}
+
+impl RunArgs {
+    /// The pipeline spec the flags describe: a file source, a file sink.
+    pub fn spec(&self) -> PipelineSpec {
+        PipelineSpec {
+            name: "run".into(),
+            source: SourceSpec::File {
+                path: PathBuf::from(&self.input),
+            },
+            key_by: self.key_by.clone(),
+            time: TimeSpec {
+                field: self.time_field.clone(),
+                format: self.time_format,
+            },
+            watermark: WatermarkSpec {
+                out_of_orderness: self.out_of_orderness,
+                idleness: None,
+            },
+            patterns: PatternSelection::All,
+            state: StateSpec::default(),
+            sinks: vec![SinkSpec::File {
+                path: PathBuf::from(&self.output),
+            }],
         }
     }
-    engine.advance_watermark(i64::MAX, &mut outs);
-    for o in outs.drain(..) {
-        serde_json::to_writer(&mut output, &o)?;
-        output.write_all(b"\n")?;
+}
+
+/// Runs `cep run`; returns the process exit code: 0, 1 for bad patterns or flags, 2 when lines
+/// were skipped.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let patterns = match load_patterns(&args.patterns) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    let spec = args.spec();
+    if let Err(errors) = spec.validate() {
+        for e in errors {
+            eprintln!("{e}");
+        }
+        return Ok(1);
     }
-    output.flush()?;
-    if progress {
-        eprintln!("\r{lines} lines, {skipped} skipped");
-    }
-    if skipped > 0 {
-        eprintln!("{skipped} line(s) skipped");
+    // Progress on a terminal, or when asked for (`--progress`).
+    let show = args.progress || io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut report = |s: &Summary, size: Option<u64>, read: u64, done: bool| {
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let position = match size {
+            Some(size) if size > 0 => format!(" ({:.0}%)", read as f64 * 100.0 / size as f64),
+            _ => String::new(),
+        };
+        eprint!(
+            "\r{} lines{position}, {:.0} events/s, {} outputs, {} skipped{}",
+            s.lines,
+            s.events as f64 / secs,
+            s.outputs,
+            s.skipped,
+            if done { "\n" } else { "" }
+        );
+    };
+    let progress = show.then(|| Progress {
+        every: Duration::from_millis(500),
+        report: &mut report,
+    });
+    let mut errors = |line: u64, reason: &str| eprintln!("line {line}: {reason}; skipped");
+    let summary = cep_pipeline::file::run(&spec, patterns, &mut errors, progress)?;
+    if summary.skipped > 0 {
+        eprintln!("{} line(s) skipped", summary.skipped);
         return Ok(2);
     }
     Ok(0)

@@ -13,9 +13,12 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 use crate::engine::{CompiledPattern, PatternErrors};
 use crate::error::AppError;
-use crate::pipeline::{PatternSelection, Pipeline, PipelineRecord, PipelineSpec};
+use crate::pipeline::{
+    Environment, Host, PatternSelection, Pipeline, PipelineRecord, PipelineSpec, SpecError,
+};
 use crate::store::Store;
 use crate::validate::{pattern_errors, ValidPattern};
+use cep_pipeline::pattern_files;
 
 /// A registered pattern.
 pub struct PatternEntry {
@@ -77,7 +80,7 @@ impl AppState {
             let record: PipelineRecord = serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading stored pipeline {name}"))?;
             let patterns = select(&catalog.patterns, &record.spec.patterns);
-            let pipeline = Pipeline::start(record, patterns, state.config.recent_outputs)
+            let pipeline = Pipeline::start(record, patterns, &state.environment())
                 .map_err(|e| anyhow::anyhow!("starting pipeline {name}: {e}"))?;
             if let Some(stored) = state.store.outputs(&name)? {
                 if let Ok(json) = serde_json::from_slice(&stored) {
@@ -87,6 +90,7 @@ impl AppState {
             catalog.pipelines.insert(name, Arc::new(pipeline));
         }
         *state.write() = catalog;
+        state.load_configured()?;
         if state.config.default_pipeline && !state.read().pipelines.contains_key("default") {
             state
                 .create_pipeline(PipelineSpec::default_named("default"), false)
@@ -94,6 +98,39 @@ impl AppState {
             tracing::info!("created the default pipeline");
         }
         Ok(state)
+    }
+
+    /// What every pipeline is given.
+    fn environment(&self) -> Environment {
+        Environment {
+            recent_outputs: self.config.recent_outputs,
+            data_dir: self.config.data_dir.clone(),
+        }
+    }
+
+    /// Registers the configuration's pattern files and creates (or replaces) its pipelines.
+    fn load_configured(&self) -> anyhow::Result<()> {
+        for file in pattern_files(&self.config.pattern_files)? {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("reading pattern file {}", file.display()))?;
+            let valid = crate::validate::check_pattern(&self.config.limits, &bytes, None)
+                .map_err(|e| anyhow::anyhow!("pattern file {}: {}", file.display(), e))?;
+            self.put_pattern(valid, true)
+                .map_err(|e| anyhow::anyhow!("pattern file {}: {}", file.display(), e))?;
+        }
+        for spec in &self.config.pipeline {
+            let name = spec.name.clone();
+            let unchanged = self
+                .read()
+                .pipelines
+                .get(&name)
+                .is_some_and(|p| p.spec() == *spec);
+            if !unchanged {
+                self.create_pipeline(spec.clone(), true)
+                    .map_err(|e| anyhow::anyhow!("pipeline {name} of the configuration: {}", e))?;
+            }
+        }
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Catalog> {
@@ -210,8 +247,8 @@ impl AppState {
             AppError::unprocessable("invalid_pipeline", m)
                 .with_details(json!([{"path": "name", "message": "invalid name"}]))
         })?;
-        check_field_path("key_by", &spec.key_by)?;
-        check_field_path("time_field", &spec.time_field)?;
+        spec.validate_for(Host::Service)
+            .map_err(|errors| invalid_spec(&errors))?;
         let mut catalog = self.write();
         if let PatternSelection::Names(names) = &spec.patterns {
             let unknown: Vec<&String> = names
@@ -262,9 +299,8 @@ impl AppState {
                     spec,
                     paused: false,
                 };
-                let pipeline =
-                    Pipeline::start(record.clone(), patterns, self.config.recent_outputs)
-                        .map_err(|e| engine_refused(&e))?;
+                let pipeline = Pipeline::start(record.clone(), patterns, &self.environment())
+                    .map_err(|e| engine_refused(&e))?;
                 self.persist_pipeline(&record)?;
                 catalog
                     .pipelines
@@ -282,7 +318,10 @@ impl AppState {
             return Err(AppError::not_found("pipeline", name));
         }
         self.store.delete_pipeline(name)?;
-        catalog.pipelines.remove(name);
+        if let Some(pipeline) = catalog.pipelines.remove(name) {
+            // A Kafka pipeline commits its last epoch and leaves its group.
+            pipeline.stop();
+        }
         tracing::info!(pipeline = %name, "pipeline deleted");
         Ok(())
     }
@@ -343,6 +382,8 @@ impl AppState {
     /// Writes every pipeline's recent outputs and flushes the store.
     pub fn persist(&self) -> anyhow::Result<()> {
         for pipeline in self.pipelines() {
+            // Kafka pipelines commit their last epoch first: its outputs join the recent ones.
+            pipeline.stop();
             let json = serde_json::to_vec(&pipeline.recent_json())?;
             self.store.put_outputs(pipeline.name(), &json)?;
         }
@@ -350,20 +391,29 @@ impl AppState {
     }
 }
 
-fn check_field_path(field: &str, path: &str) -> Result<(), AppError> {
-    if path.is_empty() || path.len() > 256 {
-        return Err(AppError::unprocessable(
-            "invalid_pipeline",
-            format!("{field} must be a field path of 1 to 256 characters"),
-        )
-        .with_details(json!([{"path": field, "message": "invalid field path"}])));
-    }
-    Ok(())
+/// 422 with each problem of a spec and the path of its field.
+pub fn invalid_spec(errors: &[SpecError]) -> AppError {
+    let message = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    AppError::unprocessable("invalid_pipeline", format!("invalid pipeline: {message}"))
+        .with_details(serde_json::to_value(errors).unwrap_or_default())
 }
 
 fn engine_refused(e: &PatternErrors) -> AppError {
+    let mut details = pattern_errors(e);
+    // The engine names its settings; the spec nests the time field under `time`.
+    if let Some(errors) = details["errors"].as_array_mut() {
+        for error in errors {
+            if error["path"] == "time_field" {
+                error["path"] = "time.field".into();
+            }
+        }
+    }
     AppError::unprocessable("invalid_pipeline", "the engine refused this pipeline")
-        .with_details(pattern_errors(e))
+        .with_details(details)
 }
 
 fn select(

@@ -821,12 +821,10 @@ fn exactly_once_across_restarts() {
         "exactly-once",
         "--idleness",
         "60s",
+        // Static membership by default (the transactional id is the instance id): a restarted
+        // instance takes over from the killed one at once.
         "--transactional-id",
         "eos-instance",
-        // Static membership: a restarted instance takes over from the killed one at once instead
-        // of waiting for its session to time out.
-        "-X",
-        "group.instance.id=eos-instance",
     ];
     let mut kills = 0;
     while !producing.is_finished() || kills < 3 {
@@ -922,8 +920,9 @@ fn a_second_process_joins_and_leaves() {
     );
 }
 
-/// `cep serve` runs the `[[kafka]]` pipelines of its configuration file beside the HTTP service,
-/// and commits their last epoch when it stops.
+/// `cep serve` registers the pattern files and creates the `[[pipeline]]` pipelines of its
+/// configuration file (the same spec as the REST API takes), and commits their last epoch when it
+/// stops.
 #[test]
 fn serve_runs_kafka_pipelines_from_its_configuration() {
     let (broker, topics, dir, pattern) = setup("serve");
@@ -935,21 +934,15 @@ fn serve_runs_kafka_pipelines_from_its_configuration() {
 data_dir = {data:?}
 default_pipeline = false
 log = "warn"
+pattern_files = [{pattern:?}]
 
-[[kafka]]
-bootstrap = {bootstrap:?}
-group = "serve-group"
-input_topics = [{input:?}]
-patterns = [{pattern:?}]
+[[pipeline]]
+name = "logins"
 key_by = "user"
-time_field = "ts"
-out_of_orderness = "{OUT_OF_ORDERNESS_MS}ms"
-matches_topic = {matches:?}
-timeouts_topic = {timeouts:?}
-dlq_topic = {dlq:?}
-guarantee = "exactly-once"
-transactional_id = "serve-1"
-commit_interval = "200ms"
+time = {{ field = "ts" }}
+watermark = {{ out_of_orderness = "{OUT_OF_ORDERNESS_MS}ms" }}
+source = {{ type = "kafka", bootstrap = {bootstrap:?}, group = "serve-group", topics = [{input:?}], commit_interval = "200ms" }}
+sinks = [{{ type = "kafka", matches_topic = {matches:?}, timeouts_topic = {timeouts:?}, dead_letter_topic = {dlq:?}, guarantee = "exactly_once", transactional_id = "serve-1" }}]
 "#,
             data = dir.path().join("data").to_str().unwrap(),
             bootstrap = broker.bootstrap,
@@ -981,6 +974,273 @@ commit_interval = "200ms"
         &want,
         1,
         "cep serve",
+    );
+}
+
+/// A free port on 127.0.0.1 (free when asked; the service binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `cep serve` on `port` with `data` as its data directory and waits until it answers.
+fn start_serve(port: u16, data: &Path) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_cep"))
+        .args(["serve", "--default-pipeline", "false", "--log", "warn"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("CEP_AUTH_TOKEN")
+        .env_remove("CEP_CONFIG")
+        .spawn()
+        .expect("start cep serve");
+    let start = Instant::now();
+    while http("GET", port, "/healthz", None).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "cep serve did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// One request to the service on `port`: the status and the body (JSON, or the text as a
+/// string; status 0 when the service does not answer).
+fn http(method: &str, port: u16, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let mut req = client.request(method.parse().unwrap(), url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.timeout(Duration::from_secs(30)).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                (status, value)
+            }
+            Err(_) => (0, Value::Null),
+        }
+    })
+}
+
+/// Produces `events` to the input topic and waits for their acknowledgement.
+fn produce(broker: &Broker, topics: &Topics, events: &[Value]) {
+    let producer = broker.producer();
+    for e in events {
+        send(
+            &producer,
+            &topics.input,
+            e["user"].as_str().unwrap(),
+            &e.to_string(),
+            None,
+        );
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// The issue's goal for the pipeline layer: a Kafka-in, Kafka-out pipeline created with one
+/// request to `cep serve` computes exactly what `cep run` computes over the same events, is
+/// listed with its partitions and counted in /metrics, keeps its outputs in the recent buffer,
+/// and survives a restart of the service (spec stored, state restored from the changelog).
+#[test]
+fn a_kafka_pipeline_created_through_the_api() {
+    let (broker, topics, dir, pattern) = setup("rest");
+    let (events, end_ts, want) = stream(1000, 7);
+
+    // What `cep run` computes for the same events (the end events included).
+    let input = dir.path().join("events.jsonl");
+    let mut lines: Vec<String> = events.iter().map(Value::to_string).collect();
+    lines.extend((0..PARTITIONS).map(|p| end_event(p, end_ts).to_string()));
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_cep"))
+        .args(["run", "--key-by", "user", "--time-field", "ts"])
+        .args(["--out-of-orderness", &format!("{OUT_OF_ORDERNESS_MS}ms")])
+        .arg("--pattern")
+        .arg(&pattern)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let by_run: Vec<Output> = String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // `cep run` goes on to the end of event time (the pipeline only as far as the end events):
+    // the same matches, and every timeout of the pipeline.
+    assert_eq!(
+        of_kind(&by_run, OutputKind::Match),
+        of_kind(&want, OutputKind::Match),
+        "cep run and the engine agree"
+    );
+    let run_timeouts = of_kind(&by_run, OutputKind::Timeout);
+    for t in of_kind(&want, OutputKind::Timeout) {
+        assert!(run_timeouts.contains(&t), "cep run lacks {t}");
+    }
+
+    let port = free_port();
+    let data = dir.path().join("data");
+    let service = start_serve(port, &data);
+    let (status, body) = http(
+        "POST",
+        port,
+        "/api/v1/patterns",
+        Some(&serde_json::from_str(PATTERN).unwrap()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let spec = json!({
+        "name": "logins",
+        "source": {"type": "kafka", "bootstrap": broker.bootstrap, "topics": [topics.input],
+                   "group": "rest-group", "commit_interval": "200ms"},
+        "key_by": "user",
+        "time": {"field": "ts"},
+        "watermark": {"out_of_orderness": format!("{OUT_OF_ORDERNESS_MS}ms")},
+        "sinks": [
+            {"type": "kafka", "matches_topic": topics.matches, "timeouts_topic": topics.timeouts,
+             "dead_letter_topic": topics.dlq, "guarantee": "exactly_once", "transactional_id": "rest-1"},
+            {"type": "recent"}
+        ]
+    });
+    // A bad spec is refused with the path of its field.
+    let mut bad = spec.clone();
+    bad["sinks"][0]["guarantee"] = json!("twice");
+    let (status, body) = http("POST", port, "/api/v1/pipelines", Some(&bad));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["details"][0]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("sinks[0]")),
+        "{body}"
+    );
+    let (status, body) = http("POST", port, "/api/v1/pipelines", Some(&spec));
+    assert_eq!(status, 201, "{body}");
+
+    // The first half, then the service restarts.
+    let half = events.len() / 2;
+    produce(&broker, &topics, &events[..half]);
+    let start = Instant::now();
+    loop {
+        let (_, view) = http("GET", port, "/api/v1/pipelines/logins", None);
+        let kafka = &view["status"]["kafka"];
+        if kafka["records"].as_u64().unwrap_or(0) >= half as u64
+            && kafka["epochs"].as_u64() > Some(0)
+        {
+            assert_eq!(kafka["state"], "running", "{view}");
+            assert_eq!(kafka["instance_id"], "rest-1", "{view}");
+            assert_eq!(
+                kafka["partitions"].as_array().unwrap().len(),
+                PARTITIONS as usize,
+                "{view}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the pipeline did not read the first half: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, list) = http("GET", port, "/api/v1/pipelines", None);
+    assert!(
+        list["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "logins"),
+        "{list}"
+    );
+    let (_, metrics) = http("GET", port, "/metrics", None);
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("cep_kafka_partition_lag{pipeline=\"logins\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cep_kafka_partition_committed_offset{pipeline=\"logins\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pipeline=\"logins\""), "{metrics}");
+    // A Kafka pipeline takes no HTTP events.
+    let (status, _) = http(
+        "POST",
+        port,
+        "/api/v1/pipelines/logins/events",
+        Some(&json!([events[0]])),
+    );
+    assert_eq!(status, 409);
+    stop(service);
+
+    let service = start_serve(port, &data);
+    let (status, view) = http("GET", port, "/api/v1/pipelines/logins", None);
+    assert_eq!(status, 200, "the pipeline was stored: {view}");
+    produce(&broker, &topics, &events[half..]);
+    let end: Vec<Value> = (0..PARTITIONS).map(|p| end_event(p, end_ts)).collect();
+    let producer = broker.producer();
+    for (p, e) in end.iter().enumerate() {
+        send(
+            &producer,
+            &topics.input,
+            "end",
+            &e.to_string(),
+            Some(p as i32),
+        );
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    wait_committed(
+        &broker,
+        "rest-group",
+        &topics.input,
+        Duration::from_secs(120),
+    );
+
+    // The recent buffer holds the committed matches, each once, across the restart.
+    let (_, recent) = http(
+        "GET",
+        port,
+        "/api/v1/pipelines/logins/matches?kind=match&limit=10000",
+        None,
+    );
+    let mut got: Vec<String> = recent["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            let o = o.as_object_mut().unwrap();
+            o.remove("seq");
+            o.remove("pipeline");
+            serde_json::to_string(
+                &serde_json::from_value::<Output>(Value::Object(o.clone())).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    got.sort();
+    assert_same(got, &of_kind(&want, OutputKind::Match), "recent matches");
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "rest-group",
+        service,
+        &want,
+        0,
+        "REST pipeline",
     );
 }
 

@@ -216,7 +216,7 @@ async fn pattern_limits() {
     let mut config = common::config(dir.path());
     config.limits.max_pattern_stages = 2;
     config.limits.max_condition_length = 20;
-    config.limits.max_window = cep_api::duration::Millis(60_000);
+    config.limits.max_window = cep_patterns::DurationMs(60_000);
     let s = TestServer::start_with(config).await;
     let pattern = json!({"name": "big", "within": "1h", "stages": [
         {"name": "a", "where": "type == 'a'"},
@@ -326,24 +326,22 @@ async fn pipeline_crud_and_errors() {
     let (status, body) = s.get("/api/v1/pipelines/default").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["key_by"], "key");
-    assert_eq!(body["time_field"], "ts");
-    assert_eq!(body["time_format"], "epoch_ms");
+    assert_eq!(body["time"], json!({"field": "ts", "format": "epoch_ms"}));
     assert_eq!(body["patterns"], "*");
     assert_eq!(body["status"]["paused"], false);
 
     let spec = json!({
         "name": "logins",
         "key_by": "user.id",
-        "time_field": "at",
-        "time_format": "rfc3339",
-        "watermark": {"out_of_orderness": "500ms", "idleness": "10s"},
+        "time": {"field": "at", "format": "rfc3339"},
+        "watermark": {"out_of_orderness": "1.5s", "idleness": "10s"},
         "patterns": ["login-failures"],
         "sinks": [{"type": "recent"}]
     });
     let (status, body) = s.post("/api/v1/pipelines", &spec).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["key_by"], "user.id");
-    assert_eq!(body["watermark"]["out_of_orderness"], "500ms");
+    assert_eq!(body["watermark"]["out_of_orderness"], "1500ms");
     assert_eq!(body["patterns"], json!(["login-failures"]));
     let (status, body) = s.post("/api/v1/pipelines", &spec).await;
     assert_error(status, &body, 409, "already_exists");
@@ -385,25 +383,41 @@ async fn pipeline_crud_and_errors() {
     let (status, body) = s
         .post("/api/v1/pipelines", &json!({"name": "p", "key_by": 5}))
         .await;
-    assert_error(status, &body, 422, "invalid_body");
+    let error = assert_error(status, &body, 422, "invalid_pipeline");
+    assert_eq!(error["details"][0]["path"], "key_by");
     let (status, body) = s
         .post(
             "/api/v1/pipelines",
-            &json!({"name": "p", "time_format": "epoch_ns"}),
+            &json!({"name": "p", "time": {"format": "epoch_ns"}}),
         )
         .await;
-    assert_error(status, &body, 422, "invalid_body");
+    let error = assert_error(status, &body, 422, "invalid_pipeline");
+    assert_eq!(error["details"][0]["path"], "time.format");
     let (status, body) = s
         .post(
             "/api/v1/pipelines",
-            &json!({"name": "p", "sinks": [{"type": "kafka"}]}),
+            &json!({"name": "p", "sinks": [{"type": "kafka", "topic": "t"}]}),
         )
         .await;
-    assert_error(status, &body, 422, "invalid_body");
+    let error = assert_error(status, &body, 422, "invalid_pipeline");
+    assert_eq!(error["details"][0]["path"], "sinks[0]");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("needs a kafka source"));
+    let (status, body) = s
+        .post(
+            "/api/v1/pipelines",
+            &json!({"name": "p", "source": {"type": "file", "path": "/etc/passwd"}}),
+        )
+        .await;
+    let error = assert_error(status, &body, 422, "invalid_pipeline");
+    assert_eq!(error["details"][0]["path"], "source");
     let (status, body) = s
         .post("/api/v1/pipelines", &json!({"name": "p", "colour": "red"}))
         .await;
-    assert_error(status, &body, 422, "invalid_body");
+    let error = assert_error(status, &body, 422, "invalid_pipeline");
+    assert!(error["message"].as_str().unwrap().contains("colour"));
     let (status, body) = s
         .post("/api/v1/pipelines", &json!({"name": "has space"}))
         .await;

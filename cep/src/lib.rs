@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod compile;
+pub mod dataflow;
 mod dewey;
 mod nfa;
 mod operator;

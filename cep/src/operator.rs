@@ -367,6 +367,10 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 .collect();
         }
         self.nfas = nfas;
+        // Every key's state now belongs to the new patterns: a checkpoint must write it again.
+        if let Some(c) = &mut self.changed {
+            c.extend(self.index.keys().cloned());
+        }
     }
 
     /// Starts (or stops) recording which keys' state may change, for

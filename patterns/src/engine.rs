@@ -28,6 +28,21 @@ pub enum TimeFormat {
     Rfc3339,
 }
 
+impl std::str::FromStr for TimeFormat {
+    type Err = String;
+    /// `epoch_ms`, `epoch_s` or `rfc3339` (`-` may stand for `_`, as on the command line).
+    fn from_str(text: &str) -> Result<TimeFormat, String> {
+        match text.trim().replace('-', "_").as_str() {
+            "epoch_ms" => Ok(TimeFormat::EpochMs),
+            "epoch_s" => Ok(TimeFormat::EpochS),
+            "rfc3339" => Ok(TimeFormat::Rfc3339),
+            _ => Err(format!(
+                "unknown time format '{text}' (epoch_ms, epoch_s or rfc3339)"
+            )),
+        }
+    }
+}
+
 /// What the engine reads from each event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {

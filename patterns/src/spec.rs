@@ -59,24 +59,24 @@ impl PatternErrors {
     }
 }
 
-/// A duration: `"500ms"`, `"2s"`, `"15min"`, `"1h"`, `"1d"`, or a number of milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A duration, the one grammar of patterns, pipelines, the configuration file and flags:
+/// `"500ms"`, `"2s"`, `"1.5s"`, `"15min"` (or `"15m"`), `"1h"`, `"1d"`, or a whole number of
+/// milliseconds. Fractions are allowed when the result is a whole number of milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct DurationMs(pub i64);
 
 impl DurationMs {
     /// Parses the text form.
     pub fn parse(text: &str) -> Result<DurationMs, String> {
         let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let bad = || {
-            format!("invalid duration '{text}': expected a number with a unit (ms, s, min, h, d), e.g. \"500ms\", \"2s\", \"15min\", or a number of milliseconds")
+            format!("invalid duration '{text}': expected a number with a unit (ms, s, min, h, d), e.g. \"500ms\", \"1.5s\", \"15min\", or a number of milliseconds")
         };
-        if num.is_empty() {
-            return Err(bad());
-        }
-        let n: i64 = num.parse().map_err(|_| bad())?;
-        let factor = match unit.trim() {
+        let factor: i64 = match unit.trim() {
             "" | "ms" => 1,
             "s" => 1_000,
             "min" | "m" => 60_000,
@@ -84,9 +84,47 @@ impl DurationMs {
             "d" => 86_400_000,
             _ => return Err(bad()),
         };
-        n.checked_mul(factor)
-            .map(DurationMs)
-            .ok_or_else(|| format!("duration '{text}' is too long"))
+        let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+        if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+            return Err(bad());
+        }
+        let too_long = || format!("duration '{text}' is too long");
+        let whole: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_long())?
+        };
+        let mut ms = whole.checked_mul(factor).ok_or_else(too_long)?;
+        // The fraction, digit by digit, in exact integer arithmetic.
+        let mut scale = factor;
+        let digits = frac.as_bytes();
+        for (i, &d) in digits.iter().enumerate() {
+            if scale % 10 != 0 {
+                if digits[i..].iter().any(|&c| c != b'0') {
+                    return Err(format!(
+                        "invalid duration '{text}': durations are whole milliseconds"
+                    ));
+                }
+                break;
+            }
+            scale /= 10;
+            ms = ms
+                .checked_add(i64::from(d - b'0') * scale)
+                .ok_or_else(too_long)?;
+        }
+        Ok(DurationMs(ms))
+    }
+
+    /// The duration in milliseconds.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for DurationMs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DurationMs::parse(s)
     }
 }
 
@@ -325,6 +363,19 @@ mod tests {
             .unwrap_err()
             .contains("invalid duration"));
         assert!(DurationMs::parse("s").is_err());
+        assert_eq!(DurationMs::parse("1.5s"), Ok(DurationMs(1500)));
+        assert_eq!(DurationMs::parse("0.25s"), Ok(DurationMs(250)));
+        assert_eq!(DurationMs::parse(".5min"), Ok(DurationMs(30_000)));
+        assert_eq!(DurationMs::parse("2.0ms"), Ok(DurationMs(2)));
+        assert_eq!(DurationMs::parse("5m"), Ok(DurationMs(300_000)));
+        assert!(DurationMs::parse("1.5ms")
+            .unwrap_err()
+            .contains("whole milliseconds"));
+        assert!(DurationMs::parse("1.2.3s").is_err());
+        assert!(DurationMs::parse(".s").is_err());
+        assert!(DurationMs::parse("99999999999999999999d")
+            .unwrap_err()
+            .contains("too long"));
         assert_eq!(DurationMs(900_000).to_string(), "15min");
     }
 

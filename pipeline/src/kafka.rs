@@ -24,254 +24,267 @@
 //! `docs/kafka.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, JsonEngine, Output, OutputKind};
+use cep_patterns::{CompiledPattern, EngineConfig, JsonEngine, Output};
 use cep_runtime::kafka::{
     output_id, parse_json_object, rdkafka, DeadLetter, KafkaSink, KafkaSource, SinkConfig,
     SourceConfig, SourceRecord,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::run::{load_pattern, pattern_files, TimeFormatArg};
+use crate::running::{Environment, Outputs};
+use crate::spec::{
+    Guarantee, KafkaSinkSpec, KafkaSourceSpec, PipelineSpec, SourceSpec, StateBackend,
+    KAFKA_TIMESTAMP_FIELD,
+};
 
-/// Options of `cep kafka`; also the shape of a `[[kafka]]` table of `cep serve`'s configuration
-/// file (same names, with `_` for `-`; `kafka_options` for `-X`).
-#[derive(clap::Args, Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers, `host:port[,host:port]`.
-    #[arg(long, env = "KAFKA_BOOTSTRAP")]
-    pub bootstrap: String,
-    /// Consumer group id (committed offsets are kept per group).
-    #[arg(long)]
-    pub group: String,
-    /// Topic to read events from (repeatable).
-    #[arg(long = "input-topic", required = true)]
-    pub input_topics: Vec<String>,
-    /// A pattern file, or a directory of `*.json` pattern files (repeatable).
-    #[arg(long = "pattern", required = true)]
-    pub patterns: Vec<PathBuf>,
-    /// Field path of the key, e.g. `user.id`.
-    #[arg(long)]
-    pub key_by: String,
-    /// Field path of the event time; without it, the Kafka record timestamp is the event time (and
-    /// is added to the event as `_kafka_timestamp`).
-    #[arg(long)]
-    pub time_field: Option<String>,
-    /// How the time field is written.
-    #[arg(long, value_enum, default_value = "epoch-ms")]
-    #[serde(default)]
-    pub time_format: TimeFormatArg,
-    /// Bounded out-of-orderness per partition, e.g. `300ms`.
-    #[arg(long, default_value = "0")]
-    #[serde(default = "zero")]
-    pub out_of_orderness: String,
-    /// A partition without records for this long (processing time) stops holding back the
-    /// watermark, e.g. `5s`. Default: partitions never become idle.
-    #[arg(long)]
-    pub idleness: Option<String>,
-    /// Topic for matches.
-    #[arg(long)]
-    pub matches_topic: String,
-    /// Topic for timed-out partial matches (default: not written).
-    #[arg(long)]
-    pub timeouts_topic: Option<String>,
-    /// Topic for late events (default: not written).
-    #[arg(long)]
-    pub late_topic: Option<String>,
-    /// Dead-letter topic for records that cannot be read, as
-    /// `{"reason","topic","partition","offset","key","value"}` (default: logged and skipped).
-    #[arg(long)]
-    pub dlq_topic: Option<String>,
-    /// Topic the state is checkpointed to (default `<group>-cep-changelog`; created, compacted,
-    /// with as many partitions as the input topic with the most, if missing).
-    #[arg(long)]
-    pub changelog_topic: Option<String>,
-    /// Where keyed state lives while the pipeline runs: `memory`, or `rocksdb` (under
-    /// `--data-dir`: keys beyond `--max-keys-in-memory` are kept in RocksDB and loaded when an
-    /// event or a due timeout needs them). Either way it is checkpointed to the changelog topic.
-    #[arg(long, value_enum, default_value = "memory")]
-    #[serde(default)]
-    pub state_backend: StateBackendArg,
-    /// Directory of the RocksDB state backend.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// With `--state-backend rocksdb`: how many keys' state stay in memory; the least recently
-    /// used others are in RocksDB only.
-    #[arg(long, default_value_t = 100_000)]
-    #[serde(default = "max_keys_default")]
-    pub max_keys_in_memory: usize,
-    /// Delivery guarantee.
-    #[arg(long, value_enum, default_value = "at-least-once")]
-    #[serde(default)]
-    pub guarantee: Guarantee,
-    /// Transactional id for `exactly-once` (default `cep-<group>`). Each running process of a
-    /// group needs its own, the same across its restarts (a restart fences the old process and
-    /// aborts its open transaction).
-    #[arg(long)]
-    pub transactional_id: Option<String>,
-    /// How often outputs and offsets are committed, e.g. `1s`.
-    #[arg(long, default_value = "1s")]
-    #[serde(default = "one_second")]
-    pub commit_interval: String,
-    /// Further librdkafka option for consumer and producer, `key=value` (repeatable).
-    #[arg(long = "kafka-option", short = 'X')]
-    #[serde(default)]
-    pub kafka_options: Vec<String>,
+/// The default transactional id of a pipeline's Kafka sink: one per consumer group.
+pub fn default_transactional_id(group: &str) -> String {
+    format!("cep-{group}")
 }
 
-/// `--state-backend`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StateBackendArg {
-    /// All keyed state in memory.
-    #[default]
-    Memory,
-    /// Keyed state in RocksDB under `--data-dir`, the most recently used keys cached in memory.
-    Rocksdb,
+/// This process's identity in its consumer group (static membership): the source's
+/// `instance_id`, else a `group.instance.id` option, else the sink's transactional id (explicit
+/// or default). Each process of a group needs its own; a restarted process that keeps its
+/// identity takes its partitions back at once, without waiting for the group to notice that
+/// its predecessor is gone.
+pub fn instance_id(source: &KafkaSourceSpec, sink: Option<&KafkaSinkSpec>) -> String {
+    source
+        .instance_id
+        .clone()
+        .or_else(|| source.options.get("group.instance.id").cloned())
+        .or_else(|| sink.and_then(|s| s.transactional_id.clone()))
+        .unwrap_or_else(|| default_transactional_id(&source.group))
 }
 
-fn max_keys_default() -> usize {
-    100_000
+/// What the pipeline's thread reports of itself.
+#[derive(Clone, Debug, Default)]
+pub struct KafkaStatus {
+    /// `starting`, `restoring`, `running`, `failed` (retried) or `stopped`.
+    pub state: &'static str,
+    /// The last error, if the pipeline failed.
+    pub error: Option<String>,
+    /// The combined watermark of the assigned partitions.
+    pub watermark: Option<i64>,
+    /// Per assigned partition.
+    pub partitions: Vec<PartitionStatus>,
+    /// The engine's statistics (keys, partial matches, per pattern).
+    pub stats: Value,
+    /// Counters since the pipeline (re)started.
+    pub records: u64,
+    /// Records sent to the dead-letter topic (or skipped).
+    pub dead_letters: u64,
+    /// Outputs written to Kafka.
+    pub outputs: u64,
+    /// Completed epochs (checkpoints).
+    pub epochs: u64,
+    /// Restores from the changelog (assignments).
+    pub restores: u64,
+    /// When the last epoch was committed (ms since the epoch).
+    pub last_commit_ms: Option<i64>,
+    /// This process's identity in the group.
+    pub instance_id: String,
 }
 
-/// `--guarantee`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Guarantee {
-    /// Outputs are acknowledged before offsets are committed; after a crash, outputs since the
-    /// last commit are produced again (with the same `cep-output-id` header).
-    #[default]
-    AtLeastOnce,
-    /// Outputs and offsets are committed in one transaction; read with `isolation.level =
-    /// read_committed`, each output appears once.
-    ExactlyOnce,
+/// One assigned partition.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset to process (None before the first record).
+    pub position: Option<i64>,
+    /// The offset committed with the last epoch.
+    pub committed: Option<i64>,
+    /// The partition's end (high watermark) as last seen.
+    pub end: Option<i64>,
+    /// Records behind the end.
+    pub lag: Option<i64>,
+    /// The highest event time read from it.
+    pub max_timestamp: Option<i64>,
 }
 
-fn zero() -> String {
-    "0".into()
-}
-
-fn one_second() -> String {
-    "1s".into()
-}
-
-/// Kafka pipelines running beside `cep serve`, each on its own thread.
-pub struct Background {
-    stop: Arc<AtomicBool>,
-    threads: Vec<(String, std::thread::JoinHandle<anyhow::Result<()>>)>,
-}
-
-impl Background {
-    /// Builds every pipeline (so that a bad one stops the service from starting) and starts them.
-    pub fn start(configs: &[serde_json::Value]) -> anyhow::Result<Background> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (i, c) in configs.iter().enumerate() {
-            let args: KafkaArgs = serde_json::from_value(c.clone())
-                .with_context(|| format!("kafka pipeline {} of the configuration", i + 1))?;
-            let name = format!("kafka pipeline {} (group {})", i + 1, args.group);
-            let mut pipeline = Pipeline::new(&args).with_context(|| name.clone())?;
-            let flag = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("kafka-{}", i + 1))
-                .spawn(move || pipeline.run(&flag))?;
-            tracing::info!("{name} started");
-            threads.push((name, thread));
-        }
-        Ok(Background { stop, threads })
-    }
-
-    /// Commits each pipeline's last epoch and stops it.
-    pub fn stop(self) -> anyhow::Result<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut failed = None;
-        for (name, t) in self.threads {
-            match t.join() {
-                Ok(Ok(())) => tracing::info!("{name} stopped"),
-                Ok(Err(e)) => {
-                    tracing::error!("{name} failed: {e:#}");
-                    failed = Some(e.context(name));
-                }
-                Err(_) => failed = Some(anyhow::anyhow!("{name} panicked")),
-            }
-        }
-        failed.map_or(Ok(()), Err)
-    }
-}
-
-/// The field that carries the record timestamp when there is no `--time-field`.
-const RECORD_TIME_FIELD: &str = "_kafka_timestamp";
-
-/// Runs `cep kafka` until SIGINT/SIGTERM; returns the process exit code.
-pub fn kafka(args: KafkaArgs) -> anyhow::Result<i32> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone());
-    let mut pipeline = Pipeline::new(&args)?;
-    pipeline.run(&stop)?;
-    Ok(0)
-}
-
-fn watch_signals(stop: Arc<AtomicBool>) {
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!("cannot watch signals: {e}");
-                return;
-            }
-        };
-        rt.block_on(async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        });
-        stop.store(true, Ordering::SeqCst);
-    });
-}
-
-fn duration(flag: &str, text: &str) -> anyhow::Result<i64> {
-    DurationMs::parse(text)
-        .map(|d| d.0)
-        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-}
-
-fn options(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    list.iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
-            None => bail!("--kafka-option must be key=value, not '{kv}'"),
+impl KafkaStatus {
+    /// As JSON, for the pipeline's status.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "state": self.state,
+            "error": self.error,
+            "instance_id": self.instance_id,
+            "watermark": self.watermark,
+            "partitions": self.partitions,
+            "records": self.records,
+            "dead_letters": self.dead_letters,
+            "outputs": self.outputs,
+            "epochs": self.epochs,
+            "restores": self.restores,
+            "last_commit_ms": self.last_commit_ms,
         })
-        .collect()
+    }
+}
+
+/// A partial-matches question to the pipeline's thread, and where the answer goes.
+type KeyQuestion = (String, mpsc::SyncSender<Value>);
+
+/// What a Kafka pipeline running inside `cep serve` shares with the service.
+#[derive(Clone)]
+pub struct Hooks {
+    /// The pipeline's outputs (recent ring, live feed, counters).
+    pub outputs: Arc<Outputs>,
+    /// Whether outputs are kept in the ring (a `recent` sink).
+    pub keep_recent: bool,
+    /// What the thread reports.
+    pub status: Arc<Mutex<KafkaStatus>>,
+    /// The patterns to run (the latest handed over), and whether the thread has yet to take
+    /// them.
+    pub patterns: Arc<Mutex<(Vec<Arc<CompiledPattern>>, bool)>>,
+    /// Questions about keys.
+    pub questions: Arc<Mutex<mpsc::Receiver<KeyQuestion>>>,
+}
+
+/// A Kafka pipeline running on its own thread inside `cep serve`. A failure is reported in its
+/// status and the pipeline starts again (from its last checkpoint) after a pause.
+pub struct KafkaHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    hooks: Hooks,
+    ask: mpsc::Sender<KeyQuestion>,
+}
+
+/// The default session timeout of a static group member, ms.
+pub const STATIC_SESSION_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a failed pipeline waits before it starts again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl KafkaHandle {
+    /// Starts the pipeline's thread.
+    pub fn start(
+        spec: PipelineSpec,
+        patterns: Vec<Arc<CompiledPattern>>,
+        env: &Environment,
+        outputs: Arc<Outputs>,
+    ) -> KafkaHandle {
+        let (ask, questions) = mpsc::channel();
+        let hooks = Hooks {
+            outputs,
+            keep_recent: spec.has_recent_sink(),
+            status: Arc::new(Mutex::new(KafkaStatus {
+                state: "starting",
+                ..KafkaStatus::default()
+            })),
+            patterns: Arc::new(Mutex::new((patterns.clone(), false))),
+            questions: Arc::new(Mutex::new(questions)),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let data_dir = env.data_dir.join("kafka").join(&spec.name);
+        let thread = {
+            let (stop, hooks) = (stop.clone(), hooks.clone());
+            std::thread::Builder::new()
+                .name(format!("kafka-{}", spec.name))
+                .spawn(move || supervise(spec, data_dir, hooks, &stop))
+                .ok()
+        };
+        if thread.is_none() {
+            lock(&hooks.status).state = "failed";
+            lock(&hooks.status).error = Some("cannot start a thread".into());
+        }
+        KafkaHandle {
+            stop,
+            thread,
+            hooks,
+            ask,
+        }
+    }
+
+    /// What the pipeline reports of itself.
+    pub fn status(&self) -> MutexGuard<'_, KafkaStatus> {
+        lock(&self.hooks.status)
+    }
+
+    /// Hands new patterns to the pipeline.
+    pub fn set_patterns(&self, patterns: Vec<Arc<CompiledPattern>>) {
+        *lock(&self.hooks.patterns) = (patterns, true);
+    }
+
+    /// Asks the pipeline for the partial matches of `key`; the answer comes on the receiver.
+    pub fn ask_partial_matches(&self, key: &str) -> mpsc::Receiver<Value> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let _ = self.ask.send((key.to_string(), tx));
+        rx
+    }
+
+    /// Commits the last epoch and stops the thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for KafkaHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs the pipeline until `stop`, starting it again after each failure.
+fn supervise(spec: PipelineSpec, data_dir: PathBuf, hooks: Hooks, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        // A (re)start runs the latest patterns.
+        let patterns = {
+            let mut latest = lock(&hooks.patterns);
+            latest.1 = false;
+            latest.0.clone()
+        };
+        let result = KafkaPipeline::new(&spec, patterns.clone(), &data_dir, Some(hooks.clone()))
+            .and_then(|mut p| p.run(stop));
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(pipeline = %spec.name, "kafka pipeline failed: {e:#}; starting again in {RETRY_AFTER:?}");
+                let mut status = lock(&hooks.status);
+                status.state = "failed";
+                status.error = Some(format!("{e:#}"));
+                drop(status);
+                let until = Instant::now() + RETRY_AFTER;
+                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    lock(&hooks.status).state = "stopped";
+}
+
+/// Runs a Kafka pipeline in the foreground until `stop` (`cep kafka`). `data_dir` holds the
+/// RocksDB state backend when the spec asks for one.
+pub fn run_until(
+    spec: &PipelineSpec,
+    patterns: Vec<Arc<CompiledPattern>>,
+    data_dir: &Path,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    KafkaPipeline::new(spec, patterns, data_dir, None)?.run(stop)
 }
 
 /// Where each kind of output goes.
 struct Topics {
-    matches: String,
-    timeouts: Option<String>,
-    late: Option<String>,
-    dlq: Option<String>,
+    sink: KafkaSinkSpec,
 }
 
 #[derive(Default, Debug)]
@@ -290,7 +303,9 @@ struct Counters {
 /// An input partition.
 type Part = (String, i32);
 
-struct Pipeline {
+/// A Kafka-in, Kafka-out pipeline (see the module's documentation).
+pub struct KafkaPipeline {
+    name: String,
     patterns: Vec<Arc<CompiledPattern>>,
     config: EngineConfig,
     engine: JsonEngine,
@@ -303,6 +318,8 @@ struct Pipeline {
     commit_interval: Duration,
     epoch: u64,
     outs: Vec<Output>,
+    /// Outputs of the open epoch for the recent ring: published when the epoch commits.
+    recent: Vec<Output>,
     counters: Counters,
     /// The assigned partitions.
     assigned: BTreeSet<Part>,
@@ -318,110 +335,144 @@ struct Pipeline {
     spill: Option<Spill>,
     /// Per key in memory, the last epoch it was used in (for eviction).
     used: HashMap<String, u64>,
+    /// What is shared with the service, inside `cep serve`.
+    hooks: Option<Hooks>,
+    instance_id: String,
+    /// Per partition, the offsets committed with the last epoch.
+    committed: HashMap<Part, i64>,
+    /// Per partition, its end offset when last asked (for the lag), and when that was.
+    ends: HashMap<Part, i64>,
+    ends_read: Option<Instant>,
 }
 
-impl Pipeline {
-    fn new(args: &KafkaArgs) -> anyhow::Result<Pipeline> {
-        let mut patterns = Vec::new();
-        for f in pattern_files(&args.patterns)? {
-            let p = load_pattern(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-            patterns.push(Arc::new(p));
-        }
+/// How often a pipeline in the service asks the brokers for its partitions' end offsets.
+const ENDS_EVERY: Duration = Duration::from_secs(2);
+
+/// What the checkpointed state belongs to: a changed pipeline cannot take it over.
+fn fingerprint(patterns: &[Arc<CompiledPattern>], config: &EngineConfig) -> String {
+    output_id(
+        json!({
+            "patterns": patterns.iter().map(|p| p.spec()).collect::<Vec<_>>(),
+            "key_by": config.key_by,
+            "time_field": config.time_field,
+            "time_format": config.time_format,
+        })
+        .to_string()
+        .as_bytes(),
+    )
+}
+
+impl KafkaPipeline {
+    /// Connects a pipeline: the source (consumer group, static membership), the changelog topic
+    /// (created if missing) and the sink (transactional for exactly-once, which fences an older
+    /// process with the same transactional id).
+    pub fn new(
+        spec: &PipelineSpec,
+        patterns: Vec<Arc<CompiledPattern>>,
+        data_dir: &Path,
+        hooks: Option<Hooks>,
+    ) -> anyhow::Result<KafkaPipeline> {
+        let SourceSpec::Kafka(source_spec) = &spec.source else {
+            bail!("pipeline {} has no kafka source", spec.name);
+        };
         if patterns.is_empty() {
-            bail!("no pattern files found");
+            bail!("pipeline {} has no patterns", spec.name);
         }
-        let spill = match (args.state_backend, &args.data_dir) {
-            (StateBackendArg::Memory, _) => None,
-            (StateBackendArg::Rocksdb, None) => bail!("--state-backend rocksdb needs --data-dir"),
-            (StateBackendArg::Rocksdb, Some(dir)) => {
-                Some(Spill::open(dir, args.max_keys_in_memory.max(1))?)
+        let sink_spec = spec.kafka_sink().cloned().unwrap_or_default();
+        let spill = match spec.state.backend {
+            StateBackend::Memory => None,
+            StateBackend::Rocksdb => {
+                let dir = spec
+                    .state
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.to_path_buf());
+                Some(Spill::open(
+                    &dir,
+                    spec.state.max_keys_in_memory.unwrap_or(100_000).max(1),
+                )?)
             }
         };
-        let out_of_orderness = duration("--out-of-orderness", &args.out_of_orderness)?;
-        let idleness = args
-            .idleness
-            .as_deref()
-            .map(|t| duration("--idleness", t))
-            .transpose()?;
-        let commit_interval = duration("--commit-interval", &args.commit_interval)?;
-        let kafka_options = options(&args.kafka_options)?;
-        let record_time = args.time_field.is_none();
-        let config = EngineConfig {
-            key_by: args.key_by.clone(),
-            time_field: args
-                .time_field
-                .clone()
-                .unwrap_or_else(|| RECORD_TIME_FIELD.to_string()),
-            time_format: if record_time {
-                cep_patterns::TimeFormat::EpochMs
-            } else {
-                args.time_format.into()
-            },
-            // The engine's own watermark (highest timestamp seen, globally) is switched off by an
-            // unbounded out-of-orderness: the pipeline drives the watermark from its per-partition
-            // watermarks with `advance_watermark`.
-            out_of_orderness_ms: i64::MAX,
-        };
-        // What the checkpointed state belongs to: a changed pipeline cannot take it over.
-        let fingerprint = output_id(
-            json!({
-                "patterns": patterns.iter().map(|p| p.spec()).collect::<Vec<_>>(),
-                "key_by": config.key_by,
-                "time_field": config.time_field,
-                "time_format": config.time_format,
-            })
-            .to_string()
-            .as_bytes(),
-        );
+        let record_time = spec.time.field == KAFKA_TIMESTAMP_FIELD;
+        let mut config = spec.engine_config();
+        // The engine's own watermark (highest timestamp seen, globally) is switched off by an
+        // unbounded out-of-orderness: the pipeline drives the watermark from its per-partition
+        // watermarks with `advance_watermark`.
+        config.out_of_orderness_ms = i64::MAX;
         let engine = new_engine(&config, &patterns)?;
 
-        let mut source_config =
-            SourceConfig::new(&args.bootstrap, &args.group, args.input_topics.clone());
-        source_config.out_of_orderness_ms = out_of_orderness;
-        source_config.idleness_ms = idleness;
-        source_config.options = kafka_options.clone();
+        let instance_id = instance_id(source_spec, spec.kafka_sink());
+        let mut source_options = source_spec.options.clone();
+        source_options.insert("group.instance.id".into(), instance_id.clone());
+        // A static member that leaves for good keeps its partitions until its session times
+        // out: shorter than librdkafka's 45 s, so that a scale-in moves them on soon.
+        source_options
+            .entry("session.timeout.ms".into())
+            .or_insert_with(|| STATIC_SESSION_TIMEOUT_MS.to_string());
+        let mut source_config = SourceConfig::new(
+            &source_spec.bootstrap,
+            &source_spec.group,
+            source_spec.topics.clone(),
+        );
+        source_config.out_of_orderness_ms = spec.watermark.out_of_orderness.0;
+        source_config.idleness_ms = spec.watermark.idleness.map(|d| d.0);
+        source_config.options = source_options;
         let source = source_config.build()?;
 
         let changelog = Changelog {
-            topic: args
+            topic: source_spec
                 .changelog_topic
                 .clone()
-                .unwrap_or_else(|| format!("{}-cep-changelog", args.group)),
-            bootstrap: args.bootstrap.clone(),
-            options: kafka_options.clone(),
-            fingerprint,
+                .unwrap_or_else(|| format!("{}-cep-changelog", source_spec.group)),
+            bootstrap: source_spec.bootstrap.clone(),
+            options: source_spec.options.clone(),
+            fingerprint: fingerprint(&patterns, &config),
+            on_change: if hooks.is_some() {
+                OnChange::StartOver
+            } else {
+                OnChange::Refuse
+            },
         };
-        changelog.ensure_topic(&args.input_topics)?;
+        changelog.ensure_topic(&source_spec.topics)?;
 
-        let mut sink_config = SinkConfig::new(&args.bootstrap);
-        sink_config.options = kafka_options;
-        if args.guarantee == Guarantee::ExactlyOnce {
+        let bootstrap = sink_spec
+            .bootstrap
+            .clone()
+            .unwrap_or_else(|| source_spec.bootstrap.clone());
+        let mut sink_config = SinkConfig::new(&bootstrap);
+        sink_config.options = source_spec.options.clone();
+        sink_config.options.remove("group.instance.id");
+        if sink_spec.guarantee == Guarantee::ExactlyOnce {
             sink_config.transactional_id = Some(
-                args.transactional_id
+                sink_spec
+                    .transactional_id
                     .clone()
-                    .unwrap_or_else(|| format!("cep-{}", args.group)),
+                    .unwrap_or_else(|| default_transactional_id(&source_spec.group)),
             );
         }
         // For a transactional sink this fences an older instance and aborts its open transaction.
         let sink = sink_config.build()?;
-        Ok(Pipeline {
+        if let Some(h) = &hooks {
+            let mut status = lock(&h.status);
+            status.state = "running";
+            status.error = None;
+            status.instance_id = instance_id.clone();
+        }
+        Ok(KafkaPipeline {
+            name: spec.name.clone(),
             patterns,
             config,
             engine,
             source,
             sink,
-            topics: Topics {
-                matches: args.matches_topic.clone(),
-                timeouts: args.timeouts_topic.clone(),
-                late: args.late_topic.clone(),
-                dlq: args.dlq_topic.clone(),
-            },
+            guarantee: sink_spec.guarantee,
+            topics: Topics { sink: sink_spec },
             changelog,
-            guarantee: args.guarantee,
             record_time,
-            commit_interval: Duration::from_millis(commit_interval.max(1) as u64),
+            commit_interval: Duration::from_millis(source_spec.commit_interval.0.max(1) as u64),
             epoch: 1,
             outs: Vec::new(),
+            recent: Vec::new(),
             counters: Counters::default(),
             assigned: BTreeSet::new(),
             homes: HashMap::new(),
@@ -430,10 +481,21 @@ impl Pipeline {
             moved: Vec::new(),
             spill,
             used: HashMap::new(),
+            hooks,
+            instance_id,
+            committed: HashMap::new(),
+            ends: HashMap::new(),
+            ends_read: None,
         })
     }
 
-    fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+    /// Runs until `stop`, then commits the last epoch.
+    pub fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        tracing::info!(
+            pipeline = %self.name,
+            instance_id = %self.instance_id,
+            "kafka pipeline started"
+        );
         let mut last_commit = Instant::now();
         let mut dirty = false;
         while !stop.load(Ordering::SeqCst) {
@@ -443,6 +505,7 @@ impl Pipeline {
                 last_commit = Instant::now();
                 dirty = false;
             }
+            self.serve_hooks()?;
             match polled {
                 Ok(Some(record)) => {
                     self.handle(record)?;
@@ -450,6 +513,13 @@ impl Pipeline {
                 }
                 Ok(None) => {}
                 Err(e) if e.is_retryable() => tracing::warn!("{e}; retrying"),
+                Err(e) if e.to_string().to_lowercase().contains("fenced") => {
+                    bail!(
+                        "{e}: another process of group uses the instance id '{}'; give each \
+                         process of a group its own --instance-id (or transactional id)",
+                        self.instance_id
+                    )
+                }
                 Err(e) => return Err(e.into()),
             }
             if let Some(wm) = self.source.watermark() {
@@ -476,15 +546,113 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Inside `cep serve`: takes new patterns and answers questions about keys.
+    fn serve_hooks(&mut self) -> anyhow::Result<()> {
+        let Some(hooks) = self.hooks.clone() else {
+            return Ok(());
+        };
+        let update = {
+            let mut latest = lock(&hooks.patterns);
+            std::mem::replace(&mut latest.1, false).then(|| latest.0.clone())
+        };
+        if let Some(patterns) = update {
+            if let Some(spill) = &mut self.spill {
+                // Every key's state is rewritten for the new patterns: all of it in memory.
+                for key in spill.load_all(&mut self.engine)? {
+                    self.used.insert(key, self.epoch);
+                }
+            }
+            self.engine
+                .set_patterns(patterns.clone())
+                .map_err(|e| anyhow::anyhow!("the new patterns: {e}"))?;
+            self.changelog.fingerprint = fingerprint(&patterns, &self.config);
+            self.patterns = patterns;
+            // Every partition's next marker carries the new fingerprint.
+            self.touched.extend(self.assigned.iter().cloned());
+            tracing::info!(pipeline = %self.name, "patterns replaced");
+        }
+        let questions = lock(&hooks.questions);
+        while let Ok((key, reply)) = questions.try_recv() {
+            if let Some(spill) = &mut self.spill {
+                if spill.load(&mut self.engine, &key)? {
+                    self.used.insert(key.clone(), self.epoch);
+                }
+            }
+            let answer = serde_json::to_value(self.engine.partial_matches(&key))?;
+            let _ = reply.try_send(answer);
+        }
+        Ok(())
+    }
+
+    /// Publishes the status (after a restore or an epoch).
+    fn report(&mut self) {
+        let Some(hooks) = self.hooks.clone() else {
+            return;
+        };
+        if self.ends_read.is_none_or(|at| at.elapsed() >= ENDS_EVERY) {
+            use rdkafka::consumer::Consumer;
+            for part in &self.assigned {
+                if let Ok((_, high)) = self.source.consumer().fetch_watermarks(
+                    &part.0,
+                    part.1,
+                    Duration::from_millis(500),
+                ) {
+                    self.ends.insert(part.clone(), high);
+                }
+            }
+            self.ends_read = Some(Instant::now());
+        }
+        let max_ts: HashMap<Part, i64> = self
+            .source
+            .watermarks()
+            .max_timestamps()
+            .into_iter()
+            .collect();
+        let partitions = self
+            .assigned
+            .iter()
+            .map(|part| {
+                let position = self.source.processed_offset(&part.0, part.1);
+                let end = self.ends.get(part).copied().filter(|&h| h >= 0);
+                let done = position.or_else(|| self.committed.get(part).copied());
+                PartitionStatus {
+                    topic: part.0.clone(),
+                    partition: part.1,
+                    position,
+                    committed: self.committed.get(part).copied(),
+                    end,
+                    lag: end.zip(done).map(|(e, d)| (e - d).max(0)),
+                    max_timestamp: max_ts.get(part).copied(),
+                }
+            })
+            .collect();
+        let watermark = Some(self.engine.watermark()).filter(|&w| w != i64::MIN);
+        let stats = serde_json::to_value(self.engine.stats()).unwrap_or(Value::Null);
+        let mut status = lock(&hooks.status);
+        status.state = "running";
+        status.watermark = watermark;
+        status.partitions = partitions;
+        status.stats = stats;
+        status.records = self.counters.records;
+        status.dead_letters = self.counters.dead_letters;
+        status.outputs = self.counters.outputs;
+        status.epochs = self.counters.epochs;
+        status.restores = self.counters.restores;
+    }
+
     /// Starts over on `parts` from the last checkpoint: what was not committed is dropped (the
     /// open transaction aborted) and read again, the state of each partition is read back from
     /// the changelog.
     fn restore(&mut self, parts: Vec<Part>) -> anyhow::Result<()> {
         let begun = Instant::now();
+        if let Some(h) = &self.hooks {
+            lock(&h.status).state = "restoring";
+        }
         if self.sink.is_transactional() {
             self.sink.abort()?;
         }
         self.outs.clear();
+        self.recent.clear();
         self.engine = new_engine(&self.config, &self.patterns)?;
         self.homes.clear();
         self.start.clear();
@@ -539,6 +707,7 @@ impl Pipeline {
             self.sink.begin()?;
         }
         self.counters.restores += 1;
+        self.report();
         tracing::info!(
             "assigned {parts:?}: restored {keys} keys in {:?} (offsets {:?})",
             begun.elapsed(),
@@ -564,7 +733,7 @@ impl Pipeline {
             .map(|mut v| {
                 if self.record_time {
                     if let (Some(obj), Some(ts)) = (v.as_object_mut(), record.timestamp) {
-                        obj.insert(RECORD_TIME_FIELD.into(), ts.into());
+                        obj.insert(KAFKA_TIMESTAMP_FIELD.into(), ts.into());
                     }
                 }
                 v
@@ -598,9 +767,15 @@ impl Pipeline {
                     }
                     self.used.insert(key.clone(), self.epoch);
                 }
-                if let Err(e) = self.engine.push(value, &mut self.outs) {
-                    // Not reached: key and time were read above.
-                    self.dead_letter(&record, &e.message)?;
+                match self.engine.push(value, &mut self.outs) {
+                    Ok(()) => {
+                        if let Some(h) = &self.hooks {
+                            h.outputs.counters.events_in.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Key and time were read above, so this is an event the engine refuses
+                    // for another reason: it goes to the dead letters like an unreadable one.
+                    Err(e) => self.dead_letter(&record, &e.message)?,
                 }
             }
             Err(reason) => self.dead_letter(&record, &reason)?,
@@ -611,8 +786,11 @@ impl Pipeline {
 
     fn dead_letter(&mut self, record: &SourceRecord, reason: &str) -> anyhow::Result<()> {
         self.counters.dead_letters += 1;
+        if let Some(h) = &self.hooks {
+            h.outputs.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
         let letter = DeadLetter::new(record, reason);
-        match &self.topics.dlq {
+        match &self.topics.sink.dead_letter_topic {
             Some(topic) => {
                 let bytes = letter.to_json();
                 let id = output_id(&bytes);
@@ -631,17 +809,16 @@ impl Pipeline {
 
     fn send_outputs(&mut self) -> anyhow::Result<()> {
         for o in std::mem::take(&mut self.outs) {
-            let topic = match o.kind {
-                OutputKind::Match => Some(&self.topics.matches),
-                OutputKind::Timeout => self.topics.timeouts.as_ref(),
-                OutputKind::Late => self.topics.late.as_ref(),
-            };
-            let Some(topic) = topic else { continue };
-            let bytes = serde_json::to_vec(&o)?;
-            let id = output_id(&bytes);
-            self.sink
-                .send(topic, Some(o.key.as_bytes()), &bytes, Some(&id))?;
-            self.counters.outputs += 1;
+            if let Some(topic) = self.topics.sink.topic_of(o.kind) {
+                let bytes = serde_json::to_vec(&o)?;
+                let id = output_id(&bytes);
+                self.sink
+                    .send(topic, Some(o.key.as_bytes()), &bytes, Some(&id))?;
+                self.counters.outputs += 1;
+            }
+            if self.hooks.is_some() {
+                self.recent.push(o);
+            }
         }
         Ok(())
     }
@@ -722,6 +899,16 @@ impl Pipeline {
                 self.sink.commit(&offsets, &group)?;
             }
         }
+        for (topic, partition, offset) in self.source.processed() {
+            self.committed
+                .insert((topic.to_string(), partition), offset);
+        }
+        if let Some(h) = &self.hooks {
+            // Committed: now the outputs of the epoch are visible in the service.
+            h.outputs
+                .publish(std::mem::take(&mut self.recent), h.keep_recent);
+            lock(&h.status).last_commit_ms = Some(now_ms());
+        }
         if let Some(spill) = &mut self.spill {
             // Every key's latest state is in the store now: the least recently used ones beyond
             // the limit leave memory.
@@ -740,11 +927,18 @@ impl Pipeline {
         }
         self.counters.epochs += 1;
         self.epoch += 1;
+        self.report();
         if self.sink.is_transactional() && !last {
             self.sink.begin()?;
         }
         Ok(())
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn new_engine(
@@ -794,9 +988,20 @@ struct PartState {
 /// Folds one changelog partition's records (in order) into the state of each input topic's
 /// partition: a key's latest snapshot (none after a tombstone), as of the last marker. Records
 /// after the last marker belong to an epoch that did not finish and are ignored.
+/// What a restore does with state checkpointed by a pipeline with other patterns, key or time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnChange {
+    /// Refuse it (`cep kafka`: a changed pipeline needs a new group or changelog topic).
+    Refuse,
+    /// Drop the keys' state and keep the offsets (`cep serve`: the pipeline was changed through
+    /// the API; its partial matches start over, no input is read twice).
+    StartOver,
+}
+
 fn fold_changelog(
     records: impl IntoIterator<Item = ChangelogRecord>,
     fingerprint: &str,
+    on_change: OnChange,
 ) -> anyhow::Result<HashMap<String, PartState>> {
     let mut done: HashMap<String, PartState> = HashMap::new();
     let mut pending: HashMap<String, Vec<KeyChange>> = HashMap::new();
@@ -813,13 +1018,21 @@ fn fold_changelog(
                 let Some(v) = value else { continue };
                 let marker: Marker =
                     serde_json::from_slice(&v).context("unreadable checkpoint marker")?;
-                if marker.fingerprint != fingerprint {
-                    bail!(
-                        "the changelog holds the state of a pipeline with other patterns, key or \
-                         time field; a changed pipeline needs a new --group (or --changelog-topic)"
-                    );
-                }
                 let part = done.entry(topic.clone()).or_default();
+                if marker.fingerprint != fingerprint {
+                    if on_change == OnChange::Refuse {
+                        bail!(
+                            "the changelog holds the state of a pipeline with other patterns, key \
+                             or time field; a changed pipeline needs a new --group (or \
+                             --changelog-topic)"
+                        );
+                    }
+                    // The state so far belongs to other patterns: dropped, offsets kept.
+                    pending.remove(&topic);
+                    part.keys.clear();
+                    part.marker = Some(marker);
+                    continue;
+                }
                 for (k, v) in pending.remove(&topic).unwrap_or_default() {
                     match v {
                         Some(v) => part.keys.insert(k, v),
@@ -910,6 +1123,15 @@ impl Spill {
         Ok(true)
     }
 
+    /// Brings back every evicted key.
+    fn load_all(&mut self, engine: &mut JsonEngine) -> anyhow::Result<Vec<String>> {
+        let keys: Vec<String> = self.evicted.keys().cloned().collect();
+        for key in &keys {
+            self.load(engine, key)?;
+        }
+        Ok(keys)
+    }
+
     /// Brings back every evicted key with something due at or before `watermark`.
     fn load_due(&mut self, engine: &mut JsonEngine, watermark: i64) -> anyhow::Result<Vec<String>> {
         let mut loaded = Vec::new();
@@ -930,6 +1152,7 @@ struct Changelog {
     bootstrap: String,
     options: BTreeMap<String, String>,
     fingerprint: String,
+    on_change: OnChange,
 }
 
 /// How long reading the changelog back may take.
@@ -1066,7 +1289,7 @@ impl Changelog {
         let mut out = Vec::new();
         let mut folded = HashMap::new();
         for (p, list) in records {
-            folded.insert(p, fold_changelog(list, &self.fingerprint)?);
+            folded.insert(p, fold_changelog(list, &self.fingerprint, self.on_change)?);
         }
         for part in parts {
             let state = folded
@@ -1100,13 +1323,17 @@ mod tests {
     use super::*;
 
     fn marker(offset: i64) -> Option<Vec<u8>> {
+        marker_with(offset, "fp")
+    }
+
+    fn marker_with(offset: i64, fingerprint: &str) -> Option<Vec<u8>> {
         Some(
             serde_json::to_vec(&Marker {
                 epoch: 1,
                 offset,
                 max_ts: Some(10),
                 watermark: 5,
-                fingerprint: "fp".into(),
+                fingerprint: fingerprint.into(),
             })
             .unwrap(),
         )
@@ -1126,7 +1353,7 @@ mod tests {
             (state_key("a", "u2"), Some(b"lost".to_vec())),
             (state_key("a", "u3"), Some(b"lost".to_vec())),
         ];
-        let folded = fold_changelog(recs, "fp").unwrap();
+        let folded = fold_changelog(recs.clone(), "fp", OnChange::Refuse).unwrap();
         let a = &folded["a"];
         assert_eq!(a.marker.as_ref().unwrap().offset, 20);
         assert_eq!(
@@ -1138,8 +1365,25 @@ mod tests {
         );
         assert!(!folded.contains_key("b"), "topic b never finished an epoch");
 
-        let err = fold_changelog(vec![(marker_key("a"), marker(1))], "other").unwrap_err();
+        let err = fold_changelog(
+            vec![(marker_key("a"), marker(1))],
+            "other",
+            OnChange::Refuse,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("a changed pipeline"), "{err}");
+
+        // Inside the service a changed pipeline starts its partial matches over from the last
+        // offsets: the state under other fingerprints is dropped, later state kept.
+        let folded = fold_changelog(recs.clone(), "new", OnChange::StartOver).unwrap();
+        assert_eq!(folded["a"].marker.as_ref().unwrap().offset, 20);
+        assert!(folded["a"].keys.is_empty());
+        let mut changed = recs;
+        changed.push((state_key("a", "u9"), Some(b"s9".to_vec())));
+        changed.push((marker_key("a"), marker_with(30, "new")));
+        let folded = fold_changelog(changed, "new", OnChange::StartOver).unwrap();
+        assert_eq!(folded["a"].marker.as_ref().unwrap().offset, 30);
+        assert_eq!(folded["a"].keys.keys().collect::<Vec<_>>(), ["u9"]);
     }
 
     #[test]
@@ -1148,6 +1392,7 @@ mod tests {
         let folded = fold_changelog(
             vec![(k, Some(b"x".to_vec())), (marker_key("t"), marker(3))],
             "fp",
+            OnChange::Refuse,
         )
         .unwrap();
         assert!(folded["t"].keys.contains_key("user\0with nul"));

@@ -1,180 +1,27 @@
-//! Pipelines: a source, how to read key and time, a watermark strategy, the patterns evaluated,
-//! and where outputs go. Each running pipeline owns one engine.
+//! A pipeline running inside `cep serve`: its spec, its engine and its outputs.
+//!
+//! An HTTP source drives the engine directly: `POST .../events` calls [`Pipeline::ingest`] under
+//! the engine's lock. A Kafka source runs a [`KafkaPipeline`](crate::kafka::KafkaPipeline) on a
+//! thread of its own (consumer group, changelog checkpoints, Kafka sink); the service talks to it
+//! through a [`KafkaHandle`](crate::kafka::KafkaHandle): new patterns, per-key questions, its
+//! status, stop. Either way the outputs of a pipeline with a `recent` sink go to its [`Outputs`]:
+//! a ring of recent outputs (`GET .../matches`) and a live feed (SSE).
+//!
+//! Lock order: a pipeline's `running`, then its outputs' ring, then the counters.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use cep_patterns::{CompiledPattern, JsonEngine, Output, OutputKind, PatternErrors};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::duration::Millis;
-use crate::engine::{CompiledPattern, EngineConfig, JsonEngine, Output, PatternErrors, TimeFormat};
-
-/// How a pipeline is configured: the body of POST/PUT /pipelines.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineSpec {
-    /// The pipeline's name (taken from the path on PUT).
-    #[serde(default)]
-    pub name: String,
-    /// Where events come from.
-    #[serde(default)]
-    pub source: SourceSpec,
-    /// The field path whose value partitions events into keys.
-    #[serde(default = "default_key_by")]
-    pub key_by: String,
-    /// The field path holding the event time.
-    #[serde(default = "default_time_field")]
-    pub time_field: String,
-    /// How the event time is written.
-    #[serde(default)]
-    pub time_format: TimeFormatSpec,
-    /// The watermark strategy.
-    #[serde(default)]
-    pub watermark: WatermarkSpec,
-    /// The patterns evaluated: `"*"` (all, the default) or a list of names.
-    #[serde(default)]
-    pub patterns: PatternSelection,
-    /// Where matches, timeouts and late events go.
-    #[serde(default = "default_sinks")]
-    pub sinks: Vec<SinkSpec>,
-}
-
-fn default_key_by() -> String {
-    "key".to_string()
-}
-
-fn default_time_field() -> String {
-    "ts".to_string()
-}
-
-fn default_sinks() -> Vec<SinkSpec> {
-    vec![SinkSpec::Recent]
-}
-
-impl PipelineSpec {
-    /// The default pipeline: key_by "key", time field "ts", epoch_ms, all patterns.
-    pub fn default_named(name: &str) -> PipelineSpec {
-        PipelineSpec {
-            name: name.to_string(),
-            source: SourceSpec::Http,
-            key_by: default_key_by(),
-            time_field: default_time_field(),
-            time_format: TimeFormatSpec::EpochMs,
-            watermark: WatermarkSpec::default(),
-            patterns: PatternSelection::All,
-            sinks: default_sinks(),
-        }
-    }
-
-    fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
-            key_by: self.key_by.clone(),
-            time_field: self.time_field.clone(),
-            time_format: match self.time_format {
-                TimeFormatSpec::EpochMs => TimeFormat::EpochMs,
-                TimeFormatSpec::EpochS => TimeFormat::EpochS,
-                TimeFormatSpec::Rfc3339 => TimeFormat::Rfc3339,
-            },
-            out_of_orderness_ms: self.watermark.out_of_orderness.0,
-        }
-    }
-}
-
-/// Where a pipeline's events come from.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceSpec {
-    /// Events are posted to POST /pipelines/{name}/events.
-    #[default]
-    Http,
-}
-
-/// Where a pipeline's outputs go.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkSpec {
-    /// The in-memory ring of recent outputs (GET .../matches) and its live stream (SSE).
-    Recent,
-}
-
-/// How event times are written.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeFormatSpec {
-    /// Milliseconds since the epoch, a number.
-    #[default]
-    EpochMs,
-    /// Seconds since the epoch, a number.
-    EpochS,
-    /// An RFC 3339 string.
-    Rfc3339,
-}
-
-/// The watermark strategy: bounded out-of-orderness, plus idleness.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WatermarkSpec {
-    /// How far behind the largest timestamp seen the watermark stays.
-    #[serde(default)]
-    pub out_of_orderness: Millis,
-    /// After this long without events, the watermark follows wall-clock time (so windows close
-    /// and timeouts fire without new events). None: it moves only with events.
-    #[serde(default)]
-    pub idleness: Option<Millis>,
-}
-
-/// The patterns a pipeline evaluates.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum PatternSelection {
-    /// Every registered pattern, including those registered later.
-    #[default]
-    All,
-    /// These patterns.
-    Names(Vec<String>),
-}
-
-impl PatternSelection {
-    /// Whether the pattern `name` is selected.
-    pub fn includes(&self, name: &str) -> bool {
-        match self {
-            PatternSelection::All => true,
-            PatternSelection::Names(names) => names.iter().any(|n| n == name),
-        }
-    }
-}
-
-impl Serialize for PatternSelection {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PatternSelection::All => serializer.serialize_str("*"),
-            PatternSelection::Names(names) => names.serialize(serializer),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PatternSelection {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PatternSelection, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Text(String),
-            Names(Vec<String>),
-        }
-        match Repr::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("patterns must be \"*\" or a list of pattern names")
-        })? {
-            Repr::Text(t) if t == "*" => Ok(PatternSelection::All),
-            Repr::Text(_) => Err(serde::de::Error::custom(
-                "patterns must be \"*\" or a list of pattern names",
-            )),
-            Repr::Names(names) => Ok(PatternSelection::Names(names)),
-        }
-    }
-}
+use crate::kafka::KafkaHandle;
+use crate::spec::{PipelineSpec, SourceSpec};
 
 /// What the store keeps for a pipeline.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -186,52 +33,65 @@ pub struct PipelineRecord {
     pub paused: bool,
 }
 
-/// One output as kept in the ring and sent on the stream.
-#[derive(Debug)]
+/// One output as kept in the ring and sent on the stream: the engine's output, typed, with the
+/// pipeline's name and its position in the pipeline's output sequence. Written as the engine's
+/// output object plus `"pipeline"` and `"seq"`.
+#[derive(Debug, Serialize)]
 pub struct OutputRecord {
+    /// The output.
+    #[serde(flatten)]
+    pub output: Output,
+    /// The pipeline.
+    pub pipeline: Arc<str>,
     /// Position in the pipeline's output sequence (starts at 1).
     pub seq: u64,
-    /// "match", "timeout" or "late".
-    pub kind: String,
-    /// The pattern, for matches and timeouts.
-    pub pattern: Option<String>,
-    /// The key.
-    pub key: String,
-    /// The JSON sent to clients (the engine's output plus `seq`).
-    pub json: Value,
+}
+
+/// How an output record is stored and read back (an owned form of [`OutputRecord`]).
+#[derive(Deserialize)]
+struct StoredRecord {
+    #[serde(flatten)]
+    output: Output,
+    seq: u64,
 }
 
 impl OutputRecord {
-    fn from_json(json: Value) -> Option<OutputRecord> {
-        let seq = json.get("seq")?.as_u64()?;
-        let kind = json.get("kind")?.as_str()?.to_string();
-        let pattern = json
-            .get("pattern")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let key = match json.get("key") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
-        Some(OutputRecord {
-            seq,
-            kind,
-            pattern,
-            key,
-            json,
-        })
+    /// The record as JSON.
+    pub fn to_json(&self) -> Value {
+        // An output is plain data (strings, numbers, JSON events): it always serialises.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The record as JSON text.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `match`, `timeout` or `late`.
+    pub fn kind_name(&self) -> &'static str {
+        kind_name(self.output.kind)
     }
 
     /// Whether the record passes the filters (None: any).
     pub fn matches(&self, filter: &OutputFilter) -> bool {
-        filter.kind.as_deref().is_none_or(|k| k == self.kind)
+        filter
+            .kind
+            .as_deref()
+            .is_none_or(|k| k == kind_name(self.output.kind))
             && filter
                 .pattern
                 .as_deref()
-                .is_none_or(|p| self.pattern.as_deref() == Some(p))
-            && filter.key.as_deref().is_none_or(|k| k == self.key)
+                .is_none_or(|p| self.output.pattern.as_deref() == Some(p))
+            && filter.key.as_deref().is_none_or(|k| k == self.output.key)
             && filter.after.is_none_or(|a| self.seq > a)
+    }
+}
+
+fn kind_name(kind: OutputKind) -> &'static str {
+    match kind {
+        OutputKind::Match => "match",
+        OutputKind::Timeout => "timeout",
+        OutputKind::Late => "late",
     }
 }
 
@@ -265,12 +125,87 @@ pub struct PatternCounts {
 pub struct PipelineCounters {
     /// Events accepted.
     pub events_in: AtomicU64,
-    /// Records rejected.
+    /// Records rejected (HTTP) or sent to the dead letters (Kafka).
     pub rejected: AtomicU64,
     /// Late events.
     pub late: AtomicU64,
     /// Per pattern.
     pub patterns: Mutex<BTreeMap<String, PatternCounts>>,
+}
+
+/// The outputs of a pipeline: counted, numbered, kept in a ring and sent to live subscribers.
+pub struct Outputs {
+    name: Arc<str>,
+    ring: Mutex<Ring>,
+    live: broadcast::Sender<Arc<OutputRecord>>,
+    /// Counters for /metrics.
+    pub counters: PipelineCounters,
+}
+
+struct Ring {
+    capacity: usize,
+    next_seq: u64,
+    items: VecDeque<Arc<OutputRecord>>,
+}
+
+impl Outputs {
+    fn new(name: &str, capacity: usize) -> Outputs {
+        let (live, _) = broadcast::channel(1024);
+        Outputs {
+            name: Arc::from(name),
+            ring: Mutex::new(Ring {
+                capacity: capacity.max(1),
+                next_seq: 1,
+                items: VecDeque::new(),
+            }),
+            live,
+            counters: PipelineCounters::default(),
+        }
+    }
+
+    /// Counts outputs; numbers them and keeps them when `keep` (a `recent` sink).
+    pub fn publish(&self, outputs: Vec<Output>, keep: bool) {
+        if outputs.is_empty() {
+            return;
+        }
+        let mut ring = lock(&self.ring);
+        let mut counts = lock(&self.counters.patterns);
+        for output in outputs {
+            match (output.kind, &output.pattern) {
+                (OutputKind::Match, Some(p)) => {
+                    counts.entry(p.to_string()).or_default().matches += 1
+                }
+                (OutputKind::Timeout, Some(p)) => {
+                    counts.entry(p.to_string()).or_default().timeouts += 1
+                }
+                (OutputKind::Late, _) => {
+                    self.counters.late.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            if !keep {
+                continue;
+            }
+            let seq = ring.next_seq;
+            ring.next_seq += 1;
+            let record = Arc::new(OutputRecord {
+                output,
+                pipeline: self.name.clone(),
+                seq,
+            });
+            if ring.items.len() == ring.capacity {
+                ring.items.pop_front();
+            }
+            ring.items.push_back(record.clone());
+            // No subscribers is fine.
+            let _ = self.live.send(record);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent-enough state for the next request.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The outcome of one ingest request.
@@ -298,67 +233,99 @@ pub struct RecordRejection {
 pub enum IngestError {
     /// The pipeline is paused.
     Paused,
+    /// The pipeline's events come from Kafka, not HTTP.
+    NotHttp,
+}
+
+/// What the service gives every pipeline it starts.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// How many recent outputs a pipeline keeps.
+    pub recent_outputs: usize,
+    /// Where pipelines keep local files (a Kafka pipeline's RocksDB state backend).
+    pub data_dir: PathBuf,
 }
 
 struct Running {
     spec: PipelineSpec,
-    engine: JsonEngine,
     paused: bool,
-    /// When events last arrived and the watermark right after them (for idleness).
-    last_events: Option<(Instant, i64)>,
+    patterns: Vec<Arc<CompiledPattern>>,
+    driver: Driver,
 }
 
-struct Ring {
-    capacity: usize,
-    next_seq: u64,
-    items: VecDeque<Arc<OutputRecord>>,
+enum Driver {
+    /// Events come from `POST .../events`.
+    Http {
+        engine: Box<JsonEngine>,
+        /// When events last arrived and the watermark right after them (for idleness).
+        last_events: Option<(Instant, i64)>,
+    },
+    /// Events come from Kafka; `None` while paused.
+    Kafka(Option<KafkaHandle>),
 }
 
 /// A running pipeline.
 pub struct Pipeline {
     name: String,
+    env: Environment,
     running: Mutex<Running>,
-    ring: Mutex<Ring>,
-    live: broadcast::Sender<Arc<OutputRecord>>,
-    /// Counters for /metrics.
-    pub counters: PipelineCounters,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent-enough state for the next request.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    outputs: Arc<Outputs>,
 }
 
 impl Pipeline {
-    /// Starts a pipeline with the given patterns.
+    /// Starts a pipeline with the given patterns (a Kafka pipeline connects on its own thread:
+    /// this returns at once, and its status tells how it goes).
     pub fn start(
         record: PipelineRecord,
         patterns: Vec<Arc<CompiledPattern>>,
-        capacity: usize,
+        env: &Environment,
     ) -> Result<Pipeline, PatternErrors> {
-        let engine = JsonEngine::new(record.spec.engine_config(), patterns)?;
-        let (live, _) = broadcast::channel(1024);
+        let name = record.spec.name.clone();
+        let outputs = Arc::new(Outputs::new(&name, env.recent_outputs));
+        let driver = Self::driver(&record.spec, &patterns, record.paused, env, &outputs)?;
         Ok(Pipeline {
-            name: record.spec.name.clone(),
+            name,
+            env: env.clone(),
             running: Mutex::new(Running {
                 spec: record.spec,
-                engine,
                 paused: record.paused,
+                patterns,
+                driver,
+            }),
+            outputs,
+        })
+    }
+
+    fn driver(
+        spec: &PipelineSpec,
+        patterns: &[Arc<CompiledPattern>],
+        paused: bool,
+        env: &Environment,
+        outputs: &Arc<Outputs>,
+    ) -> Result<Driver, PatternErrors> {
+        Ok(match spec.source {
+            SourceSpec::Kafka(_) => {
+                // Checked here, so that a pipeline the engine refuses is refused at once.
+                JsonEngine::new(spec.engine_config(), patterns.to_vec())?;
+                Driver::Kafka((!paused).then(|| {
+                    KafkaHandle::start(spec.clone(), patterns.to_vec(), env, outputs.clone())
+                }))
+            }
+            SourceSpec::Http | SourceSpec::File { .. } => Driver::Http {
+                engine: Box::new(JsonEngine::new(spec.engine_config(), patterns.to_vec())?),
                 last_events: None,
-            }),
-            ring: Mutex::new(Ring {
-                capacity,
-                next_seq: 1,
-                items: VecDeque::new(),
-            }),
-            live,
-            counters: PipelineCounters::default(),
+            },
         })
     }
 
     /// The pipeline's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The outputs: counters, recent ring, live feed.
+    pub fn outputs(&self) -> &Outputs {
+        &self.outputs
     }
 
     /// The stored form: configuration and paused flag.
@@ -380,30 +347,79 @@ impl Pipeline {
         lock(&self.running).paused
     }
 
-    /// Pauses or resumes intake.
-    pub fn set_paused(&self, paused: bool) {
-        lock(&self.running).paused = paused;
+    /// Whether events come from Kafka.
+    pub fn is_kafka(&self) -> bool {
+        matches!(lock(&self.running).driver, Driver::Kafka(_))
     }
 
-    /// Replaces the configuration: a new engine, so partial matches are dropped; recent outputs,
+    /// Pauses or resumes intake. A Kafka pipeline commits its last epoch and leaves its group
+    /// when paused, and restores from its checkpoint when resumed.
+    pub fn set_paused(&self, paused: bool) {
+        let mut running = lock(&self.running);
+        running.paused = paused;
+        let Running {
+            spec,
+            patterns,
+            driver,
+            ..
+        } = &mut *running;
+        if let Driver::Kafka(handle) = driver {
+            match (paused, handle.is_some()) {
+                (true, true) => {
+                    if let Some(h) = handle.take() {
+                        h.stop();
+                    }
+                }
+                (false, false) => {
+                    *handle = Some(KafkaHandle::start(
+                        spec.clone(),
+                        patterns.clone(),
+                        &self.env,
+                        self.outputs.clone(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Replaces the configuration: a new engine (an HTTP pipeline's partial matches are
+    /// dropped; a Kafka pipeline stops and starts again from its checkpoint); recent outputs,
     /// live subscribers and counters stay.
     pub fn reconfigure(
         &self,
         spec: PipelineSpec,
         patterns: Vec<Arc<CompiledPattern>>,
     ) -> Result<(), PatternErrors> {
-        let engine = JsonEngine::new(spec.engine_config(), patterns)?;
         let mut running = lock(&self.running);
+        if let Driver::Kafka(handle) = &mut running.driver {
+            if let Some(h) = handle.take() {
+                h.stop();
+            }
+        }
+        let driver = Self::driver(&spec, &patterns, running.paused, &self.env, &self.outputs)?;
+        running.driver = driver;
         running.spec = spec;
-        running.engine = engine;
-        running.last_events = None;
+        running.patterns = patterns;
         Ok(())
     }
 
     /// Switches the evaluated patterns; partial matches of replaced or removed patterns are
     /// dropped by the engine.
     pub fn set_patterns(&self, patterns: Vec<Arc<CompiledPattern>>) -> Result<(), PatternErrors> {
-        lock(&self.running).engine.set_patterns(patterns)
+        let mut running = lock(&self.running);
+        let config = running.spec.engine_config();
+        match &mut running.driver {
+            Driver::Http { engine, .. } => engine.set_patterns(patterns.clone())?,
+            Driver::Kafka(handle) => {
+                JsonEngine::new(config, patterns.clone())?;
+                if let Some(h) = handle {
+                    h.set_patterns(patterns.clone());
+                }
+            }
+        }
+        running.patterns = patterns;
+        Ok(())
     }
 
     /// Feeds records to the engine. `records` holds each record's index and either the event or
@@ -418,12 +434,19 @@ impl Pipeline {
         if running.paused {
             return Err(IngestError::Paused);
         }
+        let keep = running.spec.has_recent_sink();
+        let Driver::Http {
+            engine,
+            last_events,
+        } = &mut running.driver
+        else {
+            return Err(IngestError::NotHttp);
+        };
         for (index, record) in records {
             let result = match record {
-                Ok(event @ Value::Object(_)) => running
-                    .engine
-                    .push(event, &mut outputs)
-                    .map_err(|e| e.to_string()),
+                Ok(event @ Value::Object(_)) => {
+                    engine.push(event, &mut outputs).map_err(|e| e.to_string())
+                }
                 Ok(other) => Err(format!(
                     "an event must be a JSON object, not {}",
                     json_type(&other)
@@ -439,43 +462,62 @@ impl Pipeline {
             }
         }
         if report.accepted > 0 {
-            running.last_events = Some((Instant::now(), running.engine.watermark()));
+            *last_events = Some((Instant::now(), engine.watermark()));
         }
-        self.counters
+        let counters = &self.outputs.counters;
+        counters
             .events_in
             .fetch_add(report.accepted as u64, Ordering::Relaxed);
-        self.counters
+        counters
             .rejected
             .fetch_add(report.rejected as u64, Ordering::Relaxed);
         // Published under the engine lock, so the sequence follows the engine's order.
-        self.publish(outputs);
+        self.outputs.publish(outputs, keep);
         drop(running);
         Ok(report)
     }
 
-    /// Advances the watermark to `watermark` if it is ahead; returns the watermark after.
-    pub fn advance_watermark(&self, watermark: i64) -> i64 {
+    /// Advances the watermark to `watermark` if it is ahead; returns the watermark after. Only
+    /// HTTP pipelines take a watermark from a client (a Kafka pipeline's comes from its
+    /// partitions): `None` for the others.
+    pub fn advance_watermark(&self, watermark: i64) -> Option<i64> {
         let mut outputs = Vec::new();
         let mut running = lock(&self.running);
-        if watermark > running.engine.watermark() {
-            running.engine.advance_watermark(watermark, &mut outputs);
+        let keep = running.spec.has_recent_sink();
+        let Driver::Http { engine, .. } = &mut running.driver else {
+            return None;
+        };
+        if watermark > engine.watermark() {
+            engine.advance_watermark(watermark, &mut outputs);
         }
-        self.publish(outputs);
-        running.engine.watermark()
+        let now = engine.watermark();
+        self.outputs.publish(outputs, keep);
+        Some(now)
     }
 
-    /// Idleness: after `idleness` without events, the watermark follows wall-clock time from
-    /// where the last events left it.
+    /// Idleness of an HTTP pipeline: its one input is idle after `idleness` without events, and
+    /// then the watermark follows the wall clock from where the last events left it.
     pub fn tick(&self, now: Instant) {
         let mut outputs = Vec::new();
         let mut running = lock(&self.running);
         let Some(idleness) = running.spec.watermark.idleness else {
             return;
         };
-        let Some((at, watermark)) = running.last_events else {
+        if running.paused {
+            return;
+        }
+        let keep = running.spec.has_recent_sink();
+        let Driver::Http {
+            engine,
+            last_events,
+        } = &mut running.driver
+        else {
             return;
         };
-        if running.paused || watermark == i64::MIN {
+        let Some((at, watermark)) = *last_events else {
+            return;
+        };
+        if watermark == i64::MIN {
             return;
         }
         let idle = now.saturating_duration_since(at);
@@ -483,75 +525,83 @@ impl Pipeline {
             return;
         }
         let target = watermark.saturating_add(idle.as_millis().min(i64::MAX as u128) as i64);
-        if target > running.engine.watermark() {
-            running.engine.advance_watermark(target, &mut outputs);
+        if target > engine.watermark() {
+            engine.advance_watermark(target, &mut outputs);
         }
-        self.publish(outputs);
+        self.outputs.publish(outputs, keep);
     }
 
     /// The current watermark (`i64::MIN` before the first event).
     pub fn watermark(&self) -> i64 {
-        lock(&self.running).engine.watermark()
+        let running = lock(&self.running);
+        match &running.driver {
+            Driver::Http { engine, .. } => engine.watermark(),
+            Driver::Kafka(Some(h)) => h.status().watermark.unwrap_or(i64::MIN),
+            Driver::Kafka(None) => i64::MIN,
+        }
     }
 
-    /// The partial matches held for `key`, as JSON.
-    pub fn partial_matches(&self, key: &str) -> Value {
-        let running = lock(&self.running);
-        serde_json::to_value(running.engine.partial_matches(key)).unwrap_or(Value::Null)
+    /// The partial matches held for `key`, as JSON. A Kafka pipeline is asked on its thread
+    /// (None when it does not answer within `timeout`: paused, restoring or stopped).
+    pub fn partial_matches(&self, key: &str, timeout: Duration) -> Option<Value> {
+        let ask = {
+            let running = lock(&self.running);
+            match &running.driver {
+                Driver::Http { engine, .. } => {
+                    return Some(
+                        serde_json::to_value(engine.partial_matches(key)).unwrap_or(Value::Null),
+                    )
+                }
+                Driver::Kafka(Some(h)) => h.ask_partial_matches(key),
+                Driver::Kafka(None) => return None,
+            }
+        };
+        ask.recv_timeout(timeout).ok()
     }
 
     /// The engine's statistics, as JSON.
     pub fn stats(&self) -> Value {
         let running = lock(&self.running);
-        serde_json::to_value(running.engine.stats()).unwrap_or(Value::Null)
+        match &running.driver {
+            Driver::Http { engine, .. } => {
+                serde_json::to_value(engine.stats()).unwrap_or(Value::Null)
+            }
+            Driver::Kafka(Some(h)) => h.status().stats.clone(),
+            Driver::Kafka(None) => Value::Null,
+        }
     }
 
-    fn publish(&self, outputs: Vec<Output>) {
-        if outputs.is_empty() {
-            return;
+    /// What a Kafka pipeline reports of itself: state, partitions (offsets, lag, watermarks),
+    /// counters. None for other pipelines.
+    pub fn kafka_status(&self) -> Option<Value> {
+        let running = lock(&self.running);
+        match &running.driver {
+            Driver::Http { .. } => None,
+            Driver::Kafka(Some(h)) => Some(h.status().to_json()),
+            Driver::Kafka(None) => Some(serde_json::json!({"state": "paused"})),
         }
-        let mut ring = lock(&self.ring);
-        let mut counts = lock(&self.counters.patterns);
-        for output in outputs {
-            let mut json = match serde_json::to_value(&output) {
-                Ok(Value::Object(map)) => map,
-                Ok(_) | Err(_) => continue,
-            };
-            let seq = ring.next_seq;
-            ring.next_seq += 1;
-            json.insert("pipeline".to_string(), Value::from(self.name.as_str()));
-            json.insert("seq".to_string(), Value::from(seq));
-            let Some(record) = OutputRecord::from_json(Value::Object(json)) else {
-                continue;
-            };
-            match (record.kind.as_str(), &record.pattern) {
-                ("match", Some(p)) => counts.entry(p.clone()).or_default().matches += 1,
-                ("timeout", Some(p)) => counts.entry(p.clone()).or_default().timeouts += 1,
-                ("late", _) => {
-                    self.counters.late.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
+    }
+
+    /// Stops a Kafka pipeline's thread, committing its last epoch (nothing for others).
+    pub fn stop(&self) {
+        let mut running = lock(&self.running);
+        if let Driver::Kafka(handle) = &mut running.driver {
+            if let Some(h) = handle.take() {
+                h.stop();
             }
-            let record = Arc::new(record);
-            if ring.items.len() == ring.capacity {
-                ring.items.pop_front();
-            }
-            ring.items.push_back(record.clone());
-            // No subscribers is fine.
-            let _ = self.live.send(record);
         }
     }
 
     /// The most recent outputs passing `filter`, oldest first.
     pub fn recent(&self, filter: &OutputFilter, limit: usize) -> Vec<Value> {
-        let ring = lock(&self.ring);
+        let ring = lock(&self.outputs.ring);
         let mut out: Vec<Value> = ring
             .items
             .iter()
             .rev()
             .filter(|r| r.matches(filter))
             .take(limit)
-            .map(|r| r.json.clone())
+            .map(|r| r.to_json())
             .collect();
         out.reverse();
         out
@@ -559,13 +609,13 @@ impl Pipeline {
 
     /// A live feed of outputs.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutputRecord>> {
-        self.live.subscribe()
+        self.outputs.live.subscribe()
     }
 
     /// The recent outputs as stored at shutdown.
     pub fn recent_json(&self) -> Value {
-        let ring = lock(&self.ring);
-        Value::Array(ring.items.iter().map(|r| r.json.clone()).collect())
+        let ring = lock(&self.outputs.ring);
+        Value::Array(ring.items.iter().map(|r| r.to_json()).collect())
     }
 
     /// Restores recent outputs stored at the last shutdown.
@@ -573,16 +623,27 @@ impl Pipeline {
         let Value::Array(items) = stored else {
             return;
         };
-        let mut ring = lock(&self.ring);
+        let mut ring = lock(&self.outputs.ring);
         for json in items {
-            if let Some(record) = OutputRecord::from_json(json) {
-                ring.next_seq = ring.next_seq.max(record.seq + 1);
-                if ring.items.len() == ring.capacity {
-                    ring.items.pop_front();
-                }
-                ring.items.push_back(Arc::new(record));
+            let Ok(record) = serde_json::from_value::<StoredRecord>(json) else {
+                continue;
+            };
+            ring.next_seq = ring.next_seq.max(record.seq + 1);
+            if ring.items.len() == ring.capacity {
+                ring.items.pop_front();
             }
+            ring.items.push_back(Arc::new(OutputRecord {
+                output: record.output,
+                pipeline: self.outputs.name.clone(),
+                seq: record.seq,
+            }));
         }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -595,29 +656,5 @@ pub fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spec_defaults_and_selection() {
-        let spec: PipelineSpec = serde_json::from_str("{\"name\": \"p\"}").unwrap();
-        assert_eq!(spec, PipelineSpec::default_named("p"));
-        let spec: PipelineSpec = serde_json::from_str(
-            "{\"patterns\": [\"a\"], \"watermark\": {\"out_of_orderness\": \"2s\"}}",
-        )
-        .unwrap();
-        assert!(spec.patterns.includes("a"));
-        assert!(!spec.patterns.includes("b"));
-        assert_eq!(spec.watermark.out_of_orderness, Millis(2000));
-        assert!(serde_json::from_str::<PipelineSpec>("{\"patterns\": \"all\"}").is_err());
-        assert!(
-            serde_json::from_str::<PipelineSpec>("{\"sinks\": [{\"type\": \"kafka\"}]}").is_err()
-        );
-        let text = serde_json::to_string(&PipelineSpec::default_named("d")).unwrap();
-        assert!(text.contains("\"patterns\":\"*\""));
     }
 }

@@ -115,6 +115,13 @@ pub async fn ingest(
         let records = records(format, &body)?;
         pipeline.ingest(records).map_err(|e| match e {
             IngestError::Paused => paused(pipeline.name()),
+            IngestError::NotHttp => AppError::conflict(
+                "not_http",
+                format!(
+                    "pipeline '{}' reads its events from Kafka; produce them to its topics",
+                    pipeline.name()
+                ),
+            ),
         })
     })
     .await

@@ -65,9 +65,9 @@ pub async fn stream(
         let event = match item {
             Ok(record) if record.matches(&filter) => Some(
                 Event::default()
-                    .event(record.kind.as_str())
+                    .event(record.kind_name())
                     .id(record.seq.to_string())
-                    .data(record.json.to_string()),
+                    .data(record.to_json_string()),
             ),
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => Some(

@@ -32,6 +32,9 @@ pub fn view(pipeline: &Pipeline) -> Value {
         "watermark": watermark_json(pipeline.watermark()),
         "stats": pipeline.stats(),
     });
+    if let Some(kafka) = pipeline.kafka_status() {
+        value["status"]["kafka"] = kafka;
+    }
     value
 }
 
@@ -60,8 +63,7 @@ fn spec_from(mut body: Value, path_name: Option<&str>) -> Result<PipelineSpec, A
             }
         }
     }
-    serde_json::from_value(body)
-        .map_err(|e| AppError::unprocessable("invalid_body", format!("invalid pipeline: {e}")))
+    crate::pipeline::parse(body).map_err(|errors| crate::state::invalid_spec(&errors))
 }
 
 /// POST /pipelines.
@@ -177,7 +179,12 @@ pub async fn watermark(
         WatermarkValue::At(ms) => ms,
         WatermarkValue::End(EndMarker::End) => i64::MAX,
     };
-    let now = pipeline.advance_watermark(target);
+    let now = pipeline.advance_watermark(target).ok_or_else(|| {
+        AppError::conflict(
+            "not_http",
+            format!("pipeline '{name}' reads from Kafka: its watermark comes from its partitions"),
+        )
+    })?;
     Ok(Json(
         json!({"pipeline": name, "watermark": watermark_json(now)}),
     ))
@@ -189,11 +196,22 @@ pub async fn key_state(
     ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     let pipeline = state.pipeline(&name)?;
+    let partial_matches = tokio::task::spawn_blocking({
+        let (pipeline, key) = (pipeline.clone(), key.clone());
+        move || pipeline.partial_matches(&key, std::time::Duration::from_secs(5))
+    })
+    .await
+    .map_err(AppError::internal)?
+    .ok_or_else(|| {
+        AppError::unavailable(format!(
+            "pipeline '{name}' did not answer: it is paused, restoring its state or stopped"
+        ))
+    })?;
     Ok(Json(json!({
         "pipeline": name,
         "key": key,
         "watermark": watermark_json(pipeline.watermark()),
-        "partial_matches": pipeline.partial_matches(&key),
+        "partial_matches": partial_matches,
     })))
 }
 

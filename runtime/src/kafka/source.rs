@@ -112,6 +112,11 @@ pub struct PartitionWatermarks {
     holder: WatermarkHolder,
     emitted: Timestamp,
     restored: HashMap<(String, i32), Timestamp>,
+    /// Whether an event came since the last [`emit`](Self::emit).
+    fresh: bool,
+    /// When (wall clock) events last came, and the watermark right after them: while every
+    /// partition is idle, the watermark follows the wall clock from there.
+    active: Option<(Timestamp, Timestamp)>,
 }
 
 impl std::fmt::Debug for PartitionWatermarks {
@@ -140,6 +145,8 @@ impl PartitionWatermarks {
             holder: WatermarkHolder::new(0),
             emitted: MIN_WATERMARK,
             restored: HashMap::new(),
+            fresh: false,
+            active: None,
         }
     }
 
@@ -171,6 +178,8 @@ impl PartitionWatermarks {
         self.clocks.clear();
         self.restored = seeds.into_iter().collect();
         self.emitted = emitted;
+        self.fresh = false;
+        self.active = None;
         self.assign(partitions);
     }
 
@@ -206,6 +215,7 @@ impl PartitionWatermarks {
     /// Reports an event time read on a partition (ignored for a partition not assigned).
     pub fn on_event(&mut self, topic: &str, partition: i32, ts: Timestamp) {
         if let Some(&i) = self.index.get(&(topic.to_string(), partition)) {
+            self.fresh = true;
             let c = &mut self.clocks[i];
             c.max_timestamp = c.max_timestamp.max(ts);
             if let Some(w) = c.generator.on_event(&(), ts) {
@@ -216,19 +226,40 @@ impl PartitionWatermarks {
 
     /// Asks every partition for its periodic watermark and returns the combined event-time
     /// watermark if it advanced since the last one returned.
+    ///
+    /// With idleness, an idle partition does not hold the watermark back, and while every
+    /// partition is idle the watermark follows the wall clock from where the last events left it
+    /// (the meaning idleness has for every pipeline: windows close and timeouts fire on a quiet
+    /// input).
     pub fn emit(&mut self) -> Option<Timestamp> {
         for i in 0..self.clocks.len() {
             if let Some(w) = self.clocks[i].generator.on_periodic_emit() {
                 self.holder.set(i, w);
             }
         }
+        let mut advanced = None;
         match self.holder.watermark() {
             Some(Watermark::EventTime(t)) if t > self.emitted => {
                 self.emitted = t;
-                Some(t)
+                advanced = Some(t);
             }
-            _ => None,
+            Some(Watermark::Idle) if self.idleness.is_some() => {
+                if let Some((at, watermark)) = self.active {
+                    let idle_for = self.clock.now().saturating_sub(at).max(0);
+                    let target = watermark.saturating_add(idle_for);
+                    if watermark > MIN_WATERMARK && target > self.emitted {
+                        self.emitted = target;
+                        advanced = Some(target);
+                    }
+                }
+            }
+            _ => {}
         }
+        if self.fresh {
+            self.fresh = false;
+            self.active = Some((self.clock.now(), self.emitted));
+        }
+        advanced
     }
 
     /// The highest event time seen per partition (what a checkpoint needs to rebuild generators).
@@ -502,6 +533,35 @@ mod tests {
         w.on_event("t", 1, 2000);
         assert_eq!(w.emit(), Some(899));
         assert_eq!(w.emit(), None, "no advance, nothing emitted");
+    }
+
+    #[test]
+    fn when_every_partition_is_idle_the_watermark_follows_the_wall_clock() {
+        let clock = Arc::new(ManualClock::new(10_000));
+        let mut w = PartitionWatermarks::new(0, Some(1000), clock.clone());
+        w.assign(&[("t".into(), 0), ("t".into(), 1)]);
+        w.on_event("t", 0, 5_000);
+        w.on_event("t", 1, 6_000);
+        assert_eq!(w.emit(), Some(4_999));
+        clock.advance(500);
+        assert_eq!(w.emit(), None, "not idle yet");
+        // Both partitions idle since 10,000: the watermark moves with the clock from 4,999.
+        clock.advance(1_000);
+        assert_eq!(w.emit(), Some(4_999 + 1_500));
+        clock.advance(2_000);
+        assert_eq!(w.emit(), Some(4_999 + 3_500));
+        // Events again: the event-time watermark takes over, and never goes back.
+        w.on_event("t", 0, 7_000);
+        assert_eq!(w.emit(), None, "partition 1 is still idle; 6,999 is behind");
+        w.on_event("t", 0, 9_000);
+        assert_eq!(w.emit(), Some(8_999));
+        // Without idleness nothing moves on a quiet input.
+        let mut quiet = PartitionWatermarks::new(0, None, clock.clone());
+        quiet.assign(&[("t".into(), 0)]);
+        quiet.on_event("t", 0, 5_000);
+        assert_eq!(quiet.emit(), Some(4_999));
+        clock.advance(60_000);
+        assert_eq!(quiet.emit(), None);
     }
 
     #[test]

@@ -1,0 +1,646 @@
+//! The pipeline spec: one typed description of a pipeline, the same whether it comes from
+//! `POST /api/v1/pipelines`, a `[[pipeline]]` table of `cep serve`'s configuration file, the flags
+//! of `cep kafka` or those of `cep run`.
+//!
+//! ```json
+//! {
+//!   "name": "logins",
+//!   "source": {"type": "kafka", "bootstrap": "127.0.0.1:9092", "topics": ["logins"], "group": "cep"},
+//!   "key_by": "user",
+//!   "time": {"field": "ts", "format": "epoch_ms"},
+//!   "watermark": {"out_of_orderness": "1s", "idleness": "5s"},
+//!   "patterns": "*",
+//!   "sinks": [{"type": "kafka", "topic": "alerts"}, {"type": "recent"}]
+//! }
+//! ```
+//!
+//! Every field is documented in `docs/pipelines.md`. Unknown fields are refused; [`parse`] and
+//! [`PipelineSpec::validate`] report each problem with the JSON path of the field it is about
+//! (`sinks[0].topic`), so that the API can answer 422 with it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cep_patterns::{DurationMs, TimeFormat};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The field a Kafka source adds to each event with the record's timestamp (ms), for pipelines
+/// whose events carry no time of their own: `"time": {"field": "_kafka_timestamp"}`.
+pub const KAFKA_TIMESTAMP_FIELD: &str = "_kafka_timestamp";
+
+/// A pipeline: where events come from, how key and time are read, the watermark, the patterns
+/// evaluated and where outputs go.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// The pipeline's name (taken from the path on PUT).
+    #[serde(default)]
+    pub name: String,
+    /// Where events come from.
+    #[serde(default)]
+    pub source: SourceSpec,
+    /// The field path whose value partitions events into keys (`user.id`, `tags[0]`).
+    #[serde(default = "default_key_by")]
+    pub key_by: String,
+    /// Where the event time is and how it is written.
+    #[serde(default)]
+    pub time: TimeSpec,
+    /// The watermark strategy.
+    #[serde(default)]
+    pub watermark: WatermarkSpec,
+    /// The patterns evaluated: `"*"` (all, the default) or a list of names.
+    #[serde(default)]
+    pub patterns: PatternSelection,
+    /// Where keyed state lives while the pipeline runs.
+    #[serde(default)]
+    pub state: StateSpec,
+    /// Where matches, timeouts and late events go.
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkSpec>,
+}
+
+fn default_key_by() -> String {
+    "key".to_string()
+}
+
+fn default_time_field() -> String {
+    "ts".to_string()
+}
+
+fn default_sinks() -> Vec<SinkSpec> {
+    vec![SinkSpec::Recent]
+}
+
+/// Where a pipeline's events come from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// Events are posted to `POST /api/v1/pipelines/{name}/events`.
+    #[default]
+    Http,
+    /// A Kafka consumer group reads JSON events from topics.
+    Kafka(KafkaSourceSpec),
+    /// A file of JSON lines (`-`: standard input), read once: `cep run`.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A Kafka source.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub bootstrap: String,
+    /// The topics events are read from.
+    pub topics: Vec<String>,
+    /// The consumer group (committed offsets and the changelog are per group).
+    pub group: String,
+    /// This process's stable identity in the group (static membership: a restarted process takes
+    /// its partitions back at once). Default: a `group.instance.id` option, else the sink's
+    /// transactional id, else `cep-<group>`. Each process of a group needs its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// The topic the state is checkpointed to (default `<group>-cep-changelog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog_topic: Option<String>,
+    /// How often outputs, state and offsets are committed.
+    #[serde(default = "one_second")]
+    pub commit_interval: DurationMs,
+    /// Further librdkafka options for the consumer and the producers (`"fetch.min.bytes": "1"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+fn one_second() -> DurationMs {
+    DurationMs(1000)
+}
+
+/// Where the event time is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSpec {
+    /// The field path of the event time (default `ts`). A Kafka source adds the record timestamp
+    /// as `_kafka_timestamp` when this names it.
+    #[serde(default = "default_time_field")]
+    pub field: String,
+    /// How it is written: `epoch_ms` (default), `epoch_s` or `rfc3339`.
+    #[serde(default)]
+    pub format: TimeFormat,
+}
+
+impl Default for TimeSpec {
+    fn default() -> TimeSpec {
+        TimeSpec {
+            field: default_time_field(),
+            format: TimeFormat::EpochMs,
+        }
+    }
+}
+
+/// The watermark strategy: bounded out-of-orderness, plus idleness.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkSpec {
+    /// How far behind the largest timestamp seen the watermark stays.
+    #[serde(default)]
+    pub out_of_orderness: DurationMs,
+    /// An input (the HTTP intake, a Kafka partition) without events for this long is idle: it
+    /// stops holding the watermark back, and while every input is idle the watermark follows the
+    /// wall clock from where the events left it, so that windows close and timeouts fire without
+    /// new events. None: inputs are never idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idleness: Option<DurationMs>,
+}
+
+/// Where keyed state lives while the pipeline runs (it is checkpointed either way).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `memory` (default) or `rocksdb`.
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// With `rocksdb`: how many keys' state stay in memory; the least recently used others live
+    /// in RocksDB only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys_in_memory: Option<usize>,
+    /// With `rocksdb`: the directory (default: under the service's data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+/// A state backend.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    /// All keyed state in memory.
+    #[default]
+    Memory,
+    /// Keyed state in RocksDB, the most recently used keys cached in memory.
+    Rocksdb,
+}
+
+/// Where a pipeline's outputs go.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// The ring of recent outputs (`GET .../matches`) and its live stream (SSE).
+    Recent,
+    /// Kafka topics.
+    Kafka(KafkaSinkSpec),
+    /// A file of JSON lines (`-`: standard output): `cep run`.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A Kafka sink. With only `topic`, every output kind goes there (each record says its `kind`);
+/// the per-kind topics override it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSpec {
+    /// Bootstrap servers: the Kafka source's (the default; outputs, state and offsets are
+    /// committed together, so they must be one cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+    /// The topic of every output kind without a topic of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches_topic: Option<String>,
+    /// Timed-out partial matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts_topic: Option<String>,
+    /// Late events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_topic: Option<String>,
+    /// Records that cannot be read, as `{"reason","topic","partition","offset","key","value"}`
+    /// (default: logged and skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    /// `at_least_once` (default) or `exactly_once` (transactions).
+    #[serde(default)]
+    pub guarantee: Guarantee,
+    /// The transactional id of `exactly_once` (default `cep-<group>`): one per process, the same
+    /// across its restarts (a restart fences the old process and aborts its open transaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
+}
+
+impl KafkaSinkSpec {
+    /// The topic of matches, timeouts and late events (None: not written).
+    pub fn topic_of(&self, kind: cep_patterns::OutputKind) -> Option<&str> {
+        use cep_patterns::OutputKind as K;
+        let own = match kind {
+            K::Match => &self.matches_topic,
+            K::Timeout => &self.timeouts_topic,
+            K::Late => &self.late_topic,
+        };
+        own.as_deref().or(self.topic.as_deref())
+    }
+}
+
+/// A delivery guarantee.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Outputs are acknowledged before offsets are committed; after a crash, outputs since the
+    /// last commit are produced again (with the same `cep-output-id` header).
+    #[default]
+    AtLeastOnce,
+    /// Outputs and offsets are committed in one transaction; read with `isolation.level =
+    /// read_committed`, each output appears once.
+    ExactlyOnce,
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Guarantee, String> {
+        match text.trim().replace('-', "_").as_str() {
+            "at_least_once" => Ok(Guarantee::AtLeastOnce),
+            "exactly_once" => Ok(Guarantee::ExactlyOnce),
+            _ => Err(format!(
+                "unknown guarantee '{text}' (at-least-once or exactly-once)"
+            )),
+        }
+    }
+}
+
+/// The patterns a pipeline evaluates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum PatternSelection {
+    /// Every registered pattern, including those registered later.
+    #[default]
+    All,
+    /// These patterns.
+    Names(Vec<String>),
+}
+
+impl PatternSelection {
+    /// Whether the pattern `name` is selected.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            PatternSelection::All => true,
+            PatternSelection::Names(names) => names.iter().any(|n| n == name),
+        }
+    }
+}
+
+impl Serialize for PatternSelection {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PatternSelection::All => serializer.serialize_str("*"),
+            PatternSelection::Names(names) => names.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PatternSelection {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PatternSelection, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Names(Vec<String>),
+        }
+        const EXPECTED: &str = "patterns must be \"*\" or a list of pattern names";
+        match Repr::deserialize(deserializer).map_err(|_| serde::de::Error::custom(EXPECTED))? {
+            Repr::Text(t) if t == "*" => Ok(PatternSelection::All),
+            Repr::Text(_) => Err(serde::de::Error::custom(EXPECTED)),
+            Repr::Names(names) => Ok(PatternSelection::Names(names)),
+        }
+    }
+}
+
+/// One problem with a spec, and the JSON path of the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SpecError {
+    /// `sinks[0].topic`; empty for the document as a whole.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Reads a spec from JSON and validates it; every error carries its field's path.
+pub fn parse(value: serde_json::Value) -> Result<PipelineSpec, Vec<SpecError>> {
+    let spec: PipelineSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![SpecError::new(path, e.into_inner().to_string())]
+    })?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Where a spec runs: a few combinations only make sense in one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// `cep serve`.
+    Service,
+    /// `cep run` / `cep kafka`: one pipeline in its own process.
+    Command,
+}
+
+impl PipelineSpec {
+    /// The default pipeline of `cep serve`: HTTP source, key `key`, time `ts` (ms), all patterns,
+    /// outputs to the recent buffer.
+    pub fn default_named(name: &str) -> PipelineSpec {
+        PipelineSpec {
+            name: name.to_string(),
+            source: SourceSpec::Http,
+            key_by: default_key_by(),
+            time: TimeSpec::default(),
+            watermark: WatermarkSpec::default(),
+            patterns: PatternSelection::All,
+            state: StateSpec::default(),
+            sinks: default_sinks(),
+        }
+    }
+
+    /// The engine configuration: what the engine reads from each event.
+    pub fn engine_config(&self) -> cep_patterns::EngineConfig {
+        cep_patterns::EngineConfig {
+            key_by: self.key_by.clone(),
+            time_field: self.time.field.clone(),
+            time_format: self.time.format,
+            out_of_orderness_ms: self.watermark.out_of_orderness.0,
+        }
+    }
+
+    /// The Kafka sink, if any.
+    pub fn kafka_sink(&self) -> Option<&KafkaSinkSpec> {
+        self.sinks.iter().find_map(|s| match s {
+            SinkSpec::Kafka(k) => Some(k),
+            _ => None,
+        })
+    }
+
+    /// Whether outputs go to the recent buffer.
+    pub fn has_recent_sink(&self) -> bool {
+        self.sinks.iter().any(|s| matches!(s, SinkSpec::Recent))
+    }
+
+    /// Checks what serde cannot: field paths, combinations of source and sinks.
+    pub fn validate(&self) -> Result<(), Vec<SpecError>> {
+        let mut errors = Vec::new();
+        check_path(&mut errors, "key_by", &self.key_by);
+        check_path(&mut errors, "time.field", &self.time.field);
+        let kafka_source = matches!(self.source, SourceSpec::Kafka(_));
+        if let SourceSpec::Kafka(k) = &self.source {
+            if k.bootstrap.trim().is_empty() {
+                errors.push(SpecError::new("source.bootstrap", "must not be empty"));
+            }
+            if k.group.trim().is_empty() {
+                errors.push(SpecError::new("source.group", "must not be empty"));
+            }
+            if k.topics.is_empty() {
+                errors.push(SpecError::new("source.topics", "name at least one topic"));
+            }
+            for (i, t) in k.topics.iter().enumerate() {
+                if t.trim().is_empty() {
+                    errors.push(SpecError::new(
+                        format!("source.topics[{i}]"),
+                        "must not be empty",
+                    ));
+                }
+            }
+            if k.commit_interval.0 == 0 {
+                errors.push(SpecError::new(
+                    "source.commit_interval",
+                    "must be at least 1ms",
+                ));
+            }
+        }
+        if self.time.field == KAFKA_TIMESTAMP_FIELD && !kafka_source {
+            errors.push(SpecError::new(
+                "time.field",
+                format!("{KAFKA_TIMESTAMP_FIELD} is the record timestamp of a Kafka source; this pipeline has none"),
+            ));
+        }
+        if let PatternSelection::Names(names) = &self.patterns {
+            if names.is_empty() {
+                errors.push(SpecError::new(
+                    "patterns",
+                    "name at least one pattern, or \"*\" for all",
+                ));
+            }
+        }
+        if self.state.backend == StateBackend::Rocksdb && !kafka_source {
+            errors.push(SpecError::new(
+                "state.backend",
+                "the rocksdb state backend is available to Kafka sources",
+            ));
+        }
+        if self.state.max_keys_in_memory == Some(0) {
+            errors.push(SpecError::new(
+                "state.max_keys_in_memory",
+                "must be at least 1",
+            ));
+        }
+        if self.sinks.is_empty() {
+            errors.push(SpecError::new("sinks", "name at least one sink"));
+        }
+        let mut seen = Vec::new();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let kind = match sink {
+                SinkSpec::Recent => "recent",
+                SinkSpec::Kafka(_) => "kafka",
+                SinkSpec::File { .. } => "file",
+            };
+            if seen.contains(&kind) {
+                errors.push(SpecError::new(
+                    format!("sinks[{i}]"),
+                    format!("a second {kind} sink"),
+                ));
+            }
+            seen.push(kind);
+            if let SinkSpec::Kafka(k) = sink {
+                if let (SourceSpec::Kafka(source), Some(b)) = (&self.source, &k.bootstrap) {
+                    if b != &source.bootstrap {
+                        errors.push(SpecError::new(
+                            format!("sinks[{i}].bootstrap"),
+                            "must be the source's cluster: outputs, state and offsets are committed together",
+                        ));
+                    }
+                }
+                if !kafka_source {
+                    errors.push(SpecError::new(
+                        format!("sinks[{i}]"),
+                        "a kafka sink needs a kafka source (outputs are committed with the input offsets)",
+                    ));
+                }
+                let any = [&k.topic, &k.matches_topic, &k.timeouts_topic, &k.late_topic]
+                    .iter()
+                    .any(|t| t.is_some());
+                if !any {
+                    errors.push(SpecError::new(
+                        format!("sinks[{i}].topic"),
+                        "name a topic for the outputs (topic, or matches_topic / timeouts_topic / late_topic)",
+                    ));
+                }
+                for (field, topic) in [
+                    ("topic", &k.topic),
+                    ("matches_topic", &k.matches_topic),
+                    ("timeouts_topic", &k.timeouts_topic),
+                    ("late_topic", &k.late_topic),
+                    ("dead_letter_topic", &k.dead_letter_topic),
+                ] {
+                    if topic.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                        errors.push(SpecError::new(
+                            format!("sinks[{i}].{field}"),
+                            "must not be empty",
+                        ));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Like [`validate`](Self::validate), plus what only one host can run.
+    pub fn validate_for(&self, host: Host) -> Result<(), Vec<SpecError>> {
+        let mut errors = self.validate().err().unwrap_or_default();
+        if host == Host::Service {
+            if matches!(self.source, SourceSpec::File { .. }) {
+                errors.push(SpecError::new(
+                    "source",
+                    "file sources are read by `cep run`; the service takes http or kafka",
+                ));
+            }
+            for (i, s) in self.sinks.iter().enumerate() {
+                if matches!(s, SinkSpec::File { .. }) {
+                    errors.push(SpecError::new(
+                        format!("sinks[{i}]"),
+                        "file sinks are written by `cep run`; the service takes recent or kafka",
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn check_path(errors: &mut Vec<SpecError>, field: &str, path: &str) {
+    if path.is_empty() || path.len() > 256 {
+        errors.push(SpecError::new(
+            field,
+            "must be a field path of 1 to 256 characters",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errors(value: serde_json::Value) -> Vec<SpecError> {
+        parse(value).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_and_selection() {
+        let spec = parse(json!({"name": "p"})).unwrap();
+        assert_eq!(spec, PipelineSpec::default_named("p"));
+        let spec =
+            parse(json!({"patterns": ["a"], "watermark": {"out_of_orderness": "1.5s"}})).unwrap();
+        assert!(spec.patterns.includes("a"));
+        assert!(!spec.patterns.includes("b"));
+        assert_eq!(spec.watermark.out_of_orderness, DurationMs(1500));
+        let text = serde_json::to_string(&PipelineSpec::default_named("d")).unwrap();
+        assert!(text.contains("\"patterns\":\"*\""), "{text}");
+        let back: PipelineSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, PipelineSpec::default_named("d"));
+    }
+
+    #[test]
+    fn a_kafka_pipeline_round_trips() {
+        let value = json!({
+            "name": "k",
+            "source": {"type": "kafka", "bootstrap": "127.0.0.1:9092", "topics": ["in"], "group": "g",
+                       "options": {"fetch.min.bytes": "1"}},
+            "key_by": "user",
+            "time": {"field": "at", "format": "rfc3339"},
+            "sinks": [{"type": "kafka", "topic": "alerts", "guarantee": "exactly_once"}, {"type": "recent"}]
+        });
+        let spec = parse(value).unwrap();
+        let SourceSpec::Kafka(k) = &spec.source else {
+            panic!("not kafka: {:?}", spec.source)
+        };
+        assert_eq!(k.commit_interval, DurationMs(1000));
+        let sink = spec.kafka_sink().unwrap();
+        assert_eq!(sink.guarantee, Guarantee::ExactlyOnce);
+        assert_eq!(
+            sink.topic_of(cep_patterns::OutputKind::Timeout),
+            Some("alerts")
+        );
+        assert!(spec.has_recent_sink());
+        assert_eq!(spec.time.format, TimeFormat::Rfc3339);
+        let again = parse(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = errors(json!({"watermark": {"out_of_orderness": "2 weeks"}}));
+        assert_eq!(e[0].path, "watermark.out_of_orderness");
+        assert!(e[0].message.contains("invalid duration"), "{e:?}");
+        let e = errors(json!({"sinks": [{"type": "recent"}, {"type": "kafka", "topik": "x"}]}));
+        assert_eq!(e[0].path, "sinks[1]");
+        assert!(e[0].message.contains("topik"), "{e:?}");
+        let e = errors(
+            json!({"source": {"type": "kafka", "bootstrap": "b", "topics": [], "group": "g"},
+                              "sinks": [{"type": "kafka"}]}),
+        );
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["source.topics", "sinks[0].topic"]);
+        let e = errors(json!({"sinks": [{"type": "kafka", "topic": "t"}]}));
+        assert_eq!(e[0].path, "sinks[0]");
+        assert!(e[0].message.contains("needs a kafka source"));
+        let e = errors(json!({"key_by": 3}));
+        assert_eq!(e[0].path, "key_by");
+        let e = errors(json!({"time": {"format": "epoch_ns"}}));
+        assert_eq!(e[0].path, "time.format");
+        let e = errors(json!({"patterns": "all"}));
+        assert_eq!(e[0].path, "patterns");
+        let e = errors(json!({"sinks": [{"type": "recent"}, {"type": "recent"}]}));
+        assert_eq!(e[0].path, "sinks[1]");
+        let file = parse(json!({"source": {"type": "file", "path": "in.jsonl"},
+                                "sinks": [{"type": "file", "path": "-"}]}))
+        .unwrap();
+        let e = file.validate_for(Host::Service).unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["source", "sinks[0]"]);
+        assert!(file.validate_for(Host::Command).is_ok());
+    }
+}
