@@ -7,6 +7,7 @@
 #   scripts/demo-service.sh login --generated 5000        # generator traffic instead
 #   CEP_URL=http://127.0.0.1:8080 scripts/demo-service.sh order   # against a running service
 #   CEP_BIN=path/to/cep scripts/demo-service.sh sensor              # a cep binary already built
+#   CEP_EXAMPLES=target/debug/examples scripts/demo-service.sh login # demos already built
 #
 # Needs curl; jq makes the output readable (raw JSON without it).
 set -euo pipefail
@@ -31,9 +32,13 @@ esac
 # The generator's traffic is at most 500 ms out of order.
 [[ -n "$generated" ]] && ooo=500ms
 
-cargo build -q --release -p cep-suite --example generator --example "$example"
 target_dir=$(cargo metadata -q --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-examples="$target_dir/release/examples"
+if [[ -n "${CEP_EXAMPLES:-}" ]]; then
+    examples=$CEP_EXAMPLES
+else
+    cargo build -q --release -p cep-suite --example generator --example "$example"
+    examples="$target_dir/release/examples"
+fi
 
 if [[ -z "${CEP_URL:-}" ]]; then
     if [[ -z "${CEP_BIN:-}" ]]; then

@@ -8,7 +8,7 @@
 #   cc        gcc           the C compiler (librdkafka, zstd, lz4; and rustc's linker driver)
 #   make      make          librdkafka (rdkafka-sys) is built with its configure script and make
 #
-# With --tests, also what scripts/test.sh needs: python3 (python3) and pip (python3-pip).
+# With --tests, also what scripts/test.sh needs: python3 (python3), pip (python3-pip) and curl.
 #
 #   scripts/prereqs.sh           install what is missing (apt-get update, then apt-get install;
 #                                with sudo when not root); exit 1, naming the packages, when it
@@ -69,6 +69,10 @@ _cep_prereqs_scan() {
         elif ! python3 -m pip --version >/dev/null 2>&1; then
             _cep_missing+=("pip (installs the Kafka test broker)")
             _cep_packages+=(python3-pip)
+        fi
+        if ! command -v curl >/dev/null 2>&1; then
+            _cep_missing+=("curl (the service walkthrough, scripts/demo-service.sh)")
+            _cep_packages+=(curl)
         fi
     fi
 }

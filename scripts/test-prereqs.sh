@@ -103,12 +103,18 @@ mkdir -p "$box/clang" && : >"$box/clang/libclang.so.1"
 extra_env="LIBCLANG_PATH=$box/clang" run_prereqs --check
 check "--check, libclang in LIBCLANG_PATH: exit 0" test "$rc" -eq 0
 
-# --tests adds python3 and pip.
+# --tests adds python3, pip and curl.
 sandbox
 with_build_tools
 run_prereqs --check --tests
-check "--check --tests, no python3: names python3 and python3-pip" \
-    eval '[[ $rc -eq 1 ]] && names_packages python3 python3-pip && lacks libclang-dev'
+check "--check --tests, no python3 nor curl: names python3, python3-pip and curl" \
+    eval '[[ $rc -eq 1 ]] && names_packages python3 python3-pip curl && lacks libclang-dev'
+sandbox
+with_build_tools
+stub python3
+stub curl
+run_prereqs --check --tests
+check "--check --tests, everything present: exit 0" test "$rc" -eq 0
 
 # Install mode, no apt-get: non-zero, names the packages, says why.
 sandbox

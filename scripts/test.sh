@@ -5,21 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-# librocksdb-sys generates its bindings with bindgen, which needs libclang; RocksDB is C++.
-[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need_apt+=(libclang-dev clang)
-command -v g++ >/dev/null || need_apt+=(g++)
-command -v make >/dev/null || need_apt+=(make)
-command -v python3 >/dev/null || need_apt+=(python3)
-# The Kafka tests install their broker (noida-db, hash-pinned) with pip: scripts/kafka-broker.sh.
-python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing: ${need_apt[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+# What the build and the tests need (libclang, g++, make, python3, pip, curl): installed with
+# apt-get when missing, or named in a clear message.
+./scripts/prereqs.sh --tests
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+echo "== scripts/test-prereqs.sh (the prerequisites step, on stub commands)"
+./scripts/test-prereqs.sh
+# RocksDB's C++ is compiled once (optimised) into ~/.cache/cep-tools and linked by clippy's,
+# the tests' and the release build alike.
+source scripts/rocksdb-lib.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

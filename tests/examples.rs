@@ -461,6 +461,74 @@ fn cep_binary() -> PathBuf {
     bin
 }
 
+/// The service walkthrough for real: `scripts/demo-service.sh login` starts `cep serve`,
+/// registers the login demo's JSON patterns, creates its pipeline through the REST API, posts the
+/// demo's events and reads the outputs back: exactly the Rust demo's alerts and late event.
+#[test]
+fn service_walkthrough_reads_back_the_demo_alerts() {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo-service.sh"))
+        .arg("login")
+        .env("CEP_BIN", cep_binary())
+        .env(
+            "CEP_EXAMPLES",
+            example("login_failure").parent().expect("dir"),
+        )
+        .env_remove("CEP_URL")
+        .output()
+        .expect("run scripts/demo-service.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "demo-service.sh failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `ALERT fails-strict  user=bob ...` lines of the Rust demo, as (pattern, key).
+    let expected = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expected/login_failure.txt"),
+    )
+    .unwrap();
+    let mut want: Vec<String> = expected
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("ALERT ")?.split_whitespace();
+            let pattern = words.next()?;
+            let user = words.next()?.strip_prefix("user=")?;
+            Some(format!("login-{pattern} {user}"))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 7, "{expected}");
+    // Every output the script printed, with or without jq: `{"kind":"match","pattern":..,"key":..`.
+    let mut got = Vec::new();
+    let mut late = 0;
+    let mut rest = stdout.as_str();
+    while let Some(at) = rest.find("{\"kind\":\"") {
+        rest = &rest[at..];
+        let end = rest.find('}').unwrap_or(rest.len());
+        let head = &rest[..end];
+        let field = |name: &str| {
+            let tag = format!("\"{name}\":\"");
+            head.find(&tag).map(|i| {
+                let v = &head[i + tag.len()..];
+                v[..v.find('"').unwrap_or(v.len())].to_string()
+            })
+        };
+        match field("kind").as_deref() {
+            Some("match") => got.push(format!(
+                "{} {}",
+                field("pattern").unwrap_or_default(),
+                field("key").unwrap_or_default()
+            )),
+            Some("late") => late += 1,
+            _ => {}
+        }
+        rest = &rest[1..];
+    }
+    got.sort();
+    assert_eq!(got, want, "alerts of the service walkthrough\n{stdout}");
+    assert_eq!(late, 1, "bob's late failure\n{stdout}");
+}
+
 /// The Kafka walkthrough for real: `scripts/demo-kafka.sh` starts a broker (noida-db through
 /// `scripts/kafka-broker.sh`, or uses `KAFKA_BOOTSTRAP`), runs the `cep kafka` pipelines of the
 /// login and sensor demos over generator traffic and reads their outputs back. Every alert it

@@ -48,6 +48,10 @@ pub struct KafkaArgs {
     /// watermark back, e.g. `5s`. Default: partitions are never idle.
     #[arg(long)]
     pub idleness: Option<DurationMs>,
+    /// Records whose event time is more than this ahead of the wall clock go to the dead letters
+    /// (one would move the watermark past every later event); `off` for no limit.
+    #[arg(long, default_value = "1d")]
+    pub max_future: String,
     /// Topic for every output kind without a topic of its own (each record says its `kind`).
     #[arg(long)]
     pub topic: Option<String>,
@@ -148,6 +152,10 @@ impl KafkaArgs {
             watermark: WatermarkSpec {
                 out_of_orderness: self.out_of_orderness,
                 idleness: self.idleness,
+                max_future: (self.max_future != "off")
+                    .then(|| DurationMs::parse(&self.max_future))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--max-future: {e}"))?,
             },
             patterns: PatternSelection::All,
             state: StateSpec {

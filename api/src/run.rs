@@ -83,9 +83,11 @@ impl RunArgs {
                 field: self.time_field.clone(),
                 format: self.time_format,
             },
+            // A replay: event times are whatever the file holds.
             watermark: WatermarkSpec {
                 out_of_orderness: self.out_of_orderness,
                 idleness: None,
+                max_future: None,
             },
             patterns: PatternSelection::All,
             state: StateSpec::default(),

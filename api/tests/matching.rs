@@ -373,3 +373,94 @@ async fn idleness_moves_the_watermark_without_events() {
     );
     s.stop().await;
 }
+
+/// `after` is a cursor: the next `limit` outputs after that `seq`, oldest first, with `more`
+/// while others follow, so a poller that falls behind pages through everything in order; and
+/// `missed` says when outputs after the cursor already left the ring.
+#[tokio::test]
+async fn polling_with_a_cursor_pages_through_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.recent_outputs = 20;
+    let s = TestServer::start_with(config).await;
+    s.register(&single("any", "x")).await;
+    // 15 matches, one per event.
+    let events: Vec<Value> = (0..15)
+        .map(|i| json!({"key": format!("k{i}"), "ts": 1000 + i, "type": "x"}))
+        .chain([tick(5000)])
+        .collect();
+    s.events("default", &Value::Array(events)).await;
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, body) = s
+            .get(&format!(
+                "/api/v1/pipelines/default/matches?after={after}&limit=4"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["missed"], false);
+        let page = body["outputs"].as_array().unwrap();
+        assert!(page.len() <= 4);
+        seen.extend(page.iter().map(|o| o["seq"].as_u64().unwrap()));
+        if body["more"] == false {
+            break;
+        }
+        after = *seen.last().unwrap();
+    }
+    assert_eq!(
+        seen,
+        (1..=15).collect::<Vec<u64>>(),
+        "every output, in order, once"
+    );
+    // Without a cursor: the most recent ones.
+    let (_, body) = s.get("/api/v1/pipelines/default/matches?limit=3").await;
+    let last: Vec<u64> = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(last, [13, 14, 15]);
+    assert_eq!(body["more"], true);
+    // 10 more: the ring (20) drops the oldest 5; a cursor at 2 has missed outputs 3 to 5.
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"key": format!("m{i}"), "ts": 6000 + i, "type": "x"}))
+        .chain([tick(9000)])
+        .collect();
+    s.events("default", &Value::Array(events)).await;
+    let (_, body) = s
+        .get("/api/v1/pipelines/default/matches?after=2&limit=100")
+        .await;
+    assert_eq!(body["missed"], true, "{body}");
+    assert_eq!(body["first_seq"], 6);
+    assert_eq!(body["outputs"][0]["seq"], 6);
+    s.stop().await;
+}
+
+/// An event stamped far in the future (nanoseconds sent as milliseconds) is refused with the
+/// reason, and does not move the watermark: later events are not late.
+#[tokio::test]
+async fn events_from_the_far_future_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    s.register(&login_failures()).await;
+    let report = s
+        .events(
+            "default",
+            &json!([fail("u", 1000), {"key": "u", "ts": 9223372036854775807i64, "type": "fail"}, fail("u", 1500)]),
+        )
+        .await;
+    assert_eq!(report["accepted"], 2, "{report}");
+    assert_eq!(report["rejected"], 1, "{report}");
+    assert_eq!(report["errors"][0]["index"], 1);
+    let reason = report["errors"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("ahead of the wall clock"), "{reason}");
+    s.events("default", &json!([fail("u", 2000), tick(10_000)]))
+        .await;
+    let matches = s.outputs("default", "?kind=match").await;
+    assert_eq!(matches.len(), 1, "{matches:?}");
+    assert_eq!(stage_events(&matches[0], "fail"), [1000, 1500, 2000]);
+    assert!(s.outputs("default", "?kind=late").await.is_empty());
+    s.stop().await;
+}

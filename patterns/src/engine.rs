@@ -283,6 +283,8 @@ pub struct JsonEngine {
     max_ts: i64,
     scratch: Vec<cep::Output<String, JsonEvent>>,
     stats: EngineStats,
+    /// See [`set_max_future`](Self::set_max_future).
+    max_future: Option<i64>,
 }
 
 impl std::fmt::Debug for JsonEngine {
@@ -332,7 +334,15 @@ impl JsonEngine {
             max_ts: i64::MIN,
             scratch: Vec::new(),
             stats,
+            max_future: None,
         })
+    }
+
+    /// Refuses events whose time is more than `limit` ms ahead of the wall clock (None: any
+    /// time). One event from the far future would move the watermark there and make every later
+    /// event late; live pipelines set a limit, replays of synthetic time do not.
+    pub fn set_max_future(&mut self, limit: Option<i64>) {
+        self.max_future = limit;
     }
 
     /// The configuration.
@@ -429,6 +439,21 @@ impl JsonEngine {
                 }
             },
         };
+        if let Some(limit) = self.max_future {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if ts > now.saturating_add(limit) {
+                return Err(RecordError {
+                    message: format!(
+                        "time field '{field}' is {ts}, more than {} ahead of the wall clock \
+                         ({now}): refused, as it would move the watermark past every later event \
+                         (the pipeline's watermark.max_future)",
+                        crate::spec::DurationMs(limit)
+                    ),
+                });
+            }
+        }
         Ok((key, ts))
     }
 

@@ -58,8 +58,7 @@ pub fn run(
     if patterns.is_empty() {
         bail!("no patterns");
     }
-    let mut engine =
-        JsonEngine::new(spec.engine_config(), patterns).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut engine: JsonEngine = spec.engine(patterns).map_err(|e| anyhow::anyhow!("{e}"))?;
     let size = (input != Path::new("-"))
         .then(|| std::fs::metadata(input).ok().map(|m| m.len()))
         .flatten();

@@ -340,6 +340,8 @@ pub struct KafkaPipeline {
     instance_id: String,
     /// Per partition, the offsets committed with the last epoch.
     committed: HashMap<Part, i64>,
+    /// See [`JsonEngine::set_max_future`].
+    max_future: Option<i64>,
     /// Per partition, its end offset when last asked (for the lag), and when that was.
     ends: HashMap<Part, i64>,
     ends_read: Option<Instant>,
@@ -399,7 +401,8 @@ impl KafkaPipeline {
         // unbounded out-of-orderness: the pipeline drives the watermark from its per-partition
         // watermarks with `advance_watermark`.
         config.out_of_orderness_ms = i64::MAX;
-        let engine = new_engine(&config, &patterns)?;
+        let max_future = spec.watermark.max_future.map(|d| d.0);
+        let engine = new_engine(&config, &patterns, max_future)?;
 
         let instance_id = instance_id(source_spec, spec.kafka_sink());
         let mut source_options = source_spec.options.clone();
@@ -486,6 +489,7 @@ impl KafkaPipeline {
             committed: HashMap::new(),
             ends: HashMap::new(),
             ends_read: None,
+            max_future,
         })
     }
 
@@ -653,7 +657,7 @@ impl KafkaPipeline {
         }
         self.outs.clear();
         self.recent.clear();
-        self.engine = new_engine(&self.config, &self.patterns)?;
+        self.engine = new_engine(&self.config, &self.patterns, self.max_future)?;
         self.homes.clear();
         self.start.clear();
         self.touched.clear();
@@ -944,9 +948,11 @@ fn now_ms() -> i64 {
 fn new_engine(
     config: &EngineConfig,
     patterns: &[Arc<CompiledPattern>],
+    max_future: Option<i64>,
 ) -> anyhow::Result<JsonEngine> {
     let mut engine =
         JsonEngine::new(config.clone(), patterns.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.set_max_future(max_future);
     engine.track_changes(true);
     Ok(engine)
 }
@@ -1378,7 +1384,7 @@ mod tests {
         let folded = fold_changelog(recs.clone(), "new", OnChange::StartOver).unwrap();
         assert_eq!(folded["a"].marker.as_ref().unwrap().offset, 20);
         assert!(folded["a"].keys.is_empty());
-        let mut changed = recs;
+        let mut changed: Vec<_> = recs[..recs.len() - 2].to_vec();
         changed.push((state_key("a", "u9"), Some(b"s9".to_vec())));
         changed.push((marker_key("a"), marker_with(30, "new")));
         let folded = fold_changelog(changed, "new", OnChange::StartOver).unwrap();

@@ -23,6 +23,21 @@ use tokio::sync::broadcast;
 use crate::kafka::KafkaHandle;
 use crate::spec::{PipelineSpec, SourceSpec};
 
+/// A page of outputs (`GET .../matches`).
+#[derive(Debug, Serialize)]
+pub struct RecentPage {
+    /// The outputs, oldest first.
+    pub outputs: Vec<Value>,
+    /// Whether more outputs pass the filter: after the last one (with `after`), or before the
+    /// first (without).
+    pub more: bool,
+    /// The oldest `seq` the ring still holds.
+    pub first_seq: Option<u64>,
+    /// With `after`: whether outputs after the cursor have already left the ring (the reader fell
+    /// more than the ring's capacity behind).
+    pub missed: bool,
+}
+
 /// What the store keeps for a pipeline.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PipelineRecord {
@@ -105,7 +120,7 @@ pub struct OutputFilter {
     pub key: Option<String>,
     /// Only this kind: match, timeout or late.
     pub kind: Option<String>,
-    /// At most this many (the most recent).
+    /// At most this many: the most recent, or the first after `after`.
     pub limit: Option<usize>,
     /// Only outputs with a larger `seq`.
     pub after: Option<u64>,
@@ -312,7 +327,7 @@ impl Pipeline {
                 }))
             }
             SourceSpec::Http | SourceSpec::File { .. } => Driver::Http {
-                engine: Box::new(JsonEngine::new(spec.engine_config(), patterns.to_vec())?),
+                engine: Box::new(spec.engine(patterns.to_vec())?),
                 last_events: None,
             },
         })
@@ -592,19 +607,33 @@ impl Pipeline {
         }
     }
 
-    /// The most recent outputs passing `filter`, oldest first.
-    pub fn recent(&self, filter: &OutputFilter, limit: usize) -> Vec<Value> {
+    /// Outputs passing `filter`, oldest first: with `filter.after`, the first `limit` after
+    /// that `seq` (a cursor: poll again with the last `seq` while `more` is true); without, the
+    /// most recent `limit`.
+    pub fn recent(&self, filter: &OutputFilter, limit: usize) -> RecentPage {
         let ring = lock(&self.outputs.ring);
-        let mut out: Vec<Value> = ring
-            .items
-            .iter()
-            .rev()
-            .filter(|r| r.matches(filter))
-            .take(limit)
-            .map(|r| r.to_json())
-            .collect();
-        out.reverse();
-        out
+        let first_seq = ring.items.front().map(|r| r.seq);
+        let mut matching: Box<dyn Iterator<Item = &Arc<OutputRecord>>> = if filter.after.is_some() {
+            Box::new(ring.items.iter().filter(|r| r.matches(filter)))
+        } else {
+            Box::new(ring.items.iter().rev().filter(|r| r.matches(filter)))
+        };
+        let mut outputs: Vec<Value> = matching.by_ref().take(limit).map(|r| r.to_json()).collect();
+        let more = matching.next().is_some();
+        if filter.after.is_none() {
+            outputs.reverse();
+        }
+        // Outputs after the cursor that the ring no longer holds: the reader fell behind.
+        let missed = match (filter.after, first_seq) {
+            (Some(after), Some(first)) => first > after.saturating_add(1),
+            _ => false,
+        };
+        RecentPage {
+            outputs,
+            more,
+            first_seq,
+            missed,
+        }
     }
 
     /// A live feed of outputs.

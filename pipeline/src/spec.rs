@@ -139,8 +139,9 @@ impl Default for TimeSpec {
     }
 }
 
-/// The watermark strategy: bounded out-of-orderness, plus idleness.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+/// The watermark strategy: bounded out-of-orderness, plus idleness, and a guard against event
+/// times from the far future.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkSpec {
     /// How far behind the largest timestamp seen the watermark stays.
@@ -152,6 +153,59 @@ pub struct WatermarkSpec {
     /// new events. None: inputs are never idle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idleness: Option<DurationMs>,
+    /// Events whose time is more than this ahead of the wall clock are refused (one such event,
+    /// a client sending nanoseconds say, would move the watermark to the far future and make
+    /// every later event late). Default one day; `"off"` for replays of synthetic time.
+    #[serde(default = "one_day", with = "optional_duration")]
+    pub max_future: Option<DurationMs>,
+}
+
+impl Default for WatermarkSpec {
+    fn default() -> WatermarkSpec {
+        WatermarkSpec {
+            out_of_orderness: DurationMs(0),
+            idleness: None,
+            max_future: one_day(),
+        }
+    }
+}
+
+fn one_day() -> Option<DurationMs> {
+    Some(DurationMs(86_400_000))
+}
+
+/// A duration, or `"off"` (also `null` in JSON) for none.
+mod optional_duration {
+    use cep_patterns::DurationMs;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<DurationMs>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(d),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DurationMs>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        #[allow(dead_code)] // The variants' contents only say which form was written.
+        enum Repr {
+            Off(Option<Off>),
+            Duration(DurationMs),
+        }
+        #[derive(Deserialize)]
+        enum Off {
+            #[serde(rename = "off")]
+            Off,
+        }
+        match Repr::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration such as \"1d\", or \"off\" for no limit")
+        })? {
+            Repr::Off(_) => Ok(None),
+            Repr::Duration(d) => Ok(Some(d)),
+        }
+    }
 }
 
 /// Where keyed state lives while the pipeline runs (it is checkpointed either way).
@@ -377,6 +431,16 @@ impl PipelineSpec {
             state: StateSpec::default(),
             sinks: default_sinks(),
         }
+    }
+
+    /// An engine for this spec and `patterns` (key, time, out-of-orderness, the future guard).
+    pub fn engine(
+        &self,
+        patterns: Vec<std::sync::Arc<cep_patterns::CompiledPattern>>,
+    ) -> Result<cep_patterns::JsonEngine, cep_patterns::PatternErrors> {
+        let mut engine = cep_patterns::JsonEngine::new(self.engine_config(), patterns)?;
+        engine.set_max_future(self.watermark.max_future.map(|d| d.0));
+        Ok(engine)
     }
 
     /// The engine configuration: what the engine reads from each event.
@@ -629,6 +693,17 @@ mod tests {
         assert!(e[0].message.contains("needs a kafka source"));
         let e = errors(json!({"key_by": 3}));
         assert_eq!(e[0].path, "key_by");
+        let e = errors(json!({"watermark": {"max_future": "soon"}}));
+        assert_eq!(e[0].path, "watermark.max_future");
+        let off = parse(json!({"watermark": {"max_future": "off"}})).unwrap();
+        assert_eq!(off.watermark.max_future, None);
+        let text = serde_json::to_value(&off).unwrap();
+        assert_eq!(text["watermark"]["max_future"], "off");
+        assert_eq!(parse(text).unwrap(), off);
+        let null = parse(json!({"watermark": {"max_future": null}})).unwrap();
+        assert_eq!(null.watermark.max_future, None);
+        let hour = parse(json!({"watermark": {"max_future": "1h"}})).unwrap();
+        assert_eq!(hour.watermark.max_future, Some(DurationMs(3_600_000)));
         let e = errors(json!({"time": {"format": "epoch_ns"}}));
         assert_eq!(e[0].path, "time.format");
         let e = errors(json!({"patterns": "all"}));

@@ -31,8 +31,9 @@ fn check_filter(filter: &OutputFilter) -> Result<(), AppError> {
     Ok(())
 }
 
-/// GET /pipelines/{name}/matches?pattern=&key=&kind=&limit=&after=: the most recent outputs,
-/// oldest first.
+/// GET /pipelines/{name}/matches?pattern=&key=&kind=&limit=&after=: with `after`, the next
+/// `limit` outputs after that `seq` (a cursor; `more` says whether others follow, `missed` whether
+/// some after it already left the ring); without, the most recent `limit`. Oldest first.
 pub async fn recent(
     State(state): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
@@ -44,8 +45,14 @@ pub async fn recent(
         .limit
         .unwrap_or(DEFAULT_LIMIT)
         .min(state.config.recent_outputs);
-    let outputs = pipeline.recent(&filter, limit);
-    Ok(Json(json!({"pipeline": name, "outputs": outputs})))
+    let page = pipeline.recent(&filter, limit);
+    Ok(Json(json!({
+        "pipeline": name,
+        "outputs": page.outputs,
+        "more": page.more,
+        "first_seq": page.first_seq,
+        "missed": page.missed,
+    })))
 }
 
 /// GET /pipelines/{name}/matches/stream: outputs as they happen, as SSE events named after their
