@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::bail;
 use cep_patterns::{DurationMs, TimeFormat};
 use cep_pipeline::{
-    Guarantee, KafkaSinkSpec, KafkaSourceSpec, PatternSelection, PipelineSpec, SinkSpec,
-    SourceSpec, StateBackend, StateSpec, TimeSpec, WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
+    Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PatternSelection, PipelineSpec,
+    SinkSpec, SourceSpec, StateBackend, StateSpec, TimeSpec, WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
 };
 
 use crate::run::load_patterns;
@@ -96,6 +96,10 @@ pub struct KafkaArgs {
     /// none is given). Each process of a group needs its own.
     #[arg(long)]
     pub instance_id: Option<String>,
+    /// Join the group as a dynamic member (no instance id): a clean stop hands the partitions
+    /// over at once; a restart waits for the group to rebalance. For processes that come and go.
+    #[arg(long)]
+    pub dynamic_membership: bool,
     /// How often outputs, state and offsets are committed, e.g. `1s`.
     #[arg(long, default_value = "1s")]
     pub commit_interval: DurationMs,
@@ -134,6 +138,11 @@ impl KafkaArgs {
                 topics: self.input_topics.clone(),
                 group: self.group.clone(),
                 instance_id: self.instance_id.clone(),
+                membership: if self.dynamic_membership {
+                    Membership::Dynamic
+                } else {
+                    Membership::Static
+                },
                 changelog_topic: self.changelog_topic.clone(),
                 commit_interval: self.commit_interval,
                 options,

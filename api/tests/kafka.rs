@@ -862,14 +862,20 @@ fn a_second_process_joins_and_leaves() {
 
     let (events, end_ts, want) = stream(4000, 23);
     let args = |id: &str| {
-        vec![
+        let mut args = vec![
             "--guarantee".to_string(),
             "exactly-once".into(),
             "--transactional-id".into(),
             format!("scale-{id}"),
             "--idleness".into(),
             "60s".into(),
-        ]
+        ];
+        if id == "b" {
+            // B leaves for good: as a dynamic member it hands its partitions back at once (a
+            // static member keeps them until its session times out).
+            args.push("--dynamic-membership".into());
+        }
+        args
     };
     let a_args = args("a");
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
@@ -986,10 +992,29 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A `cep serve` process, killed if a failing test leaves it running.
+struct Served(Option<Child>);
+
+impl Served {
+    fn child(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts `cep serve` on `port` with `data` as its data directory and waits until it answers.
-fn start_serve(port: u16, data: &Path) -> Child {
+fn start_serve(port: u16, data: &Path) -> Served {
     let child = Command::new(env!("CARGO_BIN_EXE_cep"))
-        .args(["serve", "--default-pipeline", "false", "--log", "warn"])
+        .args(["serve", "--default-pipeline", "false", "--log"])
+        .arg(std::env::var("CEP_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data)
@@ -997,6 +1022,7 @@ fn start_serve(port: u16, data: &Path) -> Child {
         .env_remove("CEP_CONFIG")
         .spawn()
         .expect("start cep serve");
+    let child = Served(Some(child));
     let start = Instant::now();
     while http("GET", port, "/healthz", None).0 != 200 {
         assert!(
@@ -1165,8 +1191,17 @@ fn a_kafka_pipeline_created_through_the_api() {
             .any(|p| p["name"] == "logins"),
         "{list}"
     );
-    let (_, metrics) = http("GET", port, "/metrics", None);
-    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    // The lag is known once the partitions' ends were read (every 2 s at most).
+    let start = Instant::now();
+    let metrics = loop {
+        let (_, metrics) = http("GET", port, "/metrics", None);
+        let metrics = metrics.as_str().unwrap_or_default().to_string();
+        if metrics.contains("cep_kafka_partition_lag{") || start.elapsed() > Duration::from_secs(30)
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         metrics.contains("cep_kafka_partition_lag{pipeline=\"logins\""),
         "{metrics}"
@@ -1184,7 +1219,7 @@ fn a_kafka_pipeline_created_through_the_api() {
         Some(&json!([events[0]])),
     );
     assert_eq!(status, 409);
-    stop(service);
+    stop(service.child());
 
     let service = start_serve(port, &data);
     let (status, view) = http("GET", port, "/api/v1/pipelines/logins", None);
@@ -1237,7 +1272,7 @@ fn a_kafka_pipeline_created_through_the_api() {
         &broker,
         &topics,
         "rest-group",
-        service,
+        service.child(),
         &want,
         0,
         "REST pipeline",

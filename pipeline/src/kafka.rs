@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 
 use crate::running::{Environment, Outputs};
 use crate::spec::{
-    Guarantee, KafkaSinkSpec, KafkaSourceSpec, PipelineSpec, SourceSpec, StateBackend,
+    Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PipelineSpec, SourceSpec, StateBackend,
     KAFKA_TIMESTAMP_FIELD,
 };
 
@@ -404,14 +404,25 @@ impl KafkaPipeline {
         let max_future = spec.watermark.max_future.map(|d| d.0);
         let engine = new_engine(&config, &patterns, max_future)?;
 
-        let instance_id = instance_id(source_spec, spec.kafka_sink());
+        let instance_id = match source_spec.membership {
+            Membership::Static => instance_id(source_spec, spec.kafka_sink()),
+            Membership::Dynamic => String::new(),
+        };
         let mut source_options = source_spec.options.clone();
-        source_options.insert("group.instance.id".into(), instance_id.clone());
-        // A static member that leaves for good keeps its partitions until its session times
-        // out: shorter than librdkafka's 45 s, so that a scale-in moves them on soon.
-        source_options
-            .entry("session.timeout.ms".into())
-            .or_insert_with(|| STATIC_SESSION_TIMEOUT_MS.to_string());
+        match source_spec.membership {
+            Membership::Static => {
+                source_options.insert("group.instance.id".into(), instance_id.clone());
+                // A static member that leaves for good keeps its partitions until its session
+                // times out: shorter than librdkafka's 45 s, so that a scale-in moves them on
+                // soon.
+                source_options
+                    .entry("session.timeout.ms".into())
+                    .or_insert_with(|| STATIC_SESSION_TIMEOUT_MS.to_string());
+            }
+            Membership::Dynamic => {
+                source_options.remove("group.instance.id");
+            }
+        }
         let mut source_config = SourceConfig::new(
             &source_spec.bootstrap,
             &source_spec.group,
@@ -501,6 +512,7 @@ impl KafkaPipeline {
             "kafka pipeline started"
         );
         let mut last_commit = Instant::now();
+        let mut last_report = Instant::now();
         let mut dirty = false;
         while !stop.load(Ordering::SeqCst) {
             let polled = self.source.poll(Duration::from_millis(50));
@@ -543,6 +555,11 @@ impl KafkaPipeline {
                 dirty = false;
             }
             self.sink.poll();
+            // The status stays current on a quiet input too (lag, watermark).
+            if self.hooks.is_some() && last_report.elapsed() >= ENDS_EVERY {
+                self.report();
+                last_report = Instant::now();
+            }
         }
         tracing::info!("stopping: committing the last epoch");
         self.checkpoint(true)?;
@@ -595,16 +612,26 @@ impl KafkaPipeline {
         };
         if self.ends_read.is_none_or(|at| at.elapsed() >= ENDS_EVERY) {
             use rdkafka::consumer::Consumer;
+            let mut all = true;
             for part in &self.assigned {
-                if let Ok((_, high)) = self.source.consumer().fetch_watermarks(
+                match self.source.consumer().fetch_watermarks(
                     &part.0,
                     part.1,
-                    Duration::from_millis(500),
+                    Duration::from_secs(1),
                 ) {
-                    self.ends.insert(part.clone(), high);
+                    Ok((low, high)) => {
+                        self.ends.insert(part.clone(), high);
+                    }
+                    Err(e) => {
+                        all = false;
+                        tracing::debug!("end offset of {part:?}: {e}");
+                    }
                 }
             }
-            self.ends_read = Some(Instant::now());
+            // Asked again at the next report when some did not answer.
+            if all {
+                self.ends_read = Some(Instant::now());
+            }
         }
         let max_ts: HashMap<Part, i64> = self
             .source

@@ -15,9 +15,9 @@ pub mod running;
 pub mod spec;
 
 pub use spec::{
-    parse, Guarantee, Host, KafkaSinkSpec, KafkaSourceSpec, PatternSelection, PipelineSpec,
-    SinkSpec, SourceSpec, SpecError, StateBackend, StateSpec, TimeSpec, WatermarkSpec,
-    KAFKA_TIMESTAMP_FIELD,
+    parse, Guarantee, Host, KafkaSinkSpec, KafkaSourceSpec, Membership, PatternSelection,
+    PipelineSpec, SinkSpec, SourceSpec, SpecError, StateBackend, StateSpec, TimeSpec,
+    WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
 };
 
 /// The pattern files named by `paths`: files as given, directories by their `*.json` files (in

@@ -62,12 +62,24 @@ pub struct OutputRecord {
     pub seq: u64,
 }
 
-/// How an output record is stored and read back (an owned form of [`OutputRecord`]).
-#[derive(Deserialize)]
+/// An output record read back from the store.
 struct StoredRecord {
-    #[serde(flatten)]
     output: Output,
     seq: u64,
+}
+
+impl StoredRecord {
+    /// Reads `{..output, "pipeline", "seq"}`. The events are kept as JSON text, which serde_json
+    /// reads from text only: the output is read from its text.
+    fn read(json: Value) -> Option<StoredRecord> {
+        let Value::Object(mut map) = json else {
+            return None;
+        };
+        let seq = map.remove("seq")?.as_u64()?;
+        map.remove("pipeline");
+        let output = serde_json::from_str(&Value::Object(map).to_string()).ok()?;
+        Some(StoredRecord { output, seq })
+    }
 }
 
 impl OutputRecord {
@@ -654,7 +666,7 @@ impl Pipeline {
         };
         let mut ring = lock(&self.outputs.ring);
         for json in items {
-            let Ok(record) = serde_json::from_value::<StoredRecord>(json) else {
+            let Some(record) = StoredRecord::read(json) else {
                 continue;
             };
             ring.next_seq = ring.next_seq.max(record.seq + 1);

@@ -102,6 +102,12 @@ pub struct KafkaSourceSpec {
     /// transactional id, else `cep-<group>`. Each process of a group needs its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// `static` (the default: the process joins with its `instance_id`; a restart takes its
+    /// partitions back at once, a process that leaves for good keeps them until its session
+    /// times out) or `dynamic` (no instance id: a clean stop hands the partitions over at once,
+    /// a restart waits for the group to rebalance; for processes that come and go).
+    #[serde(default)]
+    pub membership: Membership,
     /// The topic the state is checkpointed to (default `<group>-cep-changelog`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog_topic: Option<String>,
@@ -111,6 +117,17 @@ pub struct KafkaSourceSpec {
     /// Further librdkafka options for the consumer and the producers (`"fetch.min.bytes": "1"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+}
+
+/// How a Kafka source is a member of its consumer group.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    /// A static member (KIP-345), identified by its instance id.
+    #[default]
+    Static,
+    /// A dynamic member.
+    Dynamic,
 }
 
 fn one_second() -> DurationMs {
