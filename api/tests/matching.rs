@@ -464,3 +464,54 @@ async fn events_from_the_far_future_are_refused() {
     assert!(s.outputs("default", "?kind=late").await.is_empty());
     s.stop().await;
 }
+
+/// An SSE client that reconnects with `Last-Event-ID` first gets the outputs it missed (those the
+/// ring holds), then the live ones, each once.
+#[tokio::test]
+async fn sse_reconnect_with_last_event_id_gets_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    s.register(&single("any", "x")).await;
+    let batch = |from: i64| {
+        Value::Array(
+            (0..3)
+                .map(|i| json!({"key": format!("k{}", from + i), "ts": from + i, "type": "x"}))
+                .chain([tick(from + 100)])
+                .collect(),
+        )
+    };
+    s.events("default", &batch(1000)).await; // outputs 1, 2, 3
+    let mut stream = s
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/pipelines/default/matches/stream",
+        )
+        .header("Last-Event-ID", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut received = String::new();
+    while !received.contains("subscribed") {
+        let chunk = stream.chunk().await.unwrap().expect("stream open");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    s.events("default", &batch(2000)).await; // outputs 4, 5, 6
+    let ids = |text: &str| -> Vec<u64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|id| id.parse().unwrap())
+            .collect()
+    };
+    while ids(&received).len() < 5 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("outputs within 10 s")
+            .unwrap()
+            .expect("stream open");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(ids(&received), [2, 3, 4, 5, 6], "{received}");
+    drop(stream);
+    s.stop().await;
+}

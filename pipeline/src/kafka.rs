@@ -619,7 +619,7 @@ impl KafkaPipeline {
                     part.1,
                     Duration::from_secs(1),
                 ) {
-                    Ok((low, high)) => {
+                    Ok((_, high)) => {
                         self.ends.insert(part.clone(), high);
                     }
                     Err(e) => {

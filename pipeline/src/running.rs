@@ -648,6 +648,12 @@ impl Pipeline {
         }
     }
 
+    /// The outputs the ring holds after `seq`, oldest first.
+    pub fn records_after(&self, seq: u64) -> Vec<Arc<OutputRecord>> {
+        let ring = lock(&self.outputs.ring);
+        ring.items.iter().filter(|r| r.seq > seq).cloned().collect()
+    }
+
     /// A live feed of outputs.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutputRecord>> {
         self.outputs.live.subscribe()

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
@@ -13,8 +14,15 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::{ApiPath, ApiQuery, AppError};
-use crate::pipeline::OutputFilter;
+use crate::pipeline::{OutputFilter, OutputRecord};
 use crate::state::AppState;
+
+fn sse_event(record: &OutputRecord) -> Event {
+    Event::default()
+        .event(record.kind_name())
+        .id(record.seq.to_string())
+        .data(record.to_json_string())
+}
 
 /// The default `limit` of GET .../matches.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -57,25 +65,48 @@ pub async fn recent(
 
 /// GET /pipelines/{name}/matches/stream: outputs as they happen, as SSE events named after their
 /// kind (`match`, `timeout`, `late`), with the output's `seq` as id. A slow reader that falls
-/// behind gets a `lagged` event saying how many outputs it missed.
+/// behind gets a `lagged` event saying how many outputs it missed. A client that reconnects with
+/// `Last-Event-ID` first gets the outputs after that id that the ring still holds.
 pub async fn stream(
     State(state): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(filter): ApiQuery<OutputFilter>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     check_filter(&filter)?;
     let pipeline = state.pipeline(&name)?;
     // Subscribed before the answer goes out: a client that has the headers misses nothing.
     let live = BroadcastStream::new(pipeline.subscribe());
+    // A client that reconnects with `Last-Event-ID` first gets what it missed (what the ring
+    // still holds), then the live outputs after those.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (missed, mut last) = match resume {
+        Some(after) => {
+            let missed = pipeline.records_after(after);
+            let last = missed.last().map_or(after, |r| r.seq);
+            (missed, last)
+        }
+        None => (Vec::new(), 0),
+    };
     drop(pipeline);
+    let replay_filter = filter.clone();
+    let replay = stream::iter(
+        missed
+            .into_iter()
+            .filter(move |r| r.matches(&replay_filter))
+            .map(|r| Ok::<Event, Infallible>(sse_event(&r))),
+    );
     let events = live.filter_map(move |item| {
         let event = match item {
-            Ok(record) if record.matches(&filter) => Some(
-                Event::default()
-                    .event(record.kind_name())
-                    .id(record.seq.to_string())
-                    .data(record.to_json_string()),
-            ),
+            // Already sent from the ring.
+            Ok(record) if record.seq <= last => None,
+            Ok(record) if record.matches(&filter) => {
+                last = record.seq;
+                Some(sse_event(&record))
+            }
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => Some(
                 Event::default()
@@ -89,6 +120,9 @@ pub async fn stream(
         Event::default().comment("subscribed"),
     )));
     // Ends when the service shuts down, so that shutdown does not wait on open streams.
-    let stream = hello.chain(events).take_until(state.shutdown_signal());
+    let stream = hello
+        .chain(replay)
+        .chain(events)
+        .take_until(state.shutdown_signal());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
