@@ -11,7 +11,7 @@ if [ -z "${ROCKSDB_LIB_DIR:-}" ]; then
         "$_cep_root/Cargo.lock")
     _cep_dir="${CEP_TOOLS_CACHE:-$HOME/.cache/cep-tools}/librocksdb-$_cep_ver"
     if [ ! -f "$_cep_dir/librocksdb.a" ]; then
-        echo "== building RocksDB $_cep_ver once into $_cep_dir (about 12 minutes on 2 cores; later builds reuse it)"
+        echo "== building RocksDB $_cep_ver once into $_cep_dir (about 8 minutes on 2 cores; later builds reuse it)"
         (
             cd "$_cep_root"
             unset ROCKSDB_LIB_DIR ROCKSDB_STATIC

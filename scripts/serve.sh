@@ -23,7 +23,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 "$BASH" "$root/scripts/prereqs.sh" || exit 1
 
-echo "== building cep (release); the first build takes roughly 15-20 minutes on a 2-core machine, later ones seconds"
+echo "== building cep (release); the first build takes about 10 minutes on a 2-core machine (see Building in the README), later ones seconds"
 if [[ -z "${ROCKSDB_LIB_DIR:-}" && -f "$root/scripts/rocksdb-lib.sh" ]]; then
     # shellcheck source=rocksdb-lib.sh
     source "$root/scripts/rocksdb-lib.sh"

@@ -186,7 +186,7 @@ printf 'export ROCKSDB_LIB_DIR=/from-rocksdb-lib ROCKSDB_STATIC=1\n' >"$box/repo
 run_serve --port 9999
 check "serve: runs cargo run --release -p cep-api --bin cep -- serve ARGS" \
     logged "cargo run --manifest-path $box/repo/Cargo.toml --release -p cep-api --bin cep -- serve --port 9999"
-check "serve: says it is building and how long the first build takes" has "15-20 minutes"
+check "serve: says it is building and how long the first build takes" has "about 10 minutes"
 check "serve: sources rocksdb-lib.sh when ROCKSDB_LIB_DIR is unset" logged "ROCKSDB_LIB_DIR=/from-rocksdb-lib"
 
 serve_box
