@@ -377,7 +377,7 @@ impl JsonEngine {
                     message: format!(
                         "key field '{}' must be a string or a number, found {}",
                         self.config.key_by,
-                        type_name(v)
+                        json_type(v)
                     ),
                 })
             }
@@ -415,7 +415,7 @@ impl JsonEngine {
                                 } else {
                                     "epoch seconds"
                                 },
-                                type_name(v)
+                                json_type(v)
                             ),
                         })
                     }
@@ -433,7 +433,7 @@ impl JsonEngine {
                     return Err(RecordError {
                         message: format!(
                             "time field '{field}' must be an RFC 3339 string, found {}",
-                            type_name(v)
+                            json_type(v)
                         ),
                     })
                 }
@@ -774,7 +774,9 @@ impl<'de> Deserialize<'de> for Name<'de> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// What a JSON value is, for messages: "null", "a boolean", "a number", "a string", "an array",
+/// "an object".
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

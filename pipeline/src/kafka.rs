@@ -605,6 +605,15 @@ impl KafkaPipeline {
         Ok(())
     }
 
+    /// The highest event time read per assigned partition.
+    fn max_timestamps(&mut self) -> HashMap<Part, i64> {
+        self.source
+            .watermarks()
+            .max_timestamps()
+            .into_iter()
+            .collect()
+    }
+
     /// Publishes the status (after a restore or an epoch).
     fn report(&mut self) {
         let Some(hooks) = self.hooks.clone() else {
@@ -633,12 +642,7 @@ impl KafkaPipeline {
                 self.ends_read = Some(Instant::now());
             }
         }
-        let max_ts: HashMap<Part, i64> = self
-            .source
-            .watermarks()
-            .max_timestamps()
-            .into_iter()
-            .collect();
+        let max_ts = self.max_timestamps();
         let partitions = self
             .assigned
             .iter()
@@ -887,12 +891,7 @@ impl KafkaPipeline {
                 .send_to(&topic, Some(part.1), Some(&record_key), None, None)?;
             self.touched.insert(part);
         }
-        let max_ts: HashMap<Part, i64> = self
-            .source
-            .watermarks()
-            .max_timestamps()
-            .into_iter()
-            .collect();
+        let max_ts = self.max_timestamps();
         for part in std::mem::take(&mut self.touched) {
             let offset = self
                 .source

@@ -694,14 +694,4 @@ impl Drop for Pipeline {
     }
 }
 
-/// "an object", "a string", ... for messages.
-pub fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use cep_patterns::json_type;
