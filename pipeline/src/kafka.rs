@@ -222,19 +222,38 @@ impl KafkaHandle {
 
     /// Commits the last epoch and stops the thread.
     pub fn stop(mut self) {
+        self.finish();
+    }
+
+    /// Asks the thread to stop and waits for it, up to [`STOP_WAIT`]: a pipeline still
+    /// connecting (an unreachable broker, a long restore) stops once that call returns, without
+    /// holding up the service meanwhile.
+    fn finish(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        let Some(t) = self.thread.take() else { return };
+        // A pipeline that never connected has nothing to commit: no need to wait for it.
+        let connected = matches!(lock(&self.hooks.status).state, "running" | "restoring");
+        let until = Instant::now() + if connected { STOP_WAIT } else { Duration::ZERO };
+        while !t.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
             let _ = t.join();
+        } else {
+            tracing::warn!(
+                "kafka pipeline {:?} is still connecting or restoring; it stops when that call returns",
+                t.thread().name().unwrap_or_default()
+            );
         }
     }
 }
 
+/// How long stopping a Kafka pipeline waits for its thread (its last commit).
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
 impl Drop for KafkaHandle {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.finish();
     }
 }
 
