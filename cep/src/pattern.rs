@@ -469,8 +469,10 @@ impl<E> Pattern<E> {
         self
     }
 
-    /// The maximum time between consecutive events of a `times` or looping stage (Flink's
-    /// `times(n, Duration)` and `one_or_more(Duration)`).
+    /// The maximum time between consecutive events of a `times` stage's required events (Flink's
+    /// `times(n, Duration)`, `times_or_more(n, Duration)`, `one_or_more(Duration)`). As in Flink,
+    /// it bounds only the steps up to the n-th event: the open loop after it is not bounded, so
+    /// on `one_or_more` it has no effect (pinned against Flink 2.3 in `cep/tests/dsl_shapes.rs`).
     pub fn max_gap(mut self, gap: Duration) -> Self {
         match self.last_mut().times.as_mut() {
             Some(t) => t.gap = Some(millis(gap)),
