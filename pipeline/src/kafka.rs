@@ -301,11 +301,6 @@ pub fn run_until(
     KafkaPipeline::new(spec, patterns, data_dir, None)?.run(stop)
 }
 
-/// Where each kind of output goes.
-struct Topics {
-    sink: KafkaSinkSpec,
-}
-
 #[derive(Default, Debug)]
 struct Counters {
     records: u64,
@@ -330,9 +325,9 @@ pub struct KafkaPipeline {
     engine: JsonEngine,
     source: KafkaSource,
     sink: KafkaSink,
-    topics: Topics,
+    /// Where each kind of output goes, and the guarantee.
+    outputs_to: KafkaSinkSpec,
     changelog: Changelog,
-    guarantee: Guarantee,
     record_time: bool,
     commit_interval: Duration,
     epoch: u64,
@@ -498,8 +493,7 @@ impl KafkaPipeline {
             engine,
             source,
             sink,
-            guarantee: sink_spec.guarantee,
-            topics: Topics { sink: sink_spec },
+            outputs_to: sink_spec,
             changelog,
             record_time,
             commit_interval: Duration::from_millis(source_spec.commit_interval.0.max(1) as u64),
@@ -588,13 +582,14 @@ impl KafkaPipeline {
 
     /// Inside `cep serve`: takes new patterns and answers questions about keys.
     fn serve_hooks(&mut self) -> anyhow::Result<()> {
-        let Some(hooks) = self.hooks.clone() else {
+        let Some(hooks) = &self.hooks else {
             return Ok(());
         };
         let update = {
             let mut latest = lock(&hooks.patterns);
             std::mem::replace(&mut latest.1, false).then(|| latest.0.clone())
         };
+        let questions: Vec<KeyQuestion> = lock(&hooks.questions).try_iter().collect();
         if let Some(patterns) = update {
             if let Some(spill) = &mut self.spill {
                 // Every key's state is rewritten for the new patterns: all of it in memory.
@@ -611,8 +606,7 @@ impl KafkaPipeline {
             self.touched.extend(self.assigned.iter().cloned());
             tracing::info!(pipeline = %self.name, "patterns replaced");
         }
-        let questions = lock(&hooks.questions);
-        while let Ok((key, reply)) = questions.try_recv() {
+        for (key, reply) in questions {
             if let Some(spill) = &mut self.spill {
                 if spill.load(&mut self.engine, &key)? {
                     self.used.insert(key.clone(), self.epoch);
@@ -844,7 +838,7 @@ impl KafkaPipeline {
             h.outputs.counters.rejected.fetch_add(1, Ordering::Relaxed);
         }
         let letter = DeadLetter::new(record, reason);
-        match &self.topics.sink.dead_letter_topic {
+        match &self.outputs_to.dead_letter_topic {
             Some(topic) => {
                 let bytes = letter.to_json();
                 let id = output_id(&bytes);
@@ -863,7 +857,7 @@ impl KafkaPipeline {
 
     fn send_outputs(&mut self) -> anyhow::Result<()> {
         for o in std::mem::take(&mut self.outs) {
-            if let Some(topic) = self.topics.sink.topic_of(o.kind) {
+            if let Some(topic) = self.outputs_to.topic_of(o.kind) {
                 let bytes = serde_json::to_vec(&o)?;
                 let id = output_id(&bytes);
                 self.sink
@@ -934,7 +928,7 @@ impl KafkaPipeline {
             )?;
         }
         let meta = format!("cep-epoch={}", self.epoch);
-        match self.guarantee {
+        match self.outputs_to.guarantee {
             Guarantee::AtLeastOnce => {
                 self.sink.flush(Duration::from_secs(60))?;
                 self.source.commit(&meta)?;

@@ -291,6 +291,17 @@ enum Driver {
     Kafka(Option<KafkaHandle>),
 }
 
+impl Driver {
+    /// Stops a Kafka pipeline's thread (its last epoch committed); nothing for HTTP.
+    fn stop_kafka(&mut self) {
+        if let Driver::Kafka(handle) = self {
+            if let Some(h) = handle.take() {
+                h.stop();
+            }
+        }
+    }
+}
+
 /// A running pipeline.
 pub struct Pipeline {
     name: String,
@@ -374,11 +385,6 @@ impl Pipeline {
         lock(&self.running).paused
     }
 
-    /// Whether events come from Kafka.
-    pub fn is_kafka(&self) -> bool {
-        matches!(lock(&self.running).driver, Driver::Kafka(_))
-    }
-
     /// Pauses or resumes intake. A Kafka pipeline commits its last epoch and leaves its group
     /// when paused, and restores from its checkpoint when resumed.
     pub fn set_paused(&self, paused: bool) {
@@ -390,23 +396,15 @@ impl Pipeline {
             driver,
             ..
         } = &mut *running;
-        if let Driver::Kafka(handle) = driver {
-            match (paused, handle.is_some()) {
-                (true, true) => {
-                    if let Some(h) = handle.take() {
-                        h.stop();
-                    }
-                }
-                (false, false) => {
-                    *handle = Some(KafkaHandle::start(
-                        spec.clone(),
-                        patterns.clone(),
-                        &self.env,
-                        self.outputs.clone(),
-                    ))
-                }
-                _ => {}
-            }
+        if paused {
+            driver.stop_kafka();
+        } else if let Driver::Kafka(handle @ None) = driver {
+            *handle = Some(KafkaHandle::start(
+                spec.clone(),
+                patterns.clone(),
+                &self.env,
+                self.outputs.clone(),
+            ));
         }
     }
 
@@ -419,11 +417,7 @@ impl Pipeline {
         patterns: Vec<Arc<CompiledPattern>>,
     ) -> Result<(), PatternErrors> {
         let mut running = lock(&self.running);
-        if let Driver::Kafka(handle) = &mut running.driver {
-            if let Some(h) = handle.take() {
-                h.stop();
-            }
-        }
+        running.driver.stop_kafka();
         let driver = Self::driver(&spec, &patterns, running.paused, &self.env, &self.outputs)?;
         running.driver = driver;
         running.spec = spec;
@@ -611,12 +605,7 @@ impl Pipeline {
 
     /// Stops a Kafka pipeline's thread, committing its last epoch (nothing for others).
     pub fn stop(&self) {
-        let mut running = lock(&self.running);
-        if let Driver::Kafka(handle) = &mut running.driver {
-            if let Some(h) = handle.take() {
-                h.stop();
-            }
-        }
+        lock(&self.running).driver.stop_kafka();
     }
 
     /// Outputs passing `filter`, oldest first: with `filter.after`, the first `limit` after
