@@ -7,10 +7,12 @@
 //! the Java twin of the pattern (given above each test) on the same input, with no watermark
 //! until the end of input: `M|key|stage=ids;...` per match, `T|key|stage=ids;...|ts` per timeout.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use cep::{AfterMatchSkip, CepOperator, Context, OutputKind, Pattern};
+use cep::{AfterMatchSkip, CepOperator, Context, Pattern};
 
 #[derive(Debug)]
 struct Ev {
@@ -63,28 +65,7 @@ fn run(pattern: Pattern<Ev>, csv: &'static str) -> Vec<String> {
         op.process_element(key, e, ts, &mut out);
     }
     op.advance_watermark(i64::MAX, &mut out);
-    let mut lines: Vec<String> = out
-        .iter()
-        .map(|o| {
-            let stages: Vec<String> = o
-                .events
-                .iter()
-                .filter(|(_, evs)| !evs.is_empty())
-                .map(|(stage, evs)| {
-                    let ids: Vec<String> = evs.iter().map(|e| e.id.to_string()).collect();
-                    format!("{stage}={}", ids.join(","))
-                })
-                .collect();
-            let body = format!("{}|{}", o.key, stages.join(";"));
-            match o.kind {
-                OutputKind::Match => format!("M|{body}"),
-                OutputKind::Timeout => format!("T|{body}|{}", o.timestamp),
-                OutputKind::Late => panic!("no late events expected"),
-            }
-        })
-        .collect();
-    lines.sort();
-    lines
+    common::oracle_lines(&out, |e| e.id.to_string())
 }
 
 fn sorted(expected: &[&str]) -> Vec<String> {

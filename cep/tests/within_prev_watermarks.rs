@@ -6,6 +6,8 @@
 //! window (nor for a `max_gap`). We report it in both cases, at `previous event + window`, as
 //! soon as the watermark reaches that time. See docs/semantics.md, "Where we differ, on purpose".
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,28 +62,7 @@ fn run(events: &[Ev], bound: i64, wm: Watermarks) -> Vec<String> {
     }
     op.advance_watermark(i64::MAX, &mut out);
     assert_eq!(op.key_count(), 0, "state left behind ({wm:?})");
-    let mut lines: Vec<String> = out
-        .iter()
-        .map(|o| {
-            let stages: Vec<String> = o
-                .events
-                .iter()
-                .map(|(stage, evs)| {
-                    let ids: Vec<String> = evs.iter().map(|e| e.0.to_string()).collect();
-                    format!("{stage}={}", ids.join(","))
-                })
-                .collect();
-            match o.kind {
-                OutputKind::Match => format!("M|{}|{}", o.key, stages.join(";")),
-                OutputKind::Timeout => {
-                    format!("T|{}|{}|{}", o.key, stages.join(";"), o.timestamp)
-                }
-                OutputKind::Late => panic!("no late event expected"),
-            }
-        })
-        .collect();
-    lines.sort();
-    lines
+    common::oracle_lines(&out, |e| e.0.to_string())
 }
 
 /// The minimal case. Key k: A at 1000, B at 2000; key x: an unrelated D at 2500; bound 0.
