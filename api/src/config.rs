@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use cep_patterns::DurationMs;
+use cep_pipeline::store::Durability;
 use cep_pipeline::{Host, PipelineSpec, SourceSpec};
 
 /// `cep serve` flags. Each also reads a `CEP_*` environment variable.
@@ -60,6 +61,48 @@ pub struct ServeArgs {
     /// The most patterns [default: 1024].
     #[arg(long, env = "CEP_MAX_PATTERNS")]
     pub max_patterns: Option<usize>,
+    /// When accepted events are durable: write (to the operating system before the 202:
+    /// survives a crash of the process), fsync (synced before the 202, one sync for the
+    /// requests written together: survives a power loss) or off (memory only) [default: write].
+    #[arg(long, env = "CEP_DURABILITY")]
+    pub durability: Option<Durability>,
+    /// How often an HTTP pipeline checkpoints its state, e.g. "10s" [default: 10s].
+    #[arg(long, env = "CEP_CHECKPOINT_INTERVAL", value_parser = parse_duration)]
+    pub checkpoint_interval: Option<DurationMs>,
+    /// How many outputs each pipeline's output log keeps [default: 1000000].
+    #[arg(long, env = "CEP_OUTPUT_RETENTION")]
+    pub output_retention: Option<u64>,
+    /// How long the output log keeps an output, e.g. "7d"; "off" for no limit [default: 7d].
+    #[arg(long, env = "CEP_OUTPUT_RETENTION_AGE", value_parser = parse_optional_duration)]
+    pub output_retention_age: Option<OptionalDuration>,
+}
+
+/// A duration, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OptionalDuration(pub Option<DurationMs>);
+
+impl TryFrom<String> for OptionalDuration {
+    type Error = String;
+    fn try_from(s: String) -> Result<OptionalDuration, String> {
+        parse_optional_duration(&s)
+    }
+}
+
+impl From<OptionalDuration> for String {
+    fn from(d: OptionalDuration) -> String {
+        match d.0 {
+            Some(d) => format!("{}ms", d.0),
+            None => "off".into(),
+        }
+    }
+}
+
+fn parse_optional_duration(text: &str) -> Result<OptionalDuration, String> {
+    if text == "off" {
+        return Ok(OptionalDuration(None));
+    }
+    DurationMs::parse(text).map(|d| OptionalDuration(Some(d)))
 }
 
 fn parse_duration(text: &str) -> Result<DurationMs, String> {
@@ -135,6 +178,14 @@ pub struct ServeConfig {
     /// Pipelines created (or replaced) at start: `[[pipeline]]` tables, each a pipeline spec as
     /// `POST /api/v1/pipelines` takes it (docs/pipelines.md).
     pub pipeline: Vec<PipelineSpec>,
+    /// When accepted events are durable (docs/service.md, "Durability").
+    pub durability: Durability,
+    /// How often an HTTP pipeline checkpoints.
+    pub checkpoint_interval: DurationMs,
+    /// How many outputs each pipeline's output log keeps.
+    pub output_retention: u64,
+    /// How long the output log keeps an output (`off`: no limit).
+    pub output_retention_age: OptionalDuration,
 }
 
 impl Default for ServeConfig {
@@ -151,6 +202,10 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             pattern_files: Vec::new(),
             pipeline: Vec::new(),
+            durability: Durability::Write,
+            checkpoint_interval: DurationMs(10_000),
+            output_retention: 1_000_000,
+            output_retention_age: OptionalDuration(Some(DurationMs(7 * 86_400_000))),
         }
     }
 }
@@ -207,6 +262,10 @@ impl ServeConfig {
         set(&mut self.limits.max_pattern_bytes, &args.max_pattern_bytes);
         set(&mut self.limits.max_pipelines, &args.max_pipelines);
         set(&mut self.limits.max_patterns, &args.max_patterns);
+        set(&mut self.durability, &args.durability);
+        set(&mut self.checkpoint_interval, &args.checkpoint_interval);
+        set(&mut self.output_retention, &args.output_retention);
+        set(&mut self.output_retention_age, &args.output_retention_age);
         // An empty token (e.g. `CEP_AUTH_TOKEN=`) means no authentication.
         if self.auth_token.as_deref() == Some("") {
             self.auth_token = None;
@@ -216,6 +275,14 @@ impl ServeConfig {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.body_limit > 0, "body_limit must be positive");
         anyhow::ensure!(self.recent_outputs > 0, "recent_outputs must be positive");
+        anyhow::ensure!(
+            self.output_retention > 0,
+            "output_retention must be positive"
+        );
+        anyhow::ensure!(
+            self.checkpoint_interval.0 > 0,
+            "checkpoint_interval must be positive"
+        );
         for (i, spec) in self.pipeline.iter().enumerate() {
             anyhow::ensure!(
                 !spec.name.is_empty(),

@@ -16,7 +16,6 @@ pub mod pipeline;
 mod routes;
 pub mod server;
 pub mod state;
-pub mod store;
 mod validate;
 
 pub use config::{ServeArgs, ServeConfig};

@@ -15,10 +15,12 @@ use crate::engine::{CompiledPattern, PatternErrors};
 use crate::error::AppError;
 use crate::pipeline::{
     Environment, Host, PatternSelection, Pipeline, PipelineRecord, PipelineSpec, SpecError,
+    StartError,
 };
-use crate::store::Store;
 use crate::validate::{pattern_errors, ValidPattern};
 use cep_pipeline::pattern_files;
+use cep_pipeline::running::Retention;
+use cep_pipeline::store::Store;
 
 /// A registered pattern.
 pub struct PatternEntry {
@@ -38,7 +40,7 @@ struct Catalog {
 pub struct AppState {
     /// The effective configuration.
     pub config: ServeConfig,
-    store: Store,
+    store: Arc<Store>,
     catalog: RwLock<Catalog>,
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -47,7 +49,7 @@ pub struct AppState {
 impl AppState {
     /// Opens the store and starts every stored pipeline.
     pub fn open(config: ServeConfig) -> anyhow::Result<AppState> {
-        let store = Store::open(&config.data_dir)?;
+        let store = Arc::new(Store::open(&config.data_dir, config.durability)?);
         let mut catalog = Catalog::default();
         for (name, bytes) in store.patterns()? {
             let text = String::from_utf8_lossy(&bytes);
@@ -82,11 +84,6 @@ impl AppState {
             let patterns = select(&catalog.patterns, &record.spec.patterns);
             let pipeline = Pipeline::start(record, patterns, &state.environment())
                 .map_err(|e| anyhow::anyhow!("starting pipeline {name}: {e}"))?;
-            if let Some(stored) = state.store.outputs(&name)? {
-                if let Ok(json) = serde_json::from_slice(&stored) {
-                    pipeline.restore_recent(json);
-                }
-            }
             catalog.pipelines.insert(name, Arc::new(pipeline));
         }
         *state.write() = catalog;
@@ -105,6 +102,18 @@ impl AppState {
         Environment {
             recent_outputs: self.config.recent_outputs,
             data_dir: self.config.data_dir.clone(),
+            store: Some(self.store.clone()),
+            checkpoint_every: std::time::Duration::from_millis(
+                self.config.checkpoint_interval.0.max(1) as u64,
+            ),
+            retention: Retention {
+                count: self.config.output_retention,
+                age_ms: self
+                    .config
+                    .output_retention_age
+                    .0
+                    .map(|d| d.0.max(0) as u64),
+            },
         }
     }
 
@@ -183,7 +192,7 @@ impl AppState {
             ));
         }
         let text = serde_json::to_string(&valid.document).map_err(AppError::internal)?;
-        self.store.put_pattern(&name, &text)?;
+        self.store.put_pattern(&name, &text).map_err(store_failed)?;
         catalog.patterns.insert(
             name.clone(),
             PatternEntry {
@@ -217,7 +226,7 @@ impl AppState {
             )
             .with_details(json!({"pipelines": users})));
         }
-        self.store.delete_pattern(name)?;
+        self.store.delete_pattern(name).map_err(store_failed)?;
         catalog.patterns.remove(name);
         apply_patterns(&catalog, |selection| selection.includes(name))?;
         tracing::info!(pattern = %name, "pattern deleted");
@@ -281,7 +290,7 @@ impl AppState {
                 self.persist_pipeline(&record)?;
                 pipeline
                     .reconfigure(spec, patterns)
-                    .map_err(|e| engine_refused(&e))?;
+                    .map_err(|e| start_refused(&e))?;
                 tracing::info!(pipeline = %record.spec.name, "pipeline replaced");
                 Ok(false)
             }
@@ -300,7 +309,7 @@ impl AppState {
                     paused: false,
                 };
                 let pipeline = Pipeline::start(record.clone(), patterns, &self.environment())
-                    .map_err(|e| engine_refused(&e))?;
+                    .map_err(|e| start_refused(&e))?;
                 self.persist_pipeline(&record)?;
                 catalog
                     .pipelines
@@ -317,7 +326,7 @@ impl AppState {
         if !catalog.pipelines.contains_key(name) {
             return Err(AppError::not_found("pipeline", name));
         }
-        self.store.delete_pipeline(name)?;
+        self.store.delete_pipeline(name).map_err(store_failed)?;
         if let Some(pipeline) = catalog.pipelines.remove(name) {
             // A Kafka pipeline commits its last epoch and leaves its group.
             pipeline.stop();
@@ -348,7 +357,9 @@ impl AppState {
 
     fn persist_pipeline(&self, record: &PipelineRecord) -> Result<(), AppError> {
         let bytes = serde_json::to_vec(record).map_err(AppError::internal)?;
-        self.store.put_pipeline(&record.spec.name, &bytes)?;
+        self.store
+            .put_pipeline(&record.spec.name, &bytes)
+            .map_err(store_failed)?;
         Ok(())
     }
 
@@ -379,15 +390,23 @@ impl AppState {
         }
     }
 
-    /// Writes every pipeline's recent outputs and flushes the store.
+    /// Stops every pipeline (Kafka pipelines commit their last epoch), checkpoints the HTTP
+    /// ones (the next start replays nothing), and flushes the store.
     pub fn persist(&self) -> anyhow::Result<()> {
         for pipeline in self.pipelines() {
-            // Kafka pipelines commit their last epoch first: its outputs join the recent ones.
             pipeline.stop();
-            let json = serde_json::to_vec(&pipeline.recent_json())?;
-            self.store.put_outputs(pipeline.name(), &json)?;
+            if let Err(e) = pipeline.checkpoint() {
+                tracing::error!(pipeline = %pipeline.name(), error = %e, "final checkpoint failed");
+            }
         }
-        self.store.flush()
+        self.store.flush()?;
+        self.store.close();
+        Ok(())
+    }
+
+    /// Why the store refuses writes, after a failed one (the service is then not ready).
+    pub fn store_failure(&self) -> Option<String> {
+        self.store.failure()
     }
 }
 
@@ -400,6 +419,18 @@ pub fn invalid_spec(errors: &[SpecError]) -> AppError {
         .join("; ");
     AppError::unprocessable("invalid_pipeline", format!("invalid pipeline: {message}"))
         .with_details(serde_json::to_value(errors).unwrap_or_default())
+}
+
+/// 503: the store refused a write; nothing of the request took effect.
+fn store_failed(e: anyhow::Error) -> AppError {
+    AppError::unavailable(format!("the store failed: {e:#}"))
+}
+
+fn start_refused(e: &StartError) -> AppError {
+    match e {
+        StartError::Patterns(e) => engine_refused(e),
+        StartError::Store(e) => AppError::unavailable(format!("the store failed: {e:#}")),
+    }
 }
 
 fn engine_refused(e: &PatternErrors) -> AppError {
@@ -437,11 +468,12 @@ fn apply_patterns(
         if affected(&selection) {
             pipeline
                 .set_patterns(select(&catalog.patterns, &selection))
-                .map_err(|e| {
-                    AppError::internal(anyhow::anyhow!(
+                .map_err(|e| match e {
+                    StartError::Store(e) => store_failed(e),
+                    e => AppError::internal(anyhow::anyhow!(
                         "pipeline {} refused the new patterns: {e}",
                         pipeline.name()
-                    ))
+                    )),
                 })?;
         }
     }

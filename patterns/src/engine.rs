@@ -528,6 +528,25 @@ impl JsonEngine {
         self.op.watermark()
     }
 
+    /// The highest event time seen (`i64::MIN` before the first event): with the
+    /// out-of-orderness, what the watermark follows. A checkpoint keeps it beside the watermark.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_ts
+    }
+
+    /// The limit set by [`set_max_future`](Self::set_max_future).
+    pub fn max_future(&self) -> Option<i64> {
+        self.max_future
+    }
+
+    /// Restores the event-time clock of a checkpoint: the highest time seen and the watermark,
+    /// after the keys' state has been restored with [`restore_key`](Self::restore_key). What is
+    /// due at the watermark goes to `out` (nothing, when the keys come from the same checkpoint).
+    pub fn restore_time(&mut self, max_timestamp: i64, watermark: i64, out: &mut Vec<Output>) {
+        self.max_ts = self.max_ts.max(max_timestamp);
+        self.advance_watermark(watermark, out);
+    }
+
     fn drain(&mut self, out: &mut Vec<Output>) {
         for o in self.scratch.drain(..) {
             let pattern = self.names.get(o.pattern).cloned();

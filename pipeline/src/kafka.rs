@@ -948,8 +948,12 @@ impl KafkaPipeline {
         }
         if let Some(h) = &self.hooks {
             // Committed: now the outputs of the epoch are visible in the service.
-            h.outputs
-                .publish(std::mem::take(&mut self.recent), h.keep_recent);
+            if let Err(e) = h
+                .outputs
+                .publish(std::mem::take(&mut self.recent), h.keep_recent)
+            {
+                tracing::error!(error = %e, "the output log refused this epoch's outputs");
+            }
             lock(&h.status).last_commit_ms = Some(now_ms());
         }
         if let Some(spill) = &mut self.spill {

@@ -6,13 +6,17 @@
 //! - [`running`]: a pipeline inside `cep serve`: HTTP ingest drives its engine directly, a Kafka
 //!   source runs [`kafka::KafkaPipeline`] on a thread; outputs go to the recent buffer / SSE
 //!   and the Kafka sink.
+//! - [`store`]: the service's RocksDB: catalog, and per pipeline a write-ahead log, checkpoints
+//!   and an output log, written in order by one committer thread (group commit).
 //! - [`kafka`]: the Kafka-in, Kafka-out pipeline with checkpoints to a changelog topic.
 //! - [`file`]: a file source read once (`cep run`).
 
 pub mod file;
+mod journal;
 pub mod kafka;
 pub mod running;
 pub mod spec;
+pub mod store;
 
 pub use spec::{
     parse, Guarantee, Host, KafkaSinkSpec, KafkaSourceSpec, Membership, PatternSelection,

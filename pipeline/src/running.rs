@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cep_patterns::{CompiledPattern, JsonEngine, Output, OutputKind, PatternErrors};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::journal::Journal;
 use crate::kafka::KafkaHandle;
 use crate::spec::{PipelineSpec, SourceSpec};
+use crate::store::{now_ms, seq_of, Keys, Store};
 
 /// A page of outputs (`GET .../matches`).
 #[derive(Debug, Serialize)]
@@ -160,13 +163,29 @@ pub struct PipelineCounters {
     pub patterns: Mutex<BTreeMap<String, PatternCounts>>,
 }
 
-/// The outputs of a pipeline: counted, numbered, kept in a ring and sent to live subscribers.
+impl PipelineCounters {
+    /// Events accepted, records rejected and late events since the pipeline was created
+    /// (carried over restarts by its checkpoints).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "events_in": self.events_in.load(Ordering::Relaxed),
+            "rejected": self.rejected.load(Ordering::Relaxed),
+            "late": self.late.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The outputs of a pipeline: counted, numbered, written to the output log (in the service),
+/// kept in a ring of the most recent and sent to live subscribers.
 pub struct Outputs {
     name: Arc<str>,
     ring: Mutex<Ring>,
     live: broadcast::Sender<Arc<OutputRecord>>,
     /// Counters for /metrics.
     pub counters: PipelineCounters,
+    log: Option<(Arc<Store>, Keys)>,
+    retention: Retention,
+    trimmed: Mutex<Option<Instant>>,
 }
 
 struct Ring {
@@ -175,28 +194,50 @@ struct Ring {
     items: VecDeque<Arc<OutputRecord>>,
 }
 
+/// How long the output log keeps outputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// At most this many per pipeline (the oldest go first).
+    pub count: u64,
+    /// None older than this (ms).
+    pub age_ms: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            count: 1_000_000,
+            age_ms: Some(7 * 24 * 3600 * 1000),
+        }
+    }
+}
+
 impl Outputs {
-    fn new(name: &str, capacity: usize) -> Outputs {
+    fn new(name: &str, env: &Environment) -> Outputs {
         let (live, _) = broadcast::channel(1024);
         Outputs {
             name: Arc::from(name),
             ring: Mutex::new(Ring {
-                capacity: capacity.max(1),
+                capacity: env.recent_outputs.max(1),
                 next_seq: 1,
                 items: VecDeque::new(),
             }),
             live,
             counters: PipelineCounters::default(),
+            log: env.store.clone().map(|s| (s, Keys::new(name))),
+            retention: env.retention,
+            trimmed: Mutex::new(None),
         }
     }
 
-    /// Counts outputs; numbers them and keeps them when `keep` (a `recent` sink).
-    pub fn publish(&self, outputs: Vec<Output>, keep: bool) {
+    /// Counts outputs and, when `keep` (a `recent` sink), numbers them.
+    pub(crate) fn number(&self, outputs: Vec<Output>, keep: bool) -> Vec<Arc<OutputRecord>> {
         if outputs.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut ring = lock(&self.ring);
         let mut counts = lock(&self.counters.patterns);
+        let mut records = Vec::new();
         for output in outputs {
             match (output.kind, &output.pattern) {
                 (OutputKind::Match, Some(p)) => {
@@ -215,17 +256,212 @@ impl Outputs {
             }
             let seq = ring.next_seq;
             ring.next_seq += 1;
-            let record = Arc::new(OutputRecord {
+            records.push(Arc::new(OutputRecord {
                 output,
                 pipeline: self.name.clone(),
                 seq,
-            });
+            }));
+        }
+        records
+    }
+
+    /// Adds numbered outputs to a batch of the output log.
+    pub(crate) fn log_into(&self, batch: &mut WriteBatch, records: &[Arc<OutputRecord>]) {
+        let Some((_, keys)) = &self.log else { return };
+        let at = now_ms().to_be_bytes();
+        for r in records {
+            let mut value = at.to_vec();
+            // An output is plain data: it always serialises.
+            let _ = serde_json::to_writer(&mut value, &**r);
+            batch.put(keys.out(r.seq), value);
+        }
+    }
+
+    /// Makes numbered (and written) outputs visible: the ring and the live feed.
+    pub(crate) fn show(&self, records: Vec<Arc<OutputRecord>>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut ring = lock(&self.ring);
+        for record in records {
             if ring.items.len() == ring.capacity {
                 ring.items.pop_front();
             }
             ring.items.push_back(record.clone());
             // No subscribers is fine.
             let _ = self.live.send(record);
+        }
+    }
+
+    /// Counts outputs; numbers them, writes them to the output log and shows them when `keep`
+    /// (a `recent` sink). Returns why the log refused them, if it did (they are not shown).
+    pub fn publish(&self, outputs: Vec<Output>, keep: bool) -> Result<(), String> {
+        let records = self.number(outputs, keep);
+        if records.is_empty() {
+            return Ok(());
+        }
+        if let Some((store, _)) = &self.log {
+            let mut batch = WriteBatch::default();
+            self.log_into(&mut batch, &records);
+            store.commit_wait(batch)?;
+        }
+        self.show(records);
+        Ok(())
+    }
+
+    /// Counts a request's records.
+    pub(crate) fn count_input(&self, accepted: usize, rejected: usize) {
+        let c = &self.counters;
+        c.events_in.fetch_add(accepted as u64, Ordering::Relaxed);
+        c.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+    }
+
+    /// The next output's `seq`.
+    pub(crate) fn next_seq(&self) -> u64 {
+        lock(&self.ring).next_seq
+    }
+
+    /// Numbers from `seq` on at least (never reuses one the output log holds).
+    pub(crate) fn ensure_next_seq(&self, seq: u64) {
+        let mut ring = lock(&self.ring);
+        ring.next_seq = ring.next_seq.max(seq);
+    }
+
+    /// The counters as a checkpoint keeps them.
+    pub(crate) fn counters_json(&self) -> Value {
+        let c = &self.counters;
+        let patterns: BTreeMap<String, (u64, u64)> = lock(&c.patterns)
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.matches, v.timeouts)))
+            .collect();
+        serde_json::json!({
+            "events_in": c.events_in.load(Ordering::Relaxed),
+            "rejected": c.rejected.load(Ordering::Relaxed),
+            "late": c.late.load(Ordering::Relaxed),
+            "patterns": patterns,
+        })
+    }
+
+    /// Restores the counters and the output sequence of a checkpoint.
+    pub(crate) fn restore_counters(&self, json: &Value, next_seq: u64) {
+        let c = &self.counters;
+        let get = |k: &str| json.get(k).and_then(Value::as_u64).unwrap_or(0);
+        c.events_in.store(get("events_in"), Ordering::Relaxed);
+        c.rejected.store(get("rejected"), Ordering::Relaxed);
+        c.late.store(get("late"), Ordering::Relaxed);
+        let patterns: BTreeMap<String, (u64, u64)> = json
+            .get("patterns")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .unwrap_or_default();
+        *lock(&c.patterns) = patterns
+            .into_iter()
+            .map(|(k, (matches, timeouts))| (k, PatternCounts { matches, timeouts }))
+            .collect();
+        let mut ring = lock(&self.ring);
+        ring.next_seq = next_seq.max(1);
+    }
+
+    /// Fills the ring with the most recent outputs of the output log.
+    fn load_recent(&self) -> anyhow::Result<()> {
+        let Some((store, keys)) = &self.log else {
+            return Ok(());
+        };
+        let capacity = lock(&self.ring).capacity as u64;
+        let last = store
+            .last_under(&keys.out_prefix())?
+            .as_deref()
+            .and_then(seq_of)
+            .unwrap_or(0);
+        let from = last.saturating_sub(capacity) + 1;
+        let records = self.read_log(from, usize::MAX, |_| true)?;
+        let mut ring = lock(&self.ring);
+        ring.items.clear();
+        for r in records {
+            ring.next_seq = ring.next_seq.max(r.seq + 1);
+            ring.items.push_back(r);
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` records of the output log from `from` on that pass `keep`, oldest first.
+    fn read_log(
+        &self,
+        from: u64,
+        limit: usize,
+        mut keep: impl FnMut(&OutputRecord) -> bool,
+    ) -> anyhow::Result<Vec<Arc<OutputRecord>>> {
+        let Some((store, keys)) = &self.log else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        store.scan_with(&keys.out_prefix(), &keys.out(from), |k, v| {
+            let (Some(seq), Some(json)) = (seq_of(k), v.get(8..)) else {
+                return true;
+            };
+            let Some(record) = serde_json::from_slice(json)
+                .ok()
+                .and_then(StoredRecord::read)
+            else {
+                return true;
+            };
+            let record = OutputRecord {
+                output: record.output,
+                pipeline: self.name.clone(),
+                seq: record.seq.max(seq),
+            };
+            if keep(&record) {
+                out.push(Arc::new(record));
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// The oldest `seq` the output log holds.
+    fn first_logged(&self) -> Option<u64> {
+        let (store, keys) = self.log.as_ref()?;
+        let mut first = None;
+        let _ = store.scan_with(&keys.out_prefix(), &keys.out_prefix(), |k, _| {
+            first = seq_of(k);
+            false
+        });
+        first
+    }
+
+    /// Drops what the retention no longer keeps from the output log (at most once per
+    /// `every`).
+    fn trim(&self, every: Duration) {
+        let Some((store, keys)) = &self.log else {
+            return;
+        };
+        {
+            let mut last = lock(&self.trimmed);
+            if last.is_some_and(|t| t.elapsed() < every) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let next = self.next_seq();
+        let mut below = next.saturating_sub(self.retention.count);
+        if let Some(age) = self.retention.age_ms {
+            let oldest = now_ms().saturating_sub(age);
+            let _ = store.scan_with(&keys.out_prefix(), &keys.out(below), |k, v| {
+                let at = v
+                    .get(..8)
+                    .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
+                match seq_of(k) {
+                    Some(seq) if at < oldest => {
+                        below = below.max(seq + 1);
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        }
+        if below > 0 {
+            let mut batch = WriteBatch::default();
+            batch.delete_range(keys.out(0), keys.out(below));
+            store.commit(batch, |_| {});
         }
     }
 }
@@ -244,6 +480,10 @@ pub struct IngestReport {
     pub rejected: usize,
     /// Why each refused record was refused.
     pub errors: Vec<RecordRejection>,
+    /// The request repeated an earlier one's `Idempotency-Key`: nothing was evaluated again, and
+    /// the counts are the earlier answer's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// One refused record.
@@ -262,16 +502,50 @@ pub enum IngestError {
     Paused,
     /// The pipeline's events come from Kafka, not HTTP.
     NotHttp,
+    /// The store could not make the events durable: nothing of the request counts.
+    Store(String),
 }
 
 /// What the service gives every pipeline it starts.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Environment {
-    /// How many recent outputs a pipeline keeps.
+    /// How many recent outputs a pipeline keeps in memory.
     pub recent_outputs: usize,
     /// Where pipelines keep local files (a Kafka pipeline's RocksDB state backend).
     pub data_dir: PathBuf,
+    /// The service's store: write-ahead logs, checkpoints and output logs. None: memory only.
+    pub store: Option<Arc<Store>>,
+    /// How often an HTTP pipeline checkpoints (when its log has entries).
+    pub checkpoint_every: Duration,
+    /// How long the output log keeps outputs.
+    pub retention: Retention,
 }
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("recent_outputs", &self.recent_outputs)
+            .field("data_dir", &self.data_dir)
+            .field("store", &self.store.as_ref().map(|s| s.durability()))
+            .finish()
+    }
+}
+
+impl Environment {
+    /// A memory-only environment (tests, tools).
+    pub fn in_memory(recent_outputs: usize, data_dir: PathBuf) -> Environment {
+        Environment {
+            recent_outputs,
+            data_dir,
+            store: None,
+            checkpoint_every: Duration::from_secs(10),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// A checkpoint is also taken after this many log entries.
+const CHECKPOINT_ENTRIES: u64 = 20_000;
 
 struct Running {
     spec: PipelineSpec,
@@ -286,6 +560,8 @@ enum Driver {
         engine: Box<JsonEngine>,
         /// When events last arrived and the watermark right after them (for idleness).
         last_events: Option<(Instant, i64)>,
+        /// The log and checkpoints, in the service.
+        journal: Option<Box<Journal>>,
     },
     /// Events come from Kafka; `None` while paused.
     Kafka(Option<KafkaHandle>),
@@ -310,16 +586,45 @@ pub struct Pipeline {
     outputs: Arc<Outputs>,
 }
 
+/// Why a pipeline could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The engine refused the spec or the patterns.
+    Patterns(PatternErrors),
+    /// Its stored state could not be read back.
+    Store(anyhow::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Patterns(e) => write!(f, "{e}"),
+            StartError::Store(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<PatternErrors> for StartError {
+    fn from(e: PatternErrors) -> StartError {
+        StartError::Patterns(e)
+    }
+}
+
+/// Waits for a batch handed to the committer.
+type Ticket = std::sync::mpsc::Receiver<Result<(), String>>;
+
 impl Pipeline {
     /// Starts a pipeline with the given patterns (a Kafka pipeline connects on its own thread:
-    /// this returns at once, and its status tells how it goes).
+    /// this returns at once, and its status tells how it goes). An HTTP pipeline in the service
+    /// restores its checkpoint and replays its log first.
     pub fn start(
         record: PipelineRecord,
         patterns: Vec<Arc<CompiledPattern>>,
         env: &Environment,
-    ) -> Result<Pipeline, PatternErrors> {
+    ) -> Result<Pipeline, StartError> {
         let name = record.spec.name.clone();
-        let outputs = Arc::new(Outputs::new(&name, env.recent_outputs));
+        let outputs = Arc::new(Outputs::new(&name, env));
+        outputs.load_recent().map_err(StartError::Store)?;
         let driver = Self::driver(&record.spec, &patterns, record.paused, env, &outputs)?;
         Ok(Pipeline {
             name,
@@ -340,7 +645,7 @@ impl Pipeline {
         paused: bool,
         env: &Environment,
         outputs: &Arc<Outputs>,
-    ) -> Result<Driver, PatternErrors> {
+    ) -> Result<Driver, StartError> {
         Ok(match spec.source {
             SourceSpec::Kafka(_) => {
                 // Checked here, so that a pipeline the engine refuses is refused at once.
@@ -349,10 +654,25 @@ impl Pipeline {
                     KafkaHandle::start(spec.clone(), patterns.to_vec(), env, outputs.clone())
                 }))
             }
-            SourceSpec::Http | SourceSpec::File { .. } => Driver::Http {
-                engine: Box::new(spec.engine(patterns.to_vec())?),
-                last_events: None,
-            },
+            SourceSpec::Http | SourceSpec::File { .. } => {
+                // Checked first: a spec the engine refuses is refused before the store is read.
+                let fresh = spec.engine(patterns.to_vec())?;
+                let (engine, journal) = match &env.store {
+                    Some(store) => {
+                        let (engine, journal) = Journal::restore(store, spec, patterns, outputs)
+                            .map_err(StartError::Store)?;
+                        (engine, Some(Box::new(journal)))
+                    }
+                    None => (fresh, None),
+                };
+                let watermark = engine.watermark();
+                Driver::Http {
+                    engine: Box::new(engine),
+                    // A restored pipeline is idle from now on, as far as it knows.
+                    last_events: (watermark > i64::MIN).then(|| (Instant::now(), watermark)),
+                    journal,
+                }
+            }
         })
     }
 
@@ -409,16 +729,57 @@ impl Pipeline {
     }
 
     /// Replaces the configuration: a new engine (an HTTP pipeline's partial matches are
-    /// dropped; a Kafka pipeline stops and starts again from its checkpoint); recent outputs,
-    /// live subscribers and counters stay.
+    /// dropped, and its log and checkpoint with them; a Kafka pipeline stops and starts again
+    /// from its checkpoint); outputs, live subscribers and counters stay.
     pub fn reconfigure(
         &self,
         spec: PipelineSpec,
         patterns: Vec<Arc<CompiledPattern>>,
-    ) -> Result<(), PatternErrors> {
+    ) -> Result<(), StartError> {
         let mut running = lock(&self.running);
         running.driver.stop_kafka();
-        let driver = Self::driver(&spec, &patterns, running.paused, &self.env, &self.outputs)?;
+        let mut journal = match &mut running.driver {
+            Driver::Http { journal, .. } => journal.take(),
+            Driver::Kafka(_) => None,
+        };
+        let driver = match (&spec.source, journal.as_mut()) {
+            (SourceSpec::Http | SourceSpec::File { .. }, Some(j)) => {
+                let mut engine = spec.engine(patterns.clone())?;
+                engine.track_changes(true);
+                j.respec(&spec);
+                let mut batch = WriteBatch::default();
+                j.reset(&mut batch, &mut engine, &self.outputs);
+                j.store
+                    .commit_wait(batch)
+                    .map_err(|e| StartError::Store(anyhow::anyhow!(e)))?;
+                Driver::Http {
+                    engine: Box::new(engine),
+                    last_events: None,
+                    journal,
+                }
+            }
+            _ => {
+                let mut driver =
+                    Self::driver(&spec, &patterns, running.paused, &self.env, &self.outputs)?;
+                if let Driver::Http {
+                    engine,
+                    journal: Some(j),
+                    ..
+                } = &mut driver
+                {
+                    // A new engine: whatever an earlier life of this pipeline left goes.
+                    let mut fresh = spec.engine(patterns.clone())?;
+                    fresh.track_changes(true);
+                    **engine = fresh;
+                    let mut batch = WriteBatch::default();
+                    j.reset(&mut batch, engine, &self.outputs);
+                    j.store
+                        .commit_wait(batch)
+                        .map_err(|e| StartError::Store(anyhow::anyhow!(e)))?;
+                }
+                driver
+            }
+        };
         running.driver = driver;
         running.spec = spec;
         running.patterns = patterns;
@@ -426,11 +787,26 @@ impl Pipeline {
     }
 
     /// Switches the evaluated patterns; partial matches of replaced or removed patterns are
-    /// dropped by the engine.
-    pub fn set_patterns(&self, patterns: Vec<Arc<CompiledPattern>>) -> Result<(), PatternErrors> {
+    /// dropped by the engine. An HTTP pipeline logs the change, in order with its events.
+    pub fn set_patterns(&self, patterns: Vec<Arc<CompiledPattern>>) -> Result<(), StartError> {
         let mut running = lock(&self.running);
         let config = running.spec.engine_config();
         match &mut running.driver {
+            Driver::Http {
+                engine,
+                journal: Some(journal),
+                ..
+            } => {
+                let mut batch = WriteBatch::default();
+                let mut out = Vec::new();
+                journal
+                    .set_patterns(&mut batch, engine, patterns.clone(), &mut out)
+                    .map_err(StartError::Store)?;
+                journal
+                    .store
+                    .commit_wait(batch)
+                    .map_err(|e| StartError::Store(anyhow::anyhow!(e)))?;
+            }
             Driver::Http { engine, .. } => engine.set_patterns(patterns.clone())?,
             Driver::Kafka(handle) => {
                 JsonEngine::new(config, patterns.clone())?;
@@ -443,11 +819,14 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Feeds records to the engine. `records` holds each record's index and either the event or
-    /// why it could not be read.
+    /// Feeds records to the engine: each record's index and either its JSON text or why it
+    /// could not be read. In the service the accepted events and their outputs are written to
+    /// the store before this returns (and the outputs shown only then). A request repeating an
+    /// earlier `id` (idempotency key) is answered as that one was, and evaluates nothing.
     pub fn ingest(
         &self,
-        records: Vec<(usize, Result<Value, String>)>,
+        records: Vec<(usize, Result<&str, String>)>,
+        id: Option<&str>,
     ) -> Result<IngestReport, IngestError> {
         let mut report = IngestReport::default();
         let mut outputs = Vec::new();
@@ -459,97 +838,227 @@ impl Pipeline {
         let Driver::Http {
             engine,
             last_events,
+            journal,
         } = &mut running.driver
         else {
             return Err(IngestError::NotHttp);
         };
+        if let Some(j) = journal.as_deref() {
+            if let Some(e) = j.store.failure() {
+                return Err(IngestError::Store(e));
+            }
+            if let Some((accepted, rejected)) = id.and_then(|id| j.ids.get(id)) {
+                // The first one may still be on its way to the disk: wait for it.
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                j.store.commit(WriteBatch::default(), move |r| {
+                    let _ = tx.send(r);
+                });
+                drop(running);
+                wait(rx)?;
+                report.accepted = accepted;
+                report.rejected = rejected;
+                report.duplicate = true;
+                return Ok(report);
+            }
+        }
+        let mut kept: Vec<String> = Vec::new();
+        let mut accepted: Vec<&str> = Vec::new();
+        let mut compacted: Vec<usize> = Vec::new();
         for (index, record) in records {
             let result = match record {
-                Ok(event @ Value::Object(_)) => {
-                    engine.push(event, &mut outputs).map_err(|e| e.to_string())
+                Ok(text) if text.contains(['\n', '\r']) => {
+                    // Kept as one line: the log, the outputs and the live feed are line based.
+                    match serde_json::from_str::<Value>(text) {
+                        Ok(v) => {
+                            let line = v.to_string();
+                            let r = engine.push_str(&line, &mut outputs);
+                            if r.is_ok() {
+                                compacted.push(accepted.len());
+                                accepted.push("");
+                                kept.push(line);
+                            }
+                            r.map(|_| None).map_err(|e| e.to_string())
+                        }
+                        Err(e) => Err(format!("malformed JSON: {e}")),
+                    }
                 }
-                Ok(other) => Err(format!(
-                    "an event must be a JSON object, not {}",
-                    json_type(&other)
-                )),
+                Ok(text) => engine
+                    .push_str(text, &mut outputs)
+                    .map(|_| Some(text))
+                    .map_err(|e| e.to_string()),
                 Err(reason) => Err(reason),
             };
             match result {
-                Ok(()) => report.accepted += 1,
+                Ok(Some(text)) => {
+                    report.accepted += 1;
+                    accepted.push(text);
+                }
+                Ok(None) => report.accepted += 1,
                 Err(reason) => {
                     report.rejected += 1;
                     report.errors.push(RecordRejection { index, reason });
                 }
             }
         }
+        for (slot, line) in compacted.into_iter().zip(&kept) {
+            accepted[slot] = line;
+        }
         if report.accepted > 0 {
             *last_events = Some((Instant::now(), engine.watermark()));
         }
-        let counters = &self.outputs.counters;
-        counters
-            .events_in
-            .fetch_add(report.accepted as u64, Ordering::Relaxed);
-        counters
-            .rejected
-            .fetch_add(report.rejected as u64, Ordering::Relaxed);
-        // Published under the engine lock, so the sequence follows the engine's order.
-        self.outputs.publish(outputs, keep);
+        self.outputs.count_input(report.accepted, report.rejected);
+        // Numbered under the engine's lock, so the sequence follows the engine's order.
+        let records = self.outputs.number(outputs, keep);
+        let Some(j) = journal.as_deref_mut() else {
+            self.outputs.show(records);
+            return Ok(report);
+        };
+        let mut batch = WriteBatch::default();
+        if report.accepted > 0 {
+            j.log_events(&mut batch, id, report.accepted, report.rejected, &accepted);
+            if let Some(id) = id {
+                j.ids
+                    .insert(id.to_string(), report.accepted, report.rejected);
+            }
+        }
+        self.outputs.log_into(&mut batch, &records);
+        let ticket = self.hand_over(&j.store, batch, records);
         drop(running);
+        wait(ticket)?;
         Ok(report)
+    }
+
+    /// Hands a batch to the committer; its outputs are shown once it is written.
+    fn hand_over(
+        &self,
+        store: &Store,
+        batch: WriteBatch,
+        records: Vec<Arc<OutputRecord>>,
+    ) -> Ticket {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let outputs = self.outputs.clone();
+        store.commit(batch, move |r| {
+            if r.is_ok() {
+                outputs.show(records);
+            }
+            let _ = tx.send(r);
+        });
+        rx
+    }
+
+    /// Moves the engine's watermark (logged, outputs written and shown) under the lock.
+    fn step_watermark(
+        &self,
+        running: &mut Running,
+        target: i64,
+    ) -> Option<Result<Option<Ticket>, String>> {
+        let keep = running.spec.has_recent_sink();
+        let Driver::Http {
+            engine, journal, ..
+        } = &mut running.driver
+        else {
+            return None;
+        };
+        if target <= engine.watermark() {
+            return Some(Ok(None));
+        }
+        if let Some(e) = journal.as_deref().and_then(|j| j.store.failure()) {
+            return Some(Err(e));
+        }
+        let mut outputs = Vec::new();
+        engine.advance_watermark(target, &mut outputs);
+        let records = self.outputs.number(outputs, keep);
+        let Some(j) = journal.as_deref_mut() else {
+            self.outputs.show(records);
+            return Some(Ok(None));
+        };
+        let mut batch = WriteBatch::default();
+        j.log_watermark(&mut batch, target);
+        self.outputs.log_into(&mut batch, &records);
+        Some(Ok(Some(self.hand_over(&j.store, batch, records))))
     }
 
     /// Advances the watermark to `watermark` if it is ahead; returns the watermark after. Only
     /// HTTP pipelines take a watermark from a client (a Kafka pipeline's comes from its
     /// partitions): `None` for the others.
-    pub fn advance_watermark(&self, watermark: i64) -> Option<i64> {
-        let mut outputs = Vec::new();
+    pub fn advance_watermark(&self, watermark: i64) -> Option<Result<i64, IngestError>> {
         let mut running = lock(&self.running);
-        let keep = running.spec.has_recent_sink();
-        let Driver::Http { engine, .. } = &mut running.driver else {
-            return None;
+        let step = self.step_watermark(&mut running, watermark)?;
+        let now = match &running.driver {
+            Driver::Http { engine, .. } => engine.watermark(),
+            Driver::Kafka(_) => i64::MIN,
         };
-        if watermark > engine.watermark() {
-            engine.advance_watermark(watermark, &mut outputs);
-        }
-        let now = engine.watermark();
-        self.outputs.publish(outputs, keep);
-        Some(now)
+        drop(running);
+        Some(match step {
+            Ok(Some(ticket)) => wait(ticket).map(|_| now),
+            Ok(None) => Ok(now),
+            Err(e) => Err(IngestError::Store(e)),
+        })
     }
 
-    /// Idleness of an HTTP pipeline: its one input is idle after `idleness` without events, and
-    /// then the watermark follows the wall clock from where the last events left it.
+    /// What the service does every tick: idleness of an HTTP pipeline (its one input is idle
+    /// after `idleness` without events, and then the watermark follows the wall clock from where
+    /// the last events left it), checkpoints when due, output retention.
     pub fn tick(&self, now: Instant) {
-        let mut outputs = Vec::new();
+        self.outputs.trim(self.env.checkpoint_every);
         let mut running = lock(&self.running);
-        let Some(idleness) = running.spec.watermark.idleness else {
-            return;
-        };
-        if running.paused {
-            return;
+        let mut ticket = None;
+        if let (Some(idleness), false) = (running.spec.watermark.idleness, running.paused) {
+            if let Driver::Http {
+                last_events: Some((at, watermark)),
+                ..
+            } = running.driver
+            {
+                let idle = now.saturating_duration_since(at);
+                if watermark > i64::MIN && idle.as_millis() >= idleness.0 as u128 {
+                    let target =
+                        watermark.saturating_add(idle.as_millis().min(i64::MAX as u128) as i64);
+                    if let Some(Ok(t)) = self.step_watermark(&mut running, target) {
+                        ticket = t;
+                    }
+                }
+            }
         }
-        let keep = running.spec.has_recent_sink();
-        let Driver::Http {
+        if let Driver::Http {
             engine,
-            last_events,
+            journal: Some(j),
+            ..
         } = &mut running.driver
-        else {
-            return;
-        };
-        let Some((at, watermark)) = *last_events else {
-            return;
-        };
-        if watermark == i64::MIN {
-            return;
+        {
+            if j.due(self.env.checkpoint_every, CHECKPOINT_ENTRIES) {
+                let mut batch = WriteBatch::default();
+                j.checkpoint(&mut batch, engine, &self.outputs);
+                let name = self.name.clone();
+                j.store.commit(batch, move |r| {
+                    if let Err(e) = r {
+                        tracing::error!(pipeline = %name, error = %e, "checkpoint failed");
+                    }
+                });
+            }
         }
-        let idle = now.saturating_duration_since(at);
-        if idle.as_millis() < idleness.0 as u128 {
-            return;
+        drop(running);
+        if let Some(t) = ticket {
+            let _ = wait(t);
         }
-        let target = watermark.saturating_add(idle.as_millis().min(i64::MAX as u128) as i64);
-        if target > engine.watermark() {
-            engine.advance_watermark(target, &mut outputs);
+    }
+
+    /// Writes a checkpoint of an HTTP pipeline now (at shutdown: the next start replays
+    /// nothing) and waits for it.
+    pub fn checkpoint(&self) -> Result<(), String> {
+        let mut running = lock(&self.running);
+        if let Driver::Http {
+            engine,
+            journal: Some(j),
+            ..
+        } = &mut running.driver
+        {
+            if j.logs_events() {
+                let mut batch = WriteBatch::default();
+                j.checkpoint(&mut batch, engine, &self.outputs);
+                return j.store.commit_wait(batch);
+            }
         }
-        self.outputs.publish(outputs, keep);
+        Ok(())
     }
 
     /// The current watermark (`i64::MIN` before the first event).
@@ -609,11 +1118,37 @@ impl Pipeline {
     }
 
     /// Outputs passing `filter`, oldest first: with `filter.after`, the first `limit` after
-    /// that `seq` (a cursor: poll again with the last `seq` while `more` is true); without, the
-    /// most recent `limit`.
+    /// that `seq` (a cursor: poll again with the last `seq` while `more` is true), read from
+    /// the output log when the ring no longer holds them; without, the most recent `limit`.
     pub fn recent(&self, filter: &OutputFilter, limit: usize) -> RecentPage {
         let ring = lock(&self.outputs.ring);
-        let first_seq = ring.items.front().map(|r| r.seq);
+        let ring_first = ring.items.front().map(|r| r.seq);
+        let logged_first = self.outputs.first_logged();
+        let first_seq = match (logged_first, ring_first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(after) = filter.after {
+            let in_ring =
+                ring_first.is_some_and(|f| f <= after.saturating_add(1)) || ring_first.is_none();
+            if !in_ring && self.outputs.log.is_some() {
+                drop(ring);
+                let read = self
+                    .outputs
+                    .read_log(after.saturating_add(1), limit.saturating_add(1), |r| {
+                        r.matches(filter)
+                    })
+                    .unwrap_or_default();
+                let more = read.len() > limit;
+                let outputs = read.iter().take(limit).map(|r| r.to_json()).collect();
+                return RecentPage {
+                    outputs,
+                    more,
+                    first_seq,
+                    missed: first_seq.is_some_and(|f| f > after.saturating_add(1)),
+                };
+            }
+        }
         let mut matching: Box<dyn Iterator<Item = &Arc<OutputRecord>>> = if filter.after.is_some() {
             Box::new(ring.items.iter().filter(|r| r.matches(filter)))
         } else {
@@ -624,7 +1159,7 @@ impl Pipeline {
         if filter.after.is_none() {
             outputs.reverse();
         }
-        // Outputs after the cursor that the ring no longer holds: the reader fell behind.
+        // Outputs after the cursor that are gone: the reader fell behind the retention.
         let missed = match (filter.after, first_seq) {
             (Some(after), Some(first)) => first > after.saturating_add(1),
             _ => false,
@@ -637,44 +1172,40 @@ impl Pipeline {
         }
     }
 
-    /// The outputs the ring holds after `seq`, oldest first.
-    pub fn records_after(&self, seq: u64) -> Vec<Arc<OutputRecord>> {
+    /// The outputs after `seq`, oldest first (at most `limit`): from the ring, or from the
+    /// output log when the ring no longer holds them.
+    pub fn records_after(&self, seq: u64, limit: usize) -> Vec<Arc<OutputRecord>> {
         let ring = lock(&self.outputs.ring);
-        ring.items.iter().filter(|r| r.seq > seq).cloned().collect()
+        let in_ring = ring
+            .items
+            .front()
+            .is_none_or(|f| f.seq <= seq.saturating_add(1));
+        if in_ring || self.outputs.log.is_none() {
+            return ring
+                .items
+                .iter()
+                .filter(|r| r.seq > seq)
+                .take(limit)
+                .cloned()
+                .collect();
+        }
+        drop(ring);
+        self.outputs
+            .read_log(seq.saturating_add(1), limit, |_| true)
+            .unwrap_or_default()
     }
 
     /// A live feed of outputs.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutputRecord>> {
         self.outputs.live.subscribe()
     }
+}
 
-    /// The recent outputs as stored at shutdown.
-    pub fn recent_json(&self) -> Value {
-        let ring = lock(&self.outputs.ring);
-        Value::Array(ring.items.iter().map(|r| r.to_json()).collect())
-    }
-
-    /// Restores recent outputs stored at the last shutdown.
-    pub fn restore_recent(&self, stored: Value) {
-        let Value::Array(items) = stored else {
-            return;
-        };
-        let mut ring = lock(&self.outputs.ring);
-        for json in items {
-            let Some(record) = StoredRecord::read(json) else {
-                continue;
-            };
-            ring.next_seq = ring.next_seq.max(record.seq + 1);
-            if ring.items.len() == ring.capacity {
-                ring.items.pop_front();
-            }
-            ring.items.push_back(Arc::new(OutputRecord {
-                output: record.output,
-                pipeline: self.outputs.name.clone(),
-                seq: record.seq,
-            }));
-        }
-    }
+fn wait(ticket: Ticket) -> Result<(), IngestError> {
+    ticket
+        .recv()
+        .unwrap_or_else(|_| Err("the store's committer stopped".into()))
+        .map_err(IngestError::Store)
 }
 
 impl Drop for Pipeline {

@@ -220,6 +220,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, AppEr
     if state.is_draining() {
         return Err(AppError::unavailable("shutting down"));
     }
+    if let Some(reason) = state.store_failure() {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the store refuses writes ({reason}); restart the service to restore its last durable state"),
+        ));
+    }
     Ok(Json(json!({"status": "ready"})))
 }
 

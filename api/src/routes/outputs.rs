@@ -27,6 +27,9 @@ fn sse_event(record: &OutputRecord) -> Event {
 /// The default `limit` of GET .../matches.
 pub const DEFAULT_LIMIT: usize = 100;
 
+/// The largest `limit` of GET .../matches.
+pub const MAX_LIMIT: usize = 10_000;
+
 fn check_filter(filter: &OutputFilter) -> Result<(), AppError> {
     if let Some(kind) = &filter.kind {
         if !matches!(kind.as_str(), "match" | "timeout" | "late") {
@@ -40,8 +43,9 @@ fn check_filter(filter: &OutputFilter) -> Result<(), AppError> {
 }
 
 /// GET /pipelines/{name}/matches?pattern=&key=&kind=&limit=&after=: with `after`, the next
-/// `limit` outputs after that `seq` (a cursor; `more` says whether others follow, `missed` whether
-/// some after it already left the ring); without, the most recent `limit`. Oldest first.
+/// `limit` outputs after that `seq` (a cursor, read from the output log; `more` says whether
+/// others follow, `missed` whether some after it already left the log's retention); without,
+/// the most recent `limit` (of those kept in memory). Oldest first.
 pub async fn recent(
     State(state): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
@@ -49,11 +53,14 @@ pub async fn recent(
 ) -> Result<Json<Value>, AppError> {
     check_filter(&filter)?;
     let pipeline = state.pipeline(&name)?;
-    let limit = filter
-        .limit
-        .unwrap_or(DEFAULT_LIMIT)
-        .min(state.config.recent_outputs);
-    let page = pipeline.recent(&filter, limit);
+    let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let page = {
+        let filter = filter.clone();
+        // The output log is read from disk: off the async workers.
+        tokio::task::spawn_blocking(move || pipeline.recent(&filter, limit))
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("reading outputs failed: {e}")))?
+    };
     Ok(Json(json!({
         "pipeline": name,
         "outputs": page.outputs,
@@ -63,10 +70,14 @@ pub async fn recent(
     })))
 }
 
+/// The most outputs a reconnecting SSE client is sent from before its `Last-Event-ID` (a
+/// reader further behind pages with `GET .../matches?after=`).
+const REPLAY_LIMIT: usize = 100_000;
+
 /// GET /pipelines/{name}/matches/stream: outputs as they happen, as SSE events named after their
 /// kind (`match`, `timeout`, `late`), with the output's `seq` as id. A slow reader that falls
 /// behind gets a `lagged` event saying how many outputs it missed. A client that reconnects with
-/// `Last-Event-ID` first gets the outputs after that id that the ring still holds.
+/// `Last-Event-ID` first gets the outputs after that id that the output log still holds.
 pub async fn stream(
     State(state): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
@@ -77,15 +88,18 @@ pub async fn stream(
     let pipeline = state.pipeline(&name)?;
     // Subscribed before the answer goes out: a client that has the headers misses nothing.
     let live = BroadcastStream::new(pipeline.subscribe());
-    // A client that reconnects with `Last-Event-ID` first gets what it missed (what the ring
-    // still holds), then the live outputs after those.
+    // A client that reconnects with `Last-Event-ID` first gets what it missed (what the output
+    // log still holds), then the live outputs after those.
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let (missed, mut last) = match resume {
         Some(after) => {
-            let missed = pipeline.records_after(after);
+            let p = pipeline.clone();
+            let missed = tokio::task::spawn_blocking(move || p.records_after(after, REPLAY_LIMIT))
+                .await
+                .map_err(|e| AppError::internal(anyhow::anyhow!("reading outputs failed: {e}")))?;
             let last = missed.last().map_or(after, |r| r.seq);
             (missed, last)
         }

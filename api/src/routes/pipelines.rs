@@ -31,6 +31,7 @@ pub fn view(pipeline: &Pipeline) -> Value {
         "paused": record.paused,
         "watermark": watermark_json(pipeline.watermark()),
         "stats": pipeline.stats(),
+        "counters": pipeline.outputs().counters.to_json(),
     });
     if let Some(kafka) = pipeline.kafka_status() {
         value["status"]["kafka"] = kafka;
@@ -179,12 +180,21 @@ pub async fn watermark(
         WatermarkValue::At(ms) => ms,
         WatermarkValue::End(EndMarker::End) => i64::MAX,
     };
-    let now = pipeline.advance_watermark(target).ok_or_else(|| {
-        AppError::conflict(
-            "not_http",
-            format!("pipeline '{name}' reads from Kafka: its watermark comes from its partitions"),
-        )
-    })?;
+    let step = tokio::task::spawn_blocking(move || pipeline.advance_watermark(target))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("watermark task failed: {e}")))?;
+    let now = match step {
+        None => {
+            return Err(AppError::conflict(
+                "not_http",
+                format!(
+                    "pipeline '{name}' reads from Kafka: its watermark comes from its partitions"
+                ),
+            ))
+        }
+        Some(Ok(now)) => now,
+        Some(Err(e)) => return Err(super::events::ingest_error(&name, e)),
+    };
     Ok(Json(
         json!({"pipeline": name, "watermark": watermark_json(now)}),
     ))
