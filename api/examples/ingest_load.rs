@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
         durability,
+        default_pipeline: false,
         log: "warn".into(),
         ..ServeConfig::default()
     };
@@ -56,6 +57,13 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(r.status() == 201, "registering: {}", r.text().await?);
     }
+    // Out-of-orderness covers the batches in flight at once, so that no event is late.
+    let r = client
+        .post(format!("{base}/api/v1/pipelines"))
+        .json(&json!({"name": "load", "watermark": {"out_of_orderness": "60s"}}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "creating the pipeline: {}", r.text().await?);
     // The bodies, made before the clock starts: 1,000 users, 2/3 of logins failed.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = || {
@@ -93,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
                     return anyhow::Ok(());
                 };
                 let r = client
-                    .post(format!("{base}/api/v1/pipelines/default/events"))
+                    .post(format!("{base}/api/v1/pipelines/load/events"))
                     .header("content-type", "application/x-ndjson")
                     .body(body.clone())
                     .send()
@@ -107,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let view: serde_json::Value = client
-        .get(format!("{base}/api/v1/pipelines/default"))
+        .get(format!("{base}/api/v1/pipelines/load"))
         .send()
         .await?
         .json()
