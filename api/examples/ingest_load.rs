@@ -63,7 +63,11 @@ async fn main() -> anyhow::Result<()> {
         .json(&json!({"name": "load", "watermark": {"out_of_orderness": "60s"}}))
         .send()
         .await?;
-    anyhow::ensure!(r.status() == 201, "creating the pipeline: {}", r.text().await?);
+    anyhow::ensure!(
+        r.status() == 201,
+        "creating the pipeline: {}",
+        r.text().await?
+    );
     // The bodies, made before the clock starts: 1,000 users, 2/3 of logins failed.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = || {

@@ -138,7 +138,10 @@ pub fn document() -> Value {
             "responses": {"200": json_response("The pattern.", schema("Pattern")), "404": error_ref("No such pattern.")}
         }), false),
         "put": op(json!({
-            "summary": "Create or replace a pattern. Running pipelines switch to the new version at once; partial matches of the old version are dropped.",
+            "summary": "Create or replace a pattern. A changed pattern gets the next version; running pipelines switch to it at once, and the old version's partial matches drain (run on to their match or timeout; the default) or restart (are dropped).",
+            "parameters": [{"name": "mode", "in": "query", "required": false,
+                            "schema": {"type": "string", "enum": ["drain", "restart"], "default": "drain"},
+                            "description": "What happens to the old version's partial matches."}],
             "requestBody": pattern_body,
             "responses": {
                 "200": json_response("Replaced.", schema("Pattern")),

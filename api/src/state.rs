@@ -18,6 +18,7 @@ use crate::pipeline::{
     StartError,
 };
 use crate::validate::{pattern_errors, ValidPattern};
+use cep_patterns::Replace;
 use cep_pipeline::pattern_files;
 use cep_pipeline::running::Retention;
 use cep_pipeline::store::Store;
@@ -26,8 +27,67 @@ use cep_pipeline::store::Store;
 pub struct PatternEntry {
     /// The document as registered (with its name).
     pub document: Value,
-    /// The compiled form shared with the engines.
+    /// The compiled form shared with the engines (with its version).
     pub compiled: Arc<CompiledPattern>,
+}
+
+impl PatternEntry {
+    fn new(document: Value, compiled: Arc<CompiledPattern>, version: u64) -> PatternEntry {
+        let compiled = match Arc::try_unwrap(compiled) {
+            Ok(c) => c.with_version(version),
+            // Only the catalog holds a pattern being registered; should another hold it, the
+            // spec compiles again (it compiled once).
+            Err(shared) => match crate::engine::compile(shared.spec()) {
+                Ok(c) => c.with_version(version),
+                Err(_) => {
+                    return PatternEntry {
+                        document,
+                        compiled: shared,
+                    }
+                }
+            },
+        };
+        PatternEntry {
+            document,
+            compiled: Arc::new(compiled),
+        }
+    }
+
+    /// The version: 1 when registered, one more at each change.
+    pub fn version(&self) -> u64 {
+        self.compiled.version()
+    }
+
+    /// The document as shown: with its version.
+    pub fn shown(&self) -> Value {
+        let mut doc = self.document.clone();
+        if let Value::Object(map) = &mut doc {
+            map.insert("version".into(), Value::from(self.version()));
+        }
+        doc
+    }
+
+    /// The stored form: `{"version", "document"}`.
+    fn stored(&self) -> Value {
+        json!({"version": self.version(), "document": self.document})
+    }
+}
+
+/// Reads a stored pattern: `{"version", "document"}`, or a bare document (version 1) as
+/// earlier versions stored it.
+fn read_stored(bytes: &[u8]) -> (String, u64) {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
+        if let (Some(doc), Some(v)) = (
+            map.get("document"),
+            map.get("version").and_then(Value::as_u64),
+        ) {
+            if map.len() == 2 {
+                return (doc.to_string(), v);
+            }
+        }
+    }
+    (text, 1)
 }
 
 #[derive(Default)]
@@ -52,15 +112,12 @@ impl AppState {
         let store = Arc::new(Store::open(&config.data_dir, config.durability)?);
         let mut catalog = Catalog::default();
         for (name, bytes) in store.patterns()? {
-            let text = String::from_utf8_lossy(&bytes);
+            let (text, version) = read_stored(&bytes);
             match crate::validate::check_stored(&text) {
                 Ok(valid) => {
                     catalog.patterns.insert(
                         name,
-                        PatternEntry {
-                            document: valid.document,
-                            compiled: valid.compiled,
-                        },
+                        PatternEntry::new(valid.document, valid.compiled, version),
                     );
                 }
                 // A pattern that an older version accepted but this one does not: keep serving
@@ -124,7 +181,7 @@ impl AppState {
                 .with_context(|| format!("reading pattern file {}", file.display()))?;
             let valid = crate::validate::check_pattern(&self.config.limits, &bytes, None)
                 .map_err(|e| anyhow::anyhow!("pattern file {}: {}", file.display(), e))?;
-            self.put_pattern(valid, true)
+            self.put_pattern(valid, true, Replace::Drain)
                 .map_err(|e| anyhow::anyhow!("pattern file {}: {}", file.display(), e))?;
         }
         for spec in &self.config.pipeline {
@@ -152,35 +209,48 @@ impl AppState {
 
     // ---- Patterns ----
 
-    /// Every pattern document, by name.
+    /// Every pattern document (with its version), by name.
     pub fn patterns(&self) -> Vec<Value> {
         self.read()
             .patterns
             .values()
-            .map(|p| p.document.clone())
+            .map(PatternEntry::shown)
             .collect()
     }
 
-    /// One pattern document.
+    /// One pattern document, with its version.
     pub fn pattern(&self, name: &str) -> Result<Value, AppError> {
         self.read()
             .patterns
             .get(name)
-            .map(|p| p.document.clone())
+            .map(PatternEntry::shown)
             .ok_or_else(|| AppError::not_found("pattern", name))
     }
 
-    /// Registers a new pattern (`replace`: false) or creates or replaces one (`replace`: true).
-    /// Returns whether it was created.
-    pub fn put_pattern(&self, valid: ValidPattern, replace: bool) -> Result<bool, AppError> {
+    /// Registers a new pattern (`replace`: false) or creates or replaces one (`replace`: true),
+    /// a changed one under the next version, its predecessor draining or restarted in every
+    /// pipeline as `mode` says. Returns whether it was created, and the pattern as shown.
+    pub fn put_pattern(
+        &self,
+        valid: ValidPattern,
+        replace: bool,
+        mode: Replace,
+    ) -> Result<(bool, Value), AppError> {
         let name = valid.compiled.name().to_string();
         let mut catalog = self.write();
-        let exists = catalog.patterns.contains_key(&name);
+        let existing = catalog.patterns.get(&name);
+        let exists = existing.is_some();
         if exists && !replace {
             return Err(AppError::conflict(
                 "already_exists",
                 format!("pattern '{name}' already exists (use PUT to replace it)"),
             ));
+        }
+        if let Some(e) = existing {
+            if e.document == valid.document {
+                // The same definition again: nothing changes, not even the version.
+                return Ok((false, e.shown()));
+            }
         }
         if !exists && catalog.patterns.len() >= self.config.limits.max_patterns {
             return Err(AppError::conflict(
@@ -191,18 +261,15 @@ impl AppState {
                 ),
             ));
         }
-        let text = serde_json::to_string(&valid.document).map_err(AppError::internal)?;
+        let version = existing.map_or(1, |e| e.version() + 1);
+        let entry = PatternEntry::new(valid.document, valid.compiled, version);
+        let text = serde_json::to_string(&entry.stored()).map_err(AppError::internal)?;
         self.store.put_pattern(&name, &text).map_err(store_failed)?;
-        catalog.patterns.insert(
-            name.clone(),
-            PatternEntry {
-                document: valid.document,
-                compiled: valid.compiled,
-            },
-        );
-        apply_patterns(&catalog, |selection| selection.includes(&name))?;
-        tracing::info!(pattern = %name, replaced = exists, "pattern stored");
-        Ok(!exists)
+        let shown = entry.shown();
+        catalog.patterns.insert(name.clone(), entry);
+        apply_patterns(&catalog, |selection| selection.includes(&name), mode)?;
+        tracing::info!(pattern = %name, version, replaced = exists, ?mode, "pattern stored");
+        Ok((!exists, shown))
     }
 
     /// Removes a pattern. Refused while a pipeline lists it by name.
@@ -228,7 +295,11 @@ impl AppState {
         }
         self.store.delete_pattern(name).map_err(store_failed)?;
         catalog.patterns.remove(name);
-        apply_patterns(&catalog, |selection| selection.includes(name))?;
+        apply_patterns(
+            &catalog,
+            |selection| selection.includes(name),
+            Replace::Restart,
+        )?;
         tracing::info!(pattern = %name, "pattern deleted");
         Ok(())
     }
@@ -462,12 +533,13 @@ fn select(
 fn apply_patterns(
     catalog: &Catalog,
     affected: impl Fn(&PatternSelection) -> bool,
+    mode: Replace,
 ) -> Result<(), AppError> {
     for pipeline in catalog.pipelines.values() {
         let selection = pipeline.spec().patterns;
         if affected(&selection) {
             pipeline
-                .set_patterns(select(&catalog.patterns, &selection))
+                .set_patterns(select(&catalog.patterns, &selection), mode)
                 .map_err(|e| match e {
                     StartError::Store(e) => store_failed(e),
                     e => AppError::internal(anyhow::anyhow!(

@@ -82,6 +82,8 @@ pub fn check_pattern(
     let Value::Object(map) = &mut document else {
         return Err(invalid(vec![error("", "a pattern must be a JSON object")]));
     };
+    // Read-only, as GET shows it: a document read back can be sent again.
+    map.remove("version");
     if let Some(path_name) = path_name {
         match map.get("name") {
             None => {

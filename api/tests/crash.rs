@@ -117,6 +117,8 @@ fn canonical(output: &Value) -> String {
     let map = o.as_object_mut().unwrap();
     map.remove("seq");
     map.remove("pipeline");
+    // The service labels outputs with their pattern's version; `cep run` does not.
+    map.remove("version");
     o.to_string()
 }
 

@@ -27,7 +27,9 @@ async fn catalog_survives_a_restart() {
 
     let s = TestServer::start(dir.path()).await;
     let (status, body) = s.get("/api/v1/patterns/login-failures").await;
-    assert_eq!((status, body), (200, login_failures()));
+    let mut shown = login_failures();
+    shown["version"] = json!(1);
+    assert_eq!((status, body), (200, shown));
     let (status, _) = s.get("/api/v1/patterns/other").await;
     assert_eq!(status, 404);
     let (status, body) = s.get("/api/v1/pipelines/logins").await;

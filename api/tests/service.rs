@@ -99,13 +99,16 @@ async fn pattern_crud() {
         response.headers()["location"],
         "/api/v1/patterns/login-failures"
     );
-    assert_eq!(response.json::<Value>().await.unwrap(), pattern);
+    // Shown with its version: 1 when registered.
+    let mut v1 = pattern.clone();
+    v1["version"] = json!(1);
+    assert_eq!(response.json::<Value>().await.unwrap(), v1);
 
     let (status, body) = s.get("/api/v1/patterns/login-failures").await;
-    assert_eq!((status, &body), (200, &pattern));
+    assert_eq!((status, &body), (200, &v1));
     let (status, body) = s.get("/api/v1/patterns").await;
     assert_eq!(status, 200);
-    assert_eq!(body["patterns"], json!([pattern]));
+    assert_eq!(body["patterns"], json!([v1]));
 
     // The name is taken.
     let (status, body) = s.post("/api/v1/patterns", &pattern).await;
@@ -115,7 +118,13 @@ async fn pattern_crud() {
     let mut v2 = pattern.clone();
     v2["within"] = json!("3s");
     let (status, body) = s.put("/api/v1/patterns/login-failures", &v2).await;
-    assert_eq!((status, &body), (200, &v2));
+    let mut shown = v2.clone();
+    shown["version"] = json!(2);
+    assert_eq!((status, &body), (200, &shown));
+    // What GET shows can be PUT back: the version is read-only, and the same definition
+    // changes nothing.
+    let (status, body) = s.put("/api/v1/patterns/login-failures", &shown).await;
+    assert_eq!((status, &body), (200, &shown));
     let (_, body) = s.get("/api/v1/patterns/login-failures").await;
     assert_eq!(body["within"], "3s");
     let (status, body) = s

@@ -361,6 +361,12 @@ impl<E> Nfa<E> {
         st.due = i64::MAX;
     }
 
+    /// Stops `st` from starting partial matches: its start states go, the partial matches under
+    /// way stay (they run to their match or timeout). A pattern replaced in `drain` mode.
+    pub fn stop_starting(&self, st: &mut NfaState<E>) {
+        st.partial.remove_if(|cs| self.is_start(cs), cmp_cs);
+    }
+
     fn is_start(&self, cs: &CState) -> bool {
         self.states[cs.state as usize].kind == Kind::Start
     }

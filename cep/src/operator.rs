@@ -90,6 +90,8 @@ pub struct OperatorStats {
 /// Evaluates one or more patterns per key.
 pub struct CepOperator<K, E> {
     nfas: Vec<Arc<Nfa<E>>>,
+    /// Per pattern: draining (keeps its partial matches, starts none).
+    draining: Vec<bool>,
     slots: Vec<Option<KeySlot<K, E>>>,
     index: FxHashMap<K, u32>,
     free: Vec<u32>,
@@ -112,6 +114,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     /// An operator in the given time mode.
     pub fn with_mode(nfas: Vec<Arc<Nfa<E>>>, mode: TimeMode) -> Self {
         CepOperator {
+            draining: vec![false; nfas.len()],
             nfas,
             slots: Vec::new(),
             index: FxHashMap::default(),
@@ -142,8 +145,11 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         }
         let slot = match self.spare.pop() {
             Some(mut spare) => {
-                for (nfa, st) in self.nfas.iter().zip(&mut spare.states) {
+                for (i, (nfa, st)) in self.nfas.iter().zip(&mut spare.states).enumerate() {
                     nfa.reset_state(st);
+                    if self.draining[i] {
+                        nfa.stop_starting(st);
+                    }
                 }
                 KeySlot {
                     key: key.clone(),
@@ -155,7 +161,18 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             None => KeySlot {
                 key: key.clone(),
                 queue: VecDeque::new(),
-                states: self.nfas.iter().map(|n| n.initial_state()).collect(),
+                states: self
+                    .nfas
+                    .iter()
+                    .zip(&self.draining)
+                    .map(|(n, &draining)| {
+                        let mut st = n.initial_state();
+                        if draining {
+                            n.stop_starting(&mut st);
+                        }
+                        st
+                    })
+                    .collect(),
                 due: i64::MAX,
             },
         };
@@ -348,6 +365,22 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     /// new pattern `i` takes over, or `None` to start it from nothing. State of old patterns
     /// not kept is dropped; queued events stay queued.
     pub fn set_patterns(&mut self, nfas: Vec<Arc<Nfa<E>>>, keep: &[Option<usize>]) {
+        let draining = vec![false; nfas.len()];
+        self.set_patterns_draining(nfas, keep, &draining);
+    }
+
+    /// [`set_patterns`](Self::set_patterns) where `draining[i]` marks the patterns that keep
+    /// the partial matches they have (to their match or timeout) and start none: a replaced
+    /// version draining beside its successor.
+    pub fn set_patterns_draining(
+        &mut self,
+        nfas: Vec<Arc<Nfa<E>>>,
+        keep: &[Option<usize>],
+        draining: &[bool],
+    ) {
+        let draining: Vec<bool> = (0..nfas.len())
+            .map(|i| draining.get(i).copied().unwrap_or(false))
+            .collect();
         self.spare.clear();
         for slot in self.slots.iter_mut().flatten() {
             let mut old: Vec<Option<NfaState<E>>> = std::mem::take(&mut slot.states)
@@ -365,12 +398,32 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                         .unwrap_or_else(|| n.initial_state())
                 })
                 .collect();
+            for (i, st) in slot.states.iter_mut().enumerate() {
+                if draining[i] {
+                    nfas[i].stop_starting(st);
+                }
+            }
         }
         self.nfas = nfas;
+        self.draining = draining;
         // Every key's state now belongs to the new patterns: a checkpoint must write it again.
         if let Some(c) = &mut self.changed {
             c.extend(self.index.keys().cloned());
         }
+    }
+
+    /// Which patterns are draining.
+    pub fn draining(&self) -> &[bool] {
+        &self.draining
+    }
+
+    /// Whether some key holds something (a partial match, a completed match waiting, buffered
+    /// events) for pattern `p`: a draining pattern that holds nothing can go.
+    pub fn holds(&self, p: usize) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .any(|slot| slot.states.get(p).is_some_and(|st| !st.is_idle()))
     }
 
     /// Starts (or stops) recording which keys' state may change, for

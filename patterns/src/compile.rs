@@ -89,6 +89,8 @@ impl<'de> Deserialize<'de> for JsonEvent {
 pub struct CompiledPattern {
     spec: PatternSpec,
     nfa: Arc<Nfa<JsonEvent>>,
+    /// The version the service gave it (0: unversioned, as in `cep run`).
+    version: u64,
 }
 
 impl std::fmt::Debug for CompiledPattern {
@@ -114,6 +116,17 @@ impl CompiledPattern {
     pub fn nfa(&self) -> &Nfa<JsonEvent> {
         &self.nfa
     }
+
+    /// The version the service gave it: 1 when registered, one more at each change (0:
+    /// unversioned). Outputs and partial matches carry it.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The same pattern under another version.
+    pub fn with_version(self, version: u64) -> CompiledPattern {
+        CompiledPattern { version, ..self }
+    }
 }
 
 /// Validates and compiles a pattern.
@@ -123,6 +136,7 @@ pub fn compile(spec: &PatternSpec) -> Result<CompiledPattern, PatternErrors> {
     Ok(CompiledPattern {
         spec: spec.clone(),
         nfa: Arc::new(nfa),
+        version: 0,
     })
 }
 

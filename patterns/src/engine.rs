@@ -102,6 +102,40 @@ pub struct Output {
     /// The late event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<Arc<JsonEvent>>,
+    /// The version of the pattern that made it (absent when unversioned: `cep run`, and late
+    /// events).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// How a pattern whose definition changed takes over from its previous version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replace {
+    /// The partial matches of the old version run on to their match or timeout (their outputs
+    /// carry the old version); new partial matches start on the new version. The old version
+    /// goes once it holds nothing.
+    #[default]
+    Drain,
+    /// The old version's partial matches are dropped.
+    Restart,
+}
+
+impl std::str::FromStr for Replace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Replace, String> {
+        match s {
+            "drain" => Ok(Replace::Drain),
+            "restart" => Ok(Replace::Restart),
+            other => Err(format!(
+                "unknown replacement mode '{other}' (expected drain or restart)"
+            )),
+        }
+    }
 }
 
 /// The events of a match or timeout by stage, stages in pattern order: written as a JSON object
@@ -187,6 +221,13 @@ pub struct PartialMatchInfo {
     pub start_timestamp: i64,
     /// Its events so far, by stage.
     pub events: Map<String, Value>,
+    /// The version of the pattern (absent when unversioned).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub version: u64,
+    /// Whether that version is draining (replaced: it runs its partial matches out and starts
+    /// none).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Per-pattern counters.
@@ -194,6 +235,12 @@ pub struct PartialMatchInfo {
 pub struct PatternStats {
     /// The pattern.
     pub pattern: String,
+    /// Its version (absent when unversioned).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub version: u64,
+    /// Whether this version is draining.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
     /// Matches emitted.
     pub matches: u64,
     /// Timeouts emitted.
@@ -315,6 +362,7 @@ impl JsonEngine {
                 .iter()
                 .map(|p| PatternStats {
                     pattern: p.name().to_string(),
+                    version: p.version(),
                     ..Default::default()
                 })
                 .collect(),
@@ -568,6 +616,11 @@ impl JsonEngine {
                 timestamp: o.timestamp,
                 events,
                 event: o.event,
+                version: if kind == OutputKind::Late {
+                    0
+                } else {
+                    self.patterns.get(o.pattern).map_or(0, |p| p.version())
+                },
             });
         }
     }
@@ -579,21 +632,109 @@ impl JsonEngine {
         &mut self,
         patterns: Vec<Arc<CompiledPattern>>,
     ) -> Result<(), PatternErrors> {
+        self.set_patterns_mode(patterns, Replace::Restart)
+    }
+
+    /// Replaces the patterns. A pattern whose definition and version are unchanged keeps its
+    /// partial matches; a new one starts from nothing; a removed one goes with its partial
+    /// matches. A changed one (same name) starts from nothing, and with [`Replace::Drain`] its
+    /// previous version stays beside it, draining: its partial matches run on to their match or
+    /// timeout, it starts none, and it goes once it holds nothing
+    /// ([`retire_drained`](Self::retire_drained)). Events waiting for the watermark are kept.
+    pub fn set_patterns_mode(
+        &mut self,
+        patterns: Vec<Arc<CompiledPattern>>,
+        mode: Replace,
+    ) -> Result<(), PatternErrors> {
+        let draining = self.op.draining().to_vec();
+        let same = |o: &CompiledPattern, p: &CompiledPattern| {
+            o.spec() == p.spec() && o.version() == p.version()
+        };
+        let mut slots = Vec::new();
+        let mut taken = vec![false; self.patterns.len()];
+        for p in &patterns {
+            let old = (0..self.patterns.len())
+                .find(|&i| !draining[i] && !taken[i] && same(&self.patterns[i], p));
+            if let Some(i) = old {
+                taken[i] = true;
+            }
+            slots.push((p.clone(), old, false));
+        }
+        if mode == Replace::Drain {
+            for (i, o) in self.patterns.iter().enumerate() {
+                let replaced = patterns.iter().any(|p| p.name() == o.name());
+                if !taken[i] && replaced && (draining[i] || self.op.holds(i)) {
+                    slots.push((o.clone(), Some(i), true));
+                }
+            }
+        }
+        self.set_slots(slots)
+    }
+
+    /// Drops the draining versions that hold nothing any more; true if one went.
+    pub fn retire_drained(&mut self) -> bool {
+        let draining = self.op.draining().to_vec();
+        let gone: Vec<bool> = (0..self.patterns.len())
+            .map(|i| draining[i] && !self.op.holds(i))
+            .collect();
+        if !gone.iter().any(|g| *g) {
+            return false;
+        }
+        let slots = self
+            .patterns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !gone[*i])
+            .map(|(i, p)| (p.clone(), Some(i), draining[i]))
+            .collect();
+        // The slots exist already: nothing to compile, nothing can fail.
+        self.set_slots(slots).is_ok()
+    }
+
+    /// Whether some pattern version is draining.
+    pub fn is_draining(&self) -> bool {
+        self.op.draining().iter().any(|d| *d)
+    }
+
+    /// Every pattern version the engine runs, with whether it is draining (the active ones
+    /// first, in the order they were given).
+    pub fn slots(&self) -> Vec<(Arc<CompiledPattern>, bool)> {
+        self.patterns
+            .iter()
+            .cloned()
+            .zip(self.op.draining().iter().copied())
+            .collect()
+    }
+
+    /// Sets the pattern versions of a fresh engine (restoring a checkpoint that had some
+    /// draining), before its keys are restored.
+    pub fn restore_slots(
+        &mut self,
+        slots: Vec<(Arc<CompiledPattern>, bool)>,
+    ) -> Result<(), PatternErrors> {
+        self.set_slots(slots.into_iter().map(|(p, d)| (p, None, d)).collect())
+    }
+
+    /// The engine's pattern versions become `slots`: (pattern, the old slot whose state it takes
+    /// over, draining).
+    fn set_slots(
+        &mut self,
+        slots: Vec<(Arc<CompiledPattern>, Option<usize>, bool)>,
+    ) -> Result<(), PatternErrors> {
         let mut schema = self.schema.clone();
         let mut nfas = Vec::new();
-        let mut keep = Vec::new();
-        for p in &patterns {
-            let old = self.patterns.iter().position(|o| o.spec() == p.spec());
+        for (p, old, _) in &slots {
             match old {
-                Some(i) => nfas.push(self.op.patterns()[i].clone()),
+                Some(i) => nfas.push(self.op.patterns()[*i].clone()),
                 None => nfas.push(Arc::new(build(p.spec(), &mut schema)?)),
             }
-            keep.push(old);
         }
+        let keep: Vec<Option<usize>> = slots.iter().map(|s| s.1).collect();
+        let draining: Vec<bool> = slots.iter().map(|s| s.2).collect();
         let grown = schema.len() != self.schema.len();
         self.schema = schema;
         self.wanted = wanted_fields(&self.schema, &self.key_path, &self.time_path);
-        self.op.set_patterns(nfas, &keep);
+        self.op.set_patterns_draining(nfas, &keep, &draining);
         if grown {
             let (schema, wanted) = (&self.schema, &self.wanted);
             self.op.map_queued(|e| {
@@ -601,19 +742,23 @@ impl JsonEngine {
             });
         }
         let old_stats = std::mem::take(&mut self.stats.patterns);
-        self.stats.patterns = patterns
+        self.stats.patterns = slots
             .iter()
-            .zip(&keep)
-            .map(|(p, k)| match k {
-                Some(i) => old_stats[*i].clone(),
+            .map(|(p, k, d)| match k {
+                Some(i) => PatternStats {
+                    draining: *d,
+                    ..old_stats[*i].clone()
+                },
                 None => PatternStats {
                     pattern: p.name().to_string(),
+                    version: p.version(),
+                    draining: *d,
                     ..Default::default()
                 },
             })
             .collect();
-        self.names = patterns.iter().map(|p| Arc::from(p.name())).collect();
-        self.patterns = patterns;
+        self.names = slots.iter().map(|(p, _, _)| Arc::from(p.name())).collect();
+        self.patterns = slots.into_iter().map(|(p, _, _)| p).collect();
         Ok(())
     }
 
@@ -678,6 +823,8 @@ impl JsonEngine {
             .partial_matches(&key.to_string())
             .into_iter()
             .map(|(i, pm)| PartialMatchInfo {
+                version: self.patterns[i].version(),
+                draining: self.op.draining()[i],
                 pattern: self.patterns[i].name().to_string(),
                 state: pm.stage,
                 start_timestamp: pm.start_ts,

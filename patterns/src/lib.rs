@@ -18,7 +18,7 @@ mod spec;
 pub use compile::{compile, CompiledPattern, JsonEvent};
 pub use engine::{
     json_type, EngineConfig, EngineStats, JsonEngine, MatchEvents, Output, OutputKind,
-    PartialMatchInfo, PatternStats, RecordError, TimeFormat,
+    PartialMatchInfo, PatternStats, RecordError, Replace, TimeFormat,
 };
 pub use spec::{
     AfterMatchSpec, ContiguitySpec, DurationMs, PatternError, PatternErrors, PatternSpec,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use cep_patterns::{CompiledPattern, JsonEngine, Output, PatternSpec};
+use cep_patterns::{CompiledPattern, JsonEngine, PatternSpec, Replace};
 use rocksdb::WriteBatch;
 use serde_json::{json, Value};
 
@@ -82,23 +82,50 @@ fn fingerprint(spec: &PipelineSpec) -> Value {
     })
 }
 
-fn compile_all(specs: &[Value]) -> anyhow::Result<Vec<Arc<CompiledPattern>>> {
-    specs
+/// Compiles logged pattern versions: `{"spec", "version", "draining"}` (a bare spec: version 0,
+/// active).
+fn compile_all(logged: &[Value]) -> anyhow::Result<Vec<(Arc<CompiledPattern>, bool)>> {
+    logged
         .iter()
         .map(|v| {
+            let (spec, version, draining) = match v.get("spec") {
+                Some(spec) => (
+                    spec.clone(),
+                    v.get("version").and_then(Value::as_u64).unwrap_or(0),
+                    v.get("draining").and_then(Value::as_bool).unwrap_or(false),
+                ),
+                None => (v.clone(), 0, false),
+            };
             let spec: PatternSpec =
-                serde_json::from_value(v.clone()).context("reading a logged pattern")?;
+                serde_json::from_value(spec).context("reading a logged pattern")?;
             let compiled = cep_patterns::compile(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(Arc::new(compiled))
+            Ok((Arc::new(compiled.with_version(version)), draining))
         })
         .collect()
 }
 
-fn specs_of(patterns: &[Arc<CompiledPattern>]) -> Vec<Value> {
-    patterns
+/// Pattern versions as logged.
+fn logged(slots: &[(Arc<CompiledPattern>, bool)]) -> Vec<Value> {
+    slots
         .iter()
-        .map(|p| serde_json::to_value(p.spec()).unwrap_or(Value::Null))
+        .map(|(p, draining)| {
+            let mut v = json!({"spec": p.spec(), "version": p.version()});
+            if *draining {
+                v["draining"] = Value::Bool(true);
+            }
+            v
+        })
         .collect()
+}
+
+/// The active patterns, as given.
+fn active(patterns: &[Arc<CompiledPattern>]) -> Vec<Value> {
+    logged(
+        &patterns
+            .iter()
+            .map(|p| (p.clone(), false))
+            .collect::<Vec<_>>(),
+    )
 }
 
 impl Journal {
@@ -148,7 +175,10 @@ impl Journal {
         let (mut engine, from) = match meta {
             Some(meta) if logs && meta.fingerprint == fingerprint => {
                 let mut engine = spec
-                    .engine(compile_all(&meta.patterns)?)
+                    .engine(Vec::new())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                engine
+                    .restore_slots(compile_all(&meta.patterns)?)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let mut failed = None;
                 store.scan_with(&keys.state_prefix(), &keys.state_prefix(), |k, v| {
@@ -244,10 +274,17 @@ impl Journal {
             );
         }
         outputs.ensure_next_seq(last_out + 1);
-        if specs_of(engine.patterns()) != specs_of(patterns) {
+        let running: Vec<Arc<CompiledPattern>> = engine
+            .slots()
+            .into_iter()
+            .filter(|(_, draining)| !draining)
+            .map(|(p, _)| p)
+            .collect();
+        if active(&running) != active(patterns) {
+            // The catalog changed after the last logged change (a crash in between): the
+            // change is made now, as it would have been.
             let mut batch = WriteBatch::default();
-            let mut out = Vec::new();
-            journal.set_patterns(&mut batch, &mut engine, patterns.to_vec(), &mut out)?;
+            journal.set_patterns(&mut batch, &mut engine, patterns.to_vec(), Replace::Drain)?;
             store
                 .commit_wait(batch)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -291,10 +328,17 @@ impl Journal {
                     engine.advance_watermark(to, &mut out);
                 }
             }
-            WalEntry::Patterns { patterns } => {
+            WalEntry::Patterns { patterns, mode } => {
+                let patterns = compile_all(&patterns)?
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
                 engine
-                    .set_patterns(compile_all(&patterns)?)
+                    .set_patterns_mode(patterns, mode)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            WalEntry::Retire => {
+                engine.retire_drained();
             }
         }
         // Already in the output log: counted and numbered, not written again.
@@ -362,17 +406,38 @@ impl Journal {
         batch: &mut WriteBatch,
         engine: &mut JsonEngine,
         patterns: Vec<Arc<CompiledPattern>>,
-        _out: &mut Vec<Output>,
+        mode: Replace,
     ) -> anyhow::Result<()> {
-        let specs = specs_of(&patterns);
+        let logged = active(&patterns);
         engine
-            .set_patterns(patterns)
+            .set_patterns_mode(patterns, mode)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if self.logs_events() {
-            let bytes = serde_json::to_vec(&WalEntry::Patterns { patterns: specs })?;
-            self.append(batch, &bytes);
+            let entry = WalEntry::Patterns {
+                patterns: logged,
+                mode,
+            };
+            self.append(batch, &serde_json::to_vec(&entry)?);
         }
         Ok(())
+    }
+
+    /// Drops the draining pattern versions that hold nothing, and logs it.
+    pub(crate) fn retire_drained(
+        &mut self,
+        batch: &mut WriteBatch,
+        engine: &mut JsonEngine,
+    ) -> bool {
+        if !engine.retire_drained() {
+            return false;
+        }
+        if self.logs_events() {
+            self.append(
+                batch,
+                &serde_json::to_vec(&WalEntry::Retire).unwrap_or_default(),
+            );
+        }
+        true
     }
 
     /// Whether a checkpoint is due.
@@ -411,7 +476,7 @@ impl Journal {
             max_ts: engine.max_timestamp(),
             watermark: engine.watermark(),
             fingerprint: self.fingerprint.clone(),
-            patterns: specs_of(engine.patterns()),
+            patterns: logged(&engine.slots()),
             counters: outputs.counters_json(),
             ids: self.ids.to_list(),
         };

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cep_patterns::{CompiledPattern, JsonEngine, Output, OutputKind, PatternErrors};
+use cep_patterns::{CompiledPattern, JsonEngine, Output, OutputKind, PatternErrors, Replace};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -584,6 +584,7 @@ pub struct Pipeline {
     env: Environment,
     running: Mutex<Running>,
     outputs: Arc<Outputs>,
+    retire_every: Mutex<Instant>,
 }
 
 /// Why a pipeline could not start.
@@ -636,6 +637,7 @@ impl Pipeline {
                 driver,
             }),
             outputs,
+            retire_every: Mutex::new(Instant::now()),
         })
     }
 
@@ -786,9 +788,15 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Switches the evaluated patterns; partial matches of replaced or removed patterns are
-    /// dropped by the engine. An HTTP pipeline logs the change, in order with its events.
-    pub fn set_patterns(&self, patterns: Vec<Arc<CompiledPattern>>) -> Result<(), StartError> {
+    /// Switches the evaluated patterns. A changed pattern's partial matches drain (run on to
+    /// their match or timeout beside the new version) or restart (are dropped), as `mode`
+    /// says; a removed pattern's go. An HTTP pipeline logs the change, in order with its events.
+    /// A Kafka pipeline restarts changed patterns (its changelog holds one version of each).
+    pub fn set_patterns(
+        &self,
+        patterns: Vec<Arc<CompiledPattern>>,
+        mode: Replace,
+    ) -> Result<(), StartError> {
         let mut running = lock(&self.running);
         let config = running.spec.engine_config();
         match &mut running.driver {
@@ -798,16 +806,15 @@ impl Pipeline {
                 ..
             } => {
                 let mut batch = WriteBatch::default();
-                let mut out = Vec::new();
                 journal
-                    .set_patterns(&mut batch, engine, patterns.clone(), &mut out)
+                    .set_patterns(&mut batch, engine, patterns.clone(), mode)
                     .map_err(StartError::Store)?;
                 journal
                     .store
                     .commit_wait(batch)
                     .map_err(|e| StartError::Store(anyhow::anyhow!(e)))?;
             }
-            Driver::Http { engine, .. } => engine.set_patterns(patterns.clone())?,
+            Driver::Http { engine, .. } => engine.set_patterns_mode(patterns.clone(), mode)?,
             Driver::Kafka(handle) => {
                 JsonEngine::new(config, patterns.clone())?;
                 if let Some(h) = handle {
@@ -1015,6 +1022,38 @@ impl Pipeline {
                         watermark.saturating_add(idle.as_millis().min(i64::MAX as u128) as i64);
                     if let Some(Ok(t)) = self.step_watermark(&mut running, target) {
                         ticket = t;
+                    }
+                }
+            }
+        }
+        if let Driver::Http {
+            engine, journal, ..
+        } = &mut running.driver
+        {
+            // Draining pattern versions that hold nothing go (looked at about once a second:
+            // it visits every key).
+            if engine.is_draining()
+                && self
+                    .retire_every
+                    .lock()
+                    .map(|mut t| {
+                        let due = t.elapsed() >= Duration::from_secs(1);
+                        if due {
+                            *t = Instant::now();
+                        }
+                        due
+                    })
+                    .unwrap_or(false)
+            {
+                match journal.as_deref_mut() {
+                    Some(j) => {
+                        let mut batch = WriteBatch::default();
+                        if j.retire_drained(&mut batch, engine) {
+                            j.store.commit(batch, |_| {});
+                        }
+                    }
+                    None => {
+                        engine.retire_drained();
                     }
                 }
             }

@@ -100,9 +100,14 @@ pub enum WalEntry {
     },
     /// The patterns changed to these definitions.
     Patterns {
-        /// The pattern specs, in the pipeline's order.
+        /// Each pattern's `{"spec", "version"}`, in the pipeline's order.
         patterns: Vec<serde_json::Value>,
+        /// How changed patterns took over (`drain` when absent).
+        #[serde(default)]
+        mode: cep_patterns::Replace,
     },
+    /// The draining pattern versions that held nothing went.
+    Retire,
 }
 
 /// The stored form of a [`WalEntry`] as read back: serde reads raw JSON values only from the
@@ -122,6 +127,8 @@ struct StoredEntry<'a> {
     to: Option<i64>,
     #[serde(default)]
     patterns: Vec<serde_json::Value>,
+    #[serde(default)]
+    mode: cep_patterns::Replace,
 }
 
 impl WalEntry {
@@ -138,7 +145,9 @@ impl WalEntry {
             ("watermark", Some(to)) => Ok(WalEntry::Watermark { to }),
             ("patterns", _) => Ok(WalEntry::Patterns {
                 patterns: e.patterns,
+                mode: e.mode,
             }),
+            ("retire", _) => Ok(WalEntry::Retire),
             (other, _) => Err(format!("unknown log entry '{other}'")),
         }
     }
@@ -157,7 +166,7 @@ pub struct CheckpointMeta {
     pub watermark: i64,
     /// What the state belongs to: the parts of the spec the engine depends on.
     pub fingerprint: serde_json::Value,
-    /// The pattern specs the state was built with.
+    /// The pattern versions the state was built with: `{"spec", "version", "draining"}`.
     pub patterns: Vec<serde_json::Value>,
     /// Counters of the pipeline.
     pub counters: serde_json::Value,
@@ -578,7 +587,9 @@ mod tests {
             WalEntry::Watermark { to: -5 },
             WalEntry::Patterns {
                 patterns: vec![serde_json::json!({"name": "p"})],
+                mode: cep_patterns::Replace::Restart,
             },
+            WalEntry::Retire,
         ];
         for entry in entries {
             let bytes = serde_json::to_vec(&entry).unwrap();

@@ -192,7 +192,8 @@ fn a_pattern_change_before_a_crash_is_the_one_running_after_it() {
     )
     .unwrap();
     feed(&p, &events(20), "a");
-    p.set_patterns(patterns(&["three", "pair"])).unwrap();
+    p.set_patterns(patterns(&["three", "pair"]), cep_patterns::Replace::Drain)
+        .unwrap();
     drop(p);
     store.close();
     drop(store);

@@ -9,9 +9,11 @@ use axum::Json;
 use serde_json::json;
 
 use super::require_json;
-use crate::error::{ApiBytes, ApiPath, AppError};
+use crate::error::{ApiBytes, ApiPath, ApiQuery, AppError};
 use crate::state::AppState;
 use crate::validate::{check_name, check_pattern};
+use cep_patterns::Replace;
+use serde::Deserialize;
 
 /// POST /patterns: registers a new pattern; 409 if the name is taken.
 pub async fn create(
@@ -21,13 +23,12 @@ pub async fn create(
 ) -> Result<Response, AppError> {
     require_json(&headers)?;
     let valid = check_pattern(&state.config.limits, &body, None)?;
-    let document = valid.document.clone();
     let name = valid.compiled.name().to_string();
-    state.put_pattern(valid, false)?;
+    let (_, shown) = state.put_pattern(valid, false, Replace::Drain)?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/patterns/{name}"))],
-        Json(document),
+        Json(shown),
     )
         .into_response())
 }
@@ -45,24 +46,40 @@ pub async fn get(
     Ok(Json(state.pattern(&name)?))
 }
 
-/// PUT /patterns/{name}: creates or replaces; pipelines switch to the new version at once.
+/// The query of PUT /patterns/{name}.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutQuery {
+    /// `drain` (default) or `restart`.
+    mode: Option<String>,
+}
+
+/// PUT /patterns/{name}?mode=drain|restart: creates or replaces. A changed pattern gets the next
+/// version; pipelines switch to it at once, and the previous version's partial matches drain
+/// (run on to their match or timeout; the default) or restart (are dropped).
 pub async fn put(
     State(state): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PutQuery>,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, AppError> {
     require_json(&headers)?;
     check_name(&name).map_err(|m| AppError::bad_request("invalid_name", m))?;
+    let mode: Replace = match query.mode.as_deref() {
+        None => Replace::Drain,
+        Some(m) => m.parse().map_err(|e: String| {
+            AppError::bad_request("bad_query", e).with_details(json!({"parameter": "mode"}))
+        })?,
+    };
     let valid = check_pattern(&state.config.limits, &body, Some(&name))?;
-    let document = valid.document.clone();
-    let created = state.put_pattern(valid, true)?;
+    let (created, shown) = state.put_pattern(valid, true, mode)?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(document)).into_response())
+    Ok((status, Json(shown)).into_response())
 }
 
 /// DELETE /patterns/{name}.
