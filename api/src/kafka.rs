@@ -174,6 +174,7 @@ impl KafkaArgs {
                 },
                 max_keys_in_memory: Some(self.max_keys_in_memory),
                 dir: self.data_dir.clone(),
+                ..StateSpec::default()
             },
             sinks: vec![SinkSpec::Kafka(KafkaSinkSpec {
                 bootstrap: None,

@@ -47,7 +47,9 @@ mod snapshot;
 pub use nfa::{
     Action, CondExpr, Context, Events, Kind, Nfa, NfaState, PartialMatch, State, Transition,
 };
-pub use operator::{CepOperator, OperatorStats, Output, OutputKind, TimeMode};
+pub use operator::{
+    CepOperator, Dropped, OperatorStats, Output, OutputKind, StateBounds, TimeMode,
+};
 pub use pattern::{AfterMatchSkip, Contiguity, Pattern, PatternError, PatternErrors, WithinType};
 pub use shared_buffer::EventId;
 pub use snapshot::{KeySnapshot, SnapshotError};

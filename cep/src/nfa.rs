@@ -367,6 +367,41 @@ impl<E> Nfa<E> {
         st.partial.remove_if(|cs| self.is_start(cs), cmp_cs);
     }
 
+    /// Keeps at most `max` partial matches in `st`: the oldest (by their first event) beyond it
+    /// are dropped with their hold on the shared buffer. Returns how many went.
+    pub fn trim(&self, st: &mut NfaState<E>, max: usize) -> usize {
+        let count = st.partial_count();
+        if count <= max {
+            return 0;
+        }
+        let mut starts: Vec<(i64, EventId)> = st
+            .partial
+            .as_slice()
+            .iter()
+            .filter_map(|c| c.start_event.map(|e| (c.start_ts, e)))
+            .collect();
+        starts.sort_unstable();
+        let cut = starts[count - max - 1];
+        let mut dropped = Vec::new();
+        st.partial.remove_if(
+            |c| {
+                let old = c.start_event.is_some_and(|e| (c.start_ts, e) <= cut);
+                if old {
+                    dropped.push((c.prev, c.version.clone()));
+                }
+                old
+            },
+            cmp_cs,
+        );
+        for (prev, version) in &dropped {
+            if let Some(p) = prev {
+                st.buffer.release_node(*p, version);
+            }
+        }
+        st.due = self.compute_due(&st.partial);
+        dropped.len()
+    }
+
     fn is_start(&self, cs: &CState) -> bool {
         self.states[cs.state as usize].kind == Kind::Start
     }

@@ -62,6 +62,33 @@ struct KeySlot<K, E> {
     queue: VecDeque<(i64, Arc<E>)>,
     states: Vec<NfaState<E>>,
     due: i64,
+    /// The time of its latest event (for the idle-key TTL and the key limit).
+    last_seen: i64,
+}
+
+/// Bounds on the state an operator keeps. None by default, as in Flink: a pattern without
+/// `within` can then hold partial matches for ever.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateBounds {
+    /// Partial matches per key and pattern: beyond it the oldest (by first event) are dropped.
+    pub max_partial_matches: Option<usize>,
+    /// Keys with state: a new key beyond it drops the least recently active tenth (by the
+    /// time of their latest event), partial matches and waiting events with them.
+    pub max_keys: Option<usize>,
+    /// A key whose latest event is this far behind the watermark (ms) is dropped, with its
+    /// partial matches (not reported as timeouts).
+    pub key_ttl: Option<i64>,
+}
+
+/// What the bounds dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Partial matches dropped by `max_partial_matches`.
+    pub partial_matches: u64,
+    /// Keys dropped by `max_keys`.
+    pub evicted_keys: u64,
+    /// Keys dropped by `key_ttl`.
+    pub expired_keys: u64,
 }
 
 /// The storage of a dropped key, kept for the next new key so that keys that come and go
@@ -103,6 +130,8 @@ pub struct CepOperator<K, E> {
     timeouts: Vec<(Events<E>, i64)>,
     /// Keys whose state may have changed since [`CepOperator::take_changed`], when tracked.
     changed: Option<FxHashSet<K>>,
+    bounds: StateBounds,
+    dropped: Dropped,
 }
 
 impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
@@ -126,6 +155,47 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             matches: Vec::new(),
             timeouts: Vec::new(),
             changed: None,
+            bounds: StateBounds::default(),
+            dropped: Dropped::default(),
+        }
+    }
+
+    /// Bounds the state kept (see [`StateBounds`]).
+    pub fn set_bounds(&mut self, bounds: StateBounds) {
+        self.bounds = bounds;
+    }
+
+    /// What the bounds have dropped so far.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+    }
+
+    /// Drops the least recently active tenth of the keys (at least one) when there are
+    /// `max_keys` of them.
+    fn make_room(&mut self) {
+        let Some(max) = self.bounds.max_keys else {
+            return;
+        };
+        if self.index.len() < max.max(1) {
+            return;
+        }
+        let mut by_age: Vec<(i64, u32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(s, slot)| slot.as_ref().map(|sl| (sl.last_seen, s as u32)))
+            .collect();
+        let n = (by_age.len() / 10).max(1);
+        by_age.select_nth_unstable(n - 1);
+        for &(_, s) in &by_age[..n] {
+            if let Some(slot) = self.slots[s as usize].take() {
+                self.index.remove(&slot.key);
+                if let Some(c) = &mut self.changed {
+                    c.insert(slot.key);
+                }
+                self.free.push(s);
+                self.dropped.evicted_keys += 1;
+            }
         }
     }
 
@@ -143,6 +213,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         if let Some(&s) = self.index.get(key) {
             return s;
         }
+        self.make_room();
         let slot = match self.spare.pop() {
             Some(mut spare) => {
                 for (i, (nfa, st)) in self.nfas.iter().zip(&mut spare.states).enumerate() {
@@ -156,6 +227,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                     queue: spare.queue,
                     states: spare.states,
                     due: i64::MAX,
+                    last_seen: i64::MIN,
                 }
             }
             None => KeySlot {
@@ -174,6 +246,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                     })
                     .collect(),
                 due: i64::MAX,
+                last_seen: i64::MIN,
             },
         };
         let s = match self.free.pop() {
@@ -221,6 +294,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 }
                 let s = self.slot_of(&key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
+                slot.last_seen = slot.last_seen.max(ts);
                 let q = &mut slot.queue;
                 if q.back().is_none_or(|b| b.0 <= ts) {
                     q.push_back((ts, event));
@@ -239,6 +313,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 }
                 let s = self.slot_of(&key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
+                slot.last_seen = slot.last_seen.max(ts);
                 slot.queue.push_back((ts, event));
                 self.run_ready(s, i64::MAX, out);
                 self.finish_slot(s, ts, out);
@@ -289,6 +364,9 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 for (_, e) in slot.queue.range(i..end) {
                     nfa.process(st, e, ts, &mut self.matches);
                 }
+                if let Some(max) = self.bounds.max_partial_matches {
+                    self.dropped.partial_matches += nfa.trim(st, max) as u64;
+                }
                 flush(p, &slot.key, &mut self.matches, &mut self.timeouts, out);
             }
             i = end;
@@ -314,6 +392,22 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 due = due.min(first);
                 idle = false;
             }
+        }
+        if let (Some(ttl), false) = (self.bounds.key_ttl, idle) {
+            let slot = self.slots[s as usize].as_ref().expect("live");
+            let expiry = slot.last_seen.saturating_add(ttl.max(0));
+            if now >= expiry && slot.queue.is_empty() {
+                // Idle for longer than the TTL: its partial matches go without a timeout.
+                let slot = self.slots[s as usize].take().expect("live");
+                self.index.remove(&slot.key);
+                if let Some(c) = &mut self.changed {
+                    c.insert(slot.key);
+                }
+                self.free.push(s);
+                self.dropped.expired_keys += 1;
+                return;
+            }
+            due = due.min(expiry);
         }
         if idle {
             let slot = self.slots[s as usize].take().expect("live");
@@ -461,7 +555,9 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             .iter()
             .map(|st| snapshot_state(st, &mut table))
             .collect();
-        Some(table.finish(queue, states))
+        let mut snapshot = table.finish(queue, states);
+        snapshot.last_seen = (slot.last_seen != i64::MIN).then_some(slot.last_seen);
+        Some(snapshot)
     }
 
     /// Replaces `key`'s state by `snapshot` (taken from an operator with the same patterns),
@@ -480,6 +576,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 self.nfas.len()
             )));
         }
+        let snapshot_last_seen = snapshot.last_seen;
         let events: Vec<Arc<E>> = snapshot.events.iter().map(read).map(Arc::new).collect();
         let queue: VecDeque<(i64, Arc<E>)> = snapshot
             .queue()?
@@ -497,6 +594,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         let slot = self.slots[s as usize].as_mut().expect("live slot");
         slot.queue = queue;
         slot.states = states;
+        slot.last_seen = snapshot_last_seen.unwrap_or(self.watermark);
         let mut due = slot.queue.front().map_or(i64::MAX, |e| e.0);
         for (nfa, st) in self.nfas.iter().zip(&slot.states) {
             due = due.min(nfa.next_due(st));

@@ -35,6 +35,9 @@ pub struct KeySnapshot<T> {
     queue: Vec<(i64, u32)>,
     /// Per pattern, in the operator's order.
     patterns: Vec<NfaSnapshot>,
+    /// The time of the key's latest event (absent in snapshots of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,6 +123,7 @@ impl<'a, E, T> EventTable<'a, E, T> {
             events: self.events,
             queue,
             patterns: patterns.into_iter().map(|p| p.0).collect(),
+            last_seen: None,
         }
     }
 }

@@ -260,6 +260,12 @@ pub struct EngineStats {
     pub partial_matches: usize,
     /// Events waiting for the watermark or held by partial matches.
     pub buffered_events: usize,
+    /// Partial matches dropped by the pipeline's `max_partial_matches`.
+    pub dropped_partial_matches: u64,
+    /// Keys dropped by the pipeline's `max_keys`.
+    pub evicted_keys: u64,
+    /// Keys dropped by the pipeline's `key_ttl`.
+    pub expired_keys: u64,
     /// Per pattern.
     pub patterns: Vec<PatternStats>,
 }
@@ -582,6 +588,11 @@ impl JsonEngine {
         self.max_ts
     }
 
+    /// Bounds the state the engine keeps (none by default): see [`cep::StateBounds`].
+    pub fn set_bounds(&mut self, bounds: cep::StateBounds) {
+        self.op.set_bounds(bounds);
+    }
+
     /// The limit set by [`set_max_future`](Self::set_max_future).
     pub fn max_future(&self) -> Option<i64> {
         self.max_future
@@ -836,10 +847,14 @@ impl JsonEngine {
     /// Counts of what the engine holds and did.
     pub fn stats(&self) -> EngineStats {
         let s = self.op.stats();
+        let dropped = self.op.dropped();
         EngineStats {
             keys: s.keys,
             partial_matches: s.partial_matches,
             buffered_events: s.queued_events + s.buffered_events,
+            dropped_partial_matches: dropped.partial_matches,
+            evicted_keys: dropped.evicted_keys,
+            expired_keys: dropped.expired_keys,
             ..self.stats.clone()
         }
     }

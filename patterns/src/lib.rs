@@ -15,6 +15,7 @@ pub mod condition;
 mod engine;
 mod spec;
 
+pub use cep::StateBounds;
 pub use compile::{compile, CompiledPattern, JsonEvent};
 pub use engine::{
     json_type, EngineConfig, EngineStats, JsonEngine, MatchEvents, Output, OutputKind,

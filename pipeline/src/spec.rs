@@ -239,6 +239,30 @@ pub struct StateSpec {
     /// With `rocksdb`: the directory (default: under the service's data directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Partial matches per key and pattern; beyond it the oldest are dropped (counted in
+    /// `stats.dropped_partial_matches`). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_partial_matches: Option<usize>,
+    /// Keys with state; a new key beyond it drops the least recently active tenth of the keys
+    /// (counted in `stats.evicted_keys`). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<usize>,
+    /// A key without events for this long (in event time: its latest event this far behind the
+    /// watermark) is dropped with its partial matches, not reported as timeouts (counted in
+    /// `stats.expired_keys`). None: keys stay while they hold something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ttl: Option<DurationMs>,
+}
+
+impl StateSpec {
+    /// The engine's bounds.
+    pub fn bounds(&self) -> cep_patterns::StateBounds {
+        cep_patterns::StateBounds {
+            max_partial_matches: self.max_partial_matches,
+            max_keys: self.max_keys,
+            key_ttl: self.key_ttl.map(|d| d.0),
+        }
+    }
 }
 
 /// A state backend.
@@ -457,6 +481,7 @@ impl PipelineSpec {
     ) -> Result<cep_patterns::JsonEngine, cep_patterns::PatternErrors> {
         let mut engine = cep_patterns::JsonEngine::new(self.engine_config(), patterns)?;
         engine.set_max_future(self.watermark.max_future.map(|d| d.0));
+        engine.set_bounds(self.state.bounds());
         Ok(engine)
     }
 
@@ -539,6 +564,37 @@ impl PipelineSpec {
                 "state.max_keys_in_memory",
                 "must be at least 1",
             ));
+        }
+        if self.state.max_partial_matches == Some(0) {
+            errors.push(SpecError::new(
+                "state.max_partial_matches",
+                "must be at least 1",
+            ));
+        }
+        if self.state.max_keys == Some(0) {
+            errors.push(SpecError::new("state.max_keys", "must be at least 1"));
+        }
+        if self.state.key_ttl.is_some_and(|d| d.0 <= 0) {
+            errors.push(SpecError::new("state.key_ttl", "must be positive"));
+        }
+        if kafka_source {
+            // A Kafka pipeline's changelog and spill follow every key it homes; bounds that drop
+            // keys behind their back are not wired to them yet.
+            for (set, path) in [
+                (
+                    self.state.max_partial_matches.is_some(),
+                    "state.max_partial_matches",
+                ),
+                (self.state.max_keys.is_some(), "state.max_keys"),
+                (self.state.key_ttl.is_some(), "state.key_ttl"),
+            ] {
+                if set {
+                    errors.push(SpecError::new(
+                        path,
+                        "state bounds are available to HTTP and file sources, not yet to Kafka sources",
+                    ));
+                }
+            }
         }
         if self.sinks.is_empty() {
             errors.push(SpecError::new("sinks", "name at least one sink"));
@@ -662,6 +718,44 @@ mod tests {
         assert!(text.contains("\"patterns\":\"*\""), "{text}");
         let back: PipelineSpec = serde_json::from_str(&text).unwrap();
         assert_eq!(back, PipelineSpec::default_named("d"));
+    }
+
+    #[test]
+    fn state_bounds_are_read_and_checked_where_they_are() {
+        let spec = parse(
+            json!({"state": {"max_partial_matches": 100, "max_keys": 1000000,
+                                          "key_ttl": "1h"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.state.bounds(),
+            cep_patterns::StateBounds {
+                max_partial_matches: Some(100),
+                max_keys: Some(1_000_000),
+                key_ttl: Some(3_600_000),
+            }
+        );
+        let paths = |v| {
+            errors(v)
+                .into_iter()
+                .map(|e| e.path)
+                .collect::<Vec<String>>()
+        };
+        assert_eq!(
+            paths(json!({"state": {"max_partial_matches": 0, "max_keys": 0, "key_ttl": "0ms"}})),
+            [
+                "state.max_partial_matches",
+                "state.max_keys",
+                "state.key_ttl"
+            ]
+        );
+        assert_eq!(
+            paths(
+                json!({"source": {"type": "kafka", "bootstrap": "b:9092", "topics": ["t"], "group": "g"},
+                         "state": {"key_ttl": "1h"}})
+            ),
+            ["state.key_ttl"]
+        );
     }
 
     #[test]
