@@ -17,7 +17,7 @@ mod spec;
 
 pub use compile::{compile, CompiledPattern, JsonEvent};
 pub use engine::{
-    json_type, EngineConfig, EngineStats, JsonEngine, MatchEvents, Output, OutputKind,
+    json_type, EngineConfig, EngineStats, FieldPath, JsonEngine, MatchEvents, Output, OutputKind,
     PartialMatchInfo, PatternStats, RecordError, TimeFormat,
 };
 pub use spec::{

@@ -7,18 +7,21 @@
 //!   source runs [`kafka::KafkaPipeline`] on a thread; outputs go to the recent buffer / SSE
 //!   and the Kafka sink.
 //! - [`kafka`]: the Kafka-in, Kafka-out pipeline with checkpoints to a changelog topic.
+//! - [`window`]: a window stage ahead of the patterns (the runtime's window operator).
 //! - [`file`]: a file source read once (`cep run`).
 
 pub mod file;
 pub mod kafka;
 pub mod running;
 pub mod spec;
+pub mod window;
 
 pub use spec::{
     parse, Guarantee, Host, KafkaSinkSpec, KafkaSourceSpec, Membership, PatternSelection,
     PipelineSpec, SinkSpec, SourceSpec, SpecError, StateBackend, StateSpec, TimeSpec,
     WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
 };
+pub use spec::{AggregateSpec, WindowKind, WindowSize, WindowStageSpec};
 
 /// The pattern files named by `paths`: files as given, directories by their `*.json` files (in
 /// name order).

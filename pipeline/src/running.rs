@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 
 use crate::kafka::KafkaHandle;
 use crate::spec::{PipelineSpec, SourceSpec};
+use crate::window::PipelineEngine;
 
 /// A page of outputs (`GET .../matches`).
 #[derive(Debug, Serialize)]
@@ -283,7 +284,7 @@ struct Running {
 enum Driver {
     /// Events come from `POST .../events`.
     Http {
-        engine: Box<JsonEngine>,
+        engine: Box<PipelineEngine>,
         /// When events last arrived and the watermark right after them (for idleness).
         last_events: Option<(Instant, i64)>,
     },
@@ -350,7 +351,7 @@ impl Pipeline {
                 }))
             }
             SourceSpec::Http | SourceSpec::File { .. } => Driver::Http {
-                engine: Box::new(spec.engine(patterns.to_vec())?),
+                engine: Box::new(PipelineEngine::new(spec, patterns.to_vec())?),
                 last_events: None,
             },
         })
