@@ -15,6 +15,7 @@ use cep_pipeline::{
 };
 
 use crate::run::load_patterns;
+use crate::window_args::WindowArgs;
 
 /// Options of `cep kafka`.
 #[derive(clap::Args, Debug, Clone)]
@@ -106,6 +107,9 @@ pub struct KafkaArgs {
     /// Further librdkafka option for consumer and producer, `key=value` (repeatable).
     #[arg(long = "kafka-option", short = 'X')]
     pub kafka_options: Vec<String>,
+    /// A window stage ahead of the patterns.
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 /// `--state-backend`.
@@ -166,6 +170,7 @@ impl KafkaArgs {
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("--max-future: {e}"))?,
             },
+            window: self.window.spec()?,
             patterns: PatternSelection::All,
             state: StateSpec {
                 backend: match self.state_backend {

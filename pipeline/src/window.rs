@@ -562,8 +562,20 @@ impl PipelineEngine {
                 .map_err(runtime_error)?;
         }
         stage.emit(out);
-        stage.results.advance_watermark(watermark, out);
-        self.events.advance_watermark(watermark, out);
+        // Both engines' outputs of this watermark, merged in time order (each keeps its own).
+        let (mut over_events, mut over_results) = (Vec::new(), Vec::new());
+        self.events.advance_watermark(watermark, &mut over_events);
+        stage
+            .results
+            .advance_watermark(watermark, &mut over_results);
+        let mut results = over_results.into_iter().peekable();
+        for o in over_events.drain(..) {
+            while let Some(r) = results.next_if(|r| r.timestamp < o.timestamp) {
+                out.push(r);
+            }
+            out.push(o);
+        }
+        out.extend(results);
         Ok(())
     }
 
