@@ -11,7 +11,8 @@ use anyhow::bail;
 use cep_patterns::{DurationMs, TimeFormat};
 use cep_pipeline::{
     Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PatternSelection, PipelineSpec,
-    SinkSpec, SourceSpec, StateBackend, StateSpec, TimeSpec, WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
+    SinkSpec, SourceSpec, StateBackend, StateSpec, TimeMode, TimeSpec, WatermarkSpec,
+    KAFKA_TIMESTAMP_FIELD,
 };
 
 use crate::run::load_patterns;
@@ -156,10 +157,12 @@ impl KafkaArgs {
                 Some(field) => TimeSpec {
                     field: field.clone(),
                     format: self.time_format,
+                    mode: TimeMode::Event,
                 },
                 None => TimeSpec {
                     field: KAFKA_TIMESTAMP_FIELD.into(),
                     format: TimeFormat::EpochMs,
+                    mode: TimeMode::Event,
                 },
             },
             watermark: WatermarkSpec {

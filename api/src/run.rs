@@ -10,7 +10,8 @@ use cep_patterns::{compile, CompiledPattern, DurationMs, PatternSpec, TimeFormat
 use cep_pipeline::file::{Progress, Summary};
 pub use cep_pipeline::pattern_files;
 use cep_pipeline::{
-    PatternSelection, PipelineSpec, SinkSpec, SourceSpec, StateSpec, TimeSpec, WatermarkSpec,
+    PatternSelection, PipelineSpec, SinkSpec, SourceSpec, StateSpec, TimeMode, TimeSpec,
+    WatermarkSpec,
 };
 
 use crate::window_args::WindowArgs;
@@ -87,6 +88,7 @@ impl RunArgs {
             time: TimeSpec {
                 field: self.time_field.clone(),
                 format: self.time_format,
+                mode: TimeMode::Event,
             },
             // A replay: event times are whatever the file holds.
             watermark: WatermarkSpec {

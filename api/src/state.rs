@@ -105,6 +105,7 @@ impl AppState {
         Environment {
             recent_outputs: self.config.recent_outputs,
             data_dir: self.config.data_dir.clone(),
+            clock: Arc::new(cep_pipeline::SystemClock),
         }
     }
 

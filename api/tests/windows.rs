@@ -258,3 +258,37 @@ async fn window_stage_errors_name_their_field() {
     );
     s.stop().await;
 }
+
+/// A processing-time pipeline through the REST API: events need no time field, and a batch is
+/// matched as it is taken (the clock-driven timeouts are tested with a manual clock in
+/// `pipeline/tests/processing_time.rs`).
+#[tokio::test]
+async fn a_processing_time_pipeline_takes_events_without_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    s.register(&common::single("x-seen", "x")).await;
+    let spec = json!({"name": "now", "time": {"mode": "processing"}, "patterns": ["x-seen"]});
+    let (status, body) = s.post("/api/v1/pipelines", &spec).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["time"]["mode"], "processing");
+    let report = s
+        .events(
+            "now",
+            &json!([{"key": "a", "type": "x"}, {"key": "b", "type": "y"}]),
+        )
+        .await;
+    assert_eq!(report["accepted"], 2, "{report}");
+    let outputs = s.outputs("now", "?kind=match").await;
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    assert_eq!(outputs[0]["key"], "a");
+    let (status, body) = s
+        .post(
+            "/api/v1/pipelines",
+            &json!({"name": "bad", "time": {"mode": "processing"},
+                    "watermark": {"idleness": "5s"}}),
+        )
+        .await;
+    let error = assert_error(status, &body, 422, "invalid_pipeline");
+    assert!(error.to_string().contains("watermark.idleness"), "{error}");
+    s.stop().await;
+}

@@ -412,11 +412,13 @@ impl JsonEngine {
         self.key_and_time_in(event)
     }
 
-    fn key_and_time_in<F: TopFields + ?Sized>(
-        &self,
-        event: &F,
-    ) -> Result<(String, i64), RecordError> {
-        let key = match lookup(event, &self.key_path) {
+    /// Reads the key of an event (processing time: the time is the clock's, not the event's).
+    pub fn key_of(&self, event: &Value) -> Result<String, RecordError> {
+        self.key_in(event)
+    }
+
+    fn key_in<F: TopFields + ?Sized>(&self, event: &F) -> Result<String, RecordError> {
+        Ok(match lookup(event, &self.key_path) {
             None => {
                 return Err(RecordError {
                     message: format!("missing key field '{}'", self.config.key_by),
@@ -433,7 +435,14 @@ impl JsonEngine {
                     ),
                 })
             }
-        };
+        })
+    }
+
+    fn key_and_time_in<F: TopFields + ?Sized>(
+        &self,
+        event: &F,
+    ) -> Result<(String, i64), RecordError> {
+        let key = self.key_in(event)?;
         let field = &self.config.time_field;
         let raw = lookup(event, &self.time_path).ok_or_else(|| RecordError {
             message: format!("missing time field '{field}'"),

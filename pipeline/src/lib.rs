@@ -21,7 +21,10 @@ pub use spec::{
     PipelineSpec, SinkSpec, SourceSpec, SpecError, StateBackend, StateSpec, TimeSpec,
     WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
 };
-pub use spec::{AggregateSpec, WindowKind, WindowSize, WindowStageSpec};
+pub use spec::{AggregateSpec, TimeMode, WindowKind, WindowSize, WindowStageSpec};
+
+/// The clocks a [`running::Environment`] takes (processing time reads it).
+pub use cep_runtime::{Clock, ManualClock, SystemClock};
 
 /// The pattern files named by `paths`: files as given, directories by their `*.json` files (in
 /// name order).

@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cep_patterns::{CompiledPattern, JsonEngine, Output, OutputKind, PatternErrors};
+use cep_runtime::Clock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::kafka::KafkaHandle;
-use crate::spec::{PipelineSpec, SourceSpec};
+use crate::spec::{PipelineSpec, SourceSpec, TimeMode};
 use crate::window::PipelineEngine;
 
 /// A page of outputs (`GET .../matches`).
@@ -272,6 +273,8 @@ pub struct Environment {
     pub recent_outputs: usize,
     /// Where pipelines keep local files (a Kafka pipeline's RocksDB state backend).
     pub data_dir: PathBuf,
+    /// The clock of processing-time pipelines (the system clock; tests drive a manual one).
+    pub clock: Arc<dyn Clock>,
 }
 
 struct Running {
@@ -351,7 +354,11 @@ impl Pipeline {
                 }))
             }
             SourceSpec::Http | SourceSpec::File { .. } => Driver::Http {
-                engine: Box::new(PipelineEngine::new(spec, patterns.to_vec())?),
+                engine: Box::new(PipelineEngine::with_clock(
+                    spec,
+                    patterns.to_vec(),
+                    env.clock.clone(),
+                )?),
                 last_events: None,
             },
         })
@@ -483,6 +490,8 @@ impl Pipeline {
                 }
             }
         }
+        // In processing time, the batch is matched now.
+        engine.on_clock(&mut outputs);
         if report.accepted > 0 {
             *last_events = Some((Instant::now(), engine.watermark()));
         }
@@ -522,6 +531,15 @@ impl Pipeline {
     pub fn tick(&self, now: Instant) {
         let mut outputs = Vec::new();
         let mut running = lock(&self.running);
+        if running.spec.time.mode == TimeMode::Processing {
+            // Processing time follows the clock: timeouts and windows it has passed fire.
+            let keep = running.spec.has_recent_sink();
+            if let (false, Driver::Http { engine, .. }) = (running.paused, &mut running.driver) {
+                engine.on_clock(&mut outputs);
+            }
+            self.outputs.publish(outputs, keep);
+            return;
+        }
         let Some(idleness) = running.spec.watermark.idleness else {
             return;
         };

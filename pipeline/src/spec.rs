@@ -149,6 +149,10 @@ pub struct TimeSpec {
     /// How it is written: `epoch_ms` (default), `epoch_s` or `rfc3339`.
     #[serde(default)]
     pub format: TimeFormat,
+    /// `event` (the default: the time is the event's `field`) or `processing` (the time is the
+    /// service's clock when the event arrives; `field` and `format` are not read).
+    #[serde(default, skip_serializing_if = "TimeMode::is_event")]
+    pub mode: TimeMode,
 }
 
 impl Default for TimeSpec {
@@ -156,7 +160,26 @@ impl Default for TimeSpec {
         TimeSpec {
             field: default_time_field(),
             format: TimeFormat::EpochMs,
+            mode: TimeMode::Event,
         }
+    }
+}
+
+/// Which time a pipeline evaluates patterns and windows in.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeMode {
+    /// Event time: each event's own time, a watermark, late events (Flink's default).
+    #[default]
+    Event,
+    /// Processing time: events in arrival order, each at the service's clock when it arrives;
+    /// `within`, timeouts and windows follow that clock (Flink's processing-time CEP).
+    Processing,
+}
+
+impl TimeMode {
+    fn is_event(&self) -> bool {
+        *self == TimeMode::Event
     }
 }
 
@@ -942,6 +965,32 @@ impl PipelineSpec {
                 errors.push(SpecError::new(
                     "source.commit_interval",
                     "must be at least 1ms",
+                ));
+            }
+        }
+        if self.time.mode == TimeMode::Processing {
+            match self.source {
+                SourceSpec::Http => {}
+                SourceSpec::Kafka(_) => errors.push(SpecError::new(
+                    "time.mode",
+                    "processing time is available to http sources for now (a Kafka pipeline's \
+                     checkpoints replay in event time)",
+                )),
+                SourceSpec::File { .. } => errors.push(SpecError::new(
+                    "time.mode",
+                    "a file is replayed in event time: processing time is for live http sources",
+                )),
+            }
+            if self.watermark.out_of_orderness.0 != 0 {
+                errors.push(SpecError::new(
+                    "watermark.out_of_orderness",
+                    "processing time has no out-of-order events: events are taken as they arrive",
+                ));
+            }
+            if self.watermark.idleness.is_some() {
+                errors.push(SpecError::new(
+                    "watermark.idleness",
+                    "processing time follows the clock whether events come or not",
                 ));
             }
         }

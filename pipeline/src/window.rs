@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::spec::{
-    AggregateSpec, PatternSelection, PipelineSpec, WindowKind, WindowSize, WindowStageSpec,
+    AggregateSpec, PatternSelection, PipelineSpec, TimeMode, WindowKind, WindowSize,
+    WindowStageSpec,
 };
 
 /// What the window operator keeps of an event: its time, its key as written, and the values of
@@ -418,6 +419,10 @@ pub struct PipelineEngine {
     /// The patterns over the events themselves (all of them without a window stage).
     events: JsonEngine,
     window: Option<Box<WindowStage>>,
+    /// In processing time (`time.mode`), the clock that stamps events and moves the watermark.
+    processing: Option<Arc<dyn Clock>>,
+    /// In processing time, the latest time an event was stamped with.
+    stamped: Timestamp,
 }
 
 impl std::fmt::Debug for PipelineEngine {
@@ -472,16 +477,19 @@ impl PipelineEngine {
         Self::with_clock(spec, patterns, Arc::new(SystemClock))
     }
 
-    /// Like [`new`](Self::new), with the clock the window operator reads.
+    /// Like [`new`](Self::new), with the clock of processing time (`time.mode`).
     pub fn with_clock(
         spec: &PipelineSpec,
         patterns: Vec<Arc<CompiledPattern>>,
         clock: Arc<dyn Clock>,
     ) -> Result<PipelineEngine, PatternErrors> {
+        let processing = (spec.time.mode == TimeMode::Processing).then(|| clock.clone());
         let Some(window) = &spec.window else {
             return Ok(PipelineEngine {
                 events: spec.engine(patterns)?,
                 window: None,
+                processing,
+                stamped: Timestamp::MIN,
             });
         };
         let (over_results, over_events) = split(&window.patterns, patterns);
@@ -491,41 +499,85 @@ impl PipelineEngine {
         Ok(PipelineEngine {
             events,
             window: Some(Box::new(stage)),
+            processing,
+            stamped: Timestamp::MIN,
         })
     }
 
     /// Takes one event (see [`JsonEngine::push`]). With a window stage: into its windows (or to
     /// the late output), into the engine of the patterns over events (if there are any), then
     /// the watermark moves and the windows it closes reach their patterns.
+    ///
+    /// In processing time the event's time is the clock's when it arrives (or 1 ms after the
+    /// watermark, if the clock has not moved past it), and the watermark does not move:
+    /// [`on_clock`](Self::on_clock) moves it, at the end of each batch and on every tick.
     pub fn push(&mut self, event: Value, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        let Some(stage) = &mut self.window else {
+        if self.window.is_none() && self.processing.is_none() {
             return self.events.push(event, out);
-        };
+        }
         if !event.is_object() {
             return Err(RecordError {
                 message: "an event must be a JSON object".into(),
             });
         }
+        if let Some(clock) = &self.processing {
+            let key = self.events.key_of(&event)?;
+            let ts = clock.now().max(self.watermark().saturating_add(1));
+            self.stamped = self.stamped.max(ts);
+            return self.take(key, ts, &event, out);
+        }
         let (key, ts) = self.events.key_and_time(&event)?;
-        let late = stage.process(key.clone(), ts, &event)?;
+        self.take(key, ts, &event, out)?;
+        if let Some(stage) = &mut self.window {
+            stage.max_ts = stage.max_ts.max(ts);
+            let watermark = stage
+                .max_ts
+                .saturating_sub(stage.out_of_orderness)
+                .saturating_sub(1);
+            self.move_watermark(watermark, out)?;
+        }
+        Ok(())
+    }
+
+    /// Hands an event with its key and time to the window stage and the patterns over events;
+    /// the watermark does not move.
+    fn take(
+        &mut self,
+        key: String,
+        ts: Timestamp,
+        event: &Value,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RecordError> {
+        let Some(stage) = &mut self.window else {
+            self.events.push_keyed(key, ts, event, out);
+            return Ok(());
+        };
+        let late = stage.process(key.clone(), ts, event)?;
         if late {
-            out.push(self.events.late_output(key, ts, &event));
+            out.push(self.events.late_output(key, ts, event));
         } else if !self.events.patterns().is_empty() {
-            self.events.push_keyed(key, ts, &event, out);
+            self.events.push_keyed(key, ts, event, out);
         }
         // Count windows fire on arrival.
         stage.emit(out);
-        stage.max_ts = stage.max_ts.max(ts);
-        let watermark = stage
-            .max_ts
-            .saturating_sub(stage.out_of_orderness)
-            .saturating_sub(1);
-        self.move_watermark(watermark, out)
+        Ok(())
+    }
+
+    /// In processing time, moves the watermark to the clock: the events taken so far are
+    /// matched, and the timeouts and windows the clock has passed fire. Nothing in event time.
+    pub fn on_clock(&mut self, out: &mut Vec<Output>) {
+        if let Some(clock) = &self.processing {
+            // Events stamped 1 ms ahead of a clock that had not moved are taken too.
+            let now = clock.now().max(self.stamped);
+            if now > self.watermark() {
+                self.advance_watermark(now, out);
+            }
+        }
     }
 
     /// Like [`push`](Self::push), for an event given as JSON text (`cep run`).
     pub fn push_str(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        if self.window.is_none() {
+        if self.window.is_none() && self.processing.is_none() {
             return self.events.push_str(text, out);
         }
         let event: Value = serde_json::from_str(text).map_err(|e| RecordError {
