@@ -513,6 +513,14 @@ impl WindowStageSpec {
     }
 }
 
+/// The longest window size, slide, gap, offset or allowed lateness: 100 years (window bounds are
+/// computed in milliseconds and must not overflow).
+pub const MAX_WINDOW_SPAN_MS: i64 = 100 * 365 * 86_400_000;
+
+/// How many sliding windows one event may belong to (`size / slide`): each is state and a
+/// result.
+pub const MAX_WINDOWS_PER_EVENT: i64 = 1000;
+
 /// The fields every window result has besides the key and the aggregates.
 pub const WINDOW_FIELDS: [&str; 2] = ["window_start", "window_end"];
 
@@ -628,6 +636,38 @@ impl WindowStageSpec {
                         "count windows take every event in arrival order: they have no lateness",
                     ));
                 }
+            }
+        }
+        if self.kind != WindowKind::Count {
+            let spans = [
+                ("size", self.size.map(WindowSize::as_ms)),
+                ("slide", self.slide.map(WindowSize::as_ms)),
+                ("gap", self.gap.map(|d| d.0)),
+                ("offset", self.offset.map(|d| d.0)),
+                ("allowed_lateness", Some(self.allowed_lateness.0)),
+            ];
+            for (field, v) in spans {
+                if v.is_some_and(|v| v > MAX_WINDOW_SPAN_MS) {
+                    errors.push(SpecError::new(
+                        format!("window.{field}"),
+                        "must be at most 100 years",
+                    ));
+                }
+            }
+        }
+        if let (WindowKind::Sliding, Some(size), Some(slide)) = (self.kind, self.size, self.slide) {
+            let (size, slide) = (size.as_ms(), slide.as_ms());
+            // size / slide, rounded up (both positive here, or refused above).
+            let per_event = if slide > 0 { (size - 1) / slide + 1 } else { 0 };
+            if per_event > MAX_WINDOWS_PER_EVENT {
+                errors.push(SpecError::new(
+                    "window.slide",
+                    format!(
+                        "puts each event in {} windows (size / slide); at most \
+                         {MAX_WINDOWS_PER_EVENT}",
+                        per_event
+                    ),
+                ));
             }
         }
         let key_top = key_by.split(['.', '[']).next().unwrap_or(key_by);
@@ -1259,6 +1299,14 @@ mod tests {
         assert_eq!(
             paths(json!({"window": {"type": "tumbling", "size": "10s", "offset": "10s"}})),
             ["window.offset"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "sliding", "size": "1d", "slide": "1s"}})),
+            ["window.slide"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "session", "gap": "36600d"}})),
+            ["window.gap"]
         );
         assert_eq!(
             paths(json!({"window": {"type": "hopping"}})),

@@ -32,6 +32,10 @@ use crate::spec::{
     WindowStageSpec,
 };
 
+/// The largest event time (in absolute value) a window stage takes: with windows of at most
+/// [`MAX_WINDOW_SPAN_MS`](crate::spec::MAX_WINDOW_SPAN_MS), no window bound overflows.
+const MAX_EVENT_TIME: u64 = 4_000_000_000_000_000;
+
 /// What the window operator keeps of an event: its time, its key as written, and the values of
 /// the fields the aggregates read (`None`: missing or `null`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -826,6 +830,14 @@ impl WindowStage {
     /// Puts an event into its windows; true if it is later than the allowed lateness for all
     /// of them.
     fn process(&mut self, key: String, ts: Timestamp, event: &Value) -> Result<bool, RecordError> {
+        if ts.unsigned_abs() > MAX_EVENT_TIME {
+            return Err(RecordError {
+                message: format!(
+                    "time {ts} is out of the range a window stage takes (±{MAX_EVENT_TIME} ms, \
+                     about 127,000 years around 1970)"
+                ),
+            });
+        }
         self.events_in += 1;
         let element = Element {
             ts,

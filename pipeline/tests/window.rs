@@ -430,6 +430,11 @@ fn results_carry_the_key_where_key_by_reads_it_and_null_for_no_values() {
     // A bad event is refused with the engine's message, and changes nothing.
     let e = engine.push(json!({"ts": 5}), &mut out).unwrap_err();
     assert_eq!(e.message, "missing key field 'device.id'");
+    // So is a time no window bound could be computed for.
+    let e = engine
+        .push(json!({"device": {"id": 7}, "ts": i64::MAX - 5}), &mut out)
+        .unwrap_err();
+    assert!(e.message.contains("out of the range"), "{}", e.message);
 }
 
 fn kind() -> impl Strategy<Value = Value> {
