@@ -15,8 +15,10 @@
 //! - (d) readings below freezing go to the side output `freezing`.
 //!
 //! The stream is not closed at the end (as for a live source), so sensors are not reported silent
-//! just because the demo stops. JSON versions of (a), (c) and (d) are in `examples/patterns/sensor/`;
-//! `--events` prints the readings in arrival order as JSON lines instead, for `cep run`.
+//! just because the demo stops. JSON versions of (a), (c) and (d) are in `examples/patterns/sensor/`,
+//! and the whole demo, (b) by a window stage, is one JSON pipeline:
+//! `examples/pipelines/sensor_alarm.json`. `--events` prints the readings in arrival order as JSON
+//! lines instead, for `cep run` and the service.
 
 mod common;
 

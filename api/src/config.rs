@@ -376,4 +376,31 @@ sinks = [{ type = "kafka", topic = "alerts" }, { type = "recent" }]
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("sinks[0]"), "{e}");
     }
+
+    #[test]
+    fn pipeline_tables_take_a_window_stage() {
+        let config = ServeConfig::from_toml(
+            r#"
+[[pipeline]]
+name = "sensors"
+key_by = "sensor"
+patterns = ["sensor-rising", "sensor-hot"]
+
+[pipeline.window]
+type = "tumbling"
+size = "10s"
+patterns = ["sensor-hot"]
+aggregates = { avg_temp = { avg = "temp" }, readings = { count = "*" } }
+"#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let window = config.pipeline[0].window.as_ref().unwrap();
+        assert_eq!(window.aggregates.len(), 2);
+        let bad =
+            ServeConfig::from_toml("[[pipeline]]\nname = \"w\"\nwindow = { type = \"session\" }\n")
+                .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("window.gap"), "{e}");
+    }
 }

@@ -11,10 +11,12 @@ use anyhow::bail;
 use cep_patterns::{DurationMs, TimeFormat};
 use cep_pipeline::{
     Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PatternSelection, PipelineSpec,
-    SinkSpec, SourceSpec, StateBackend, StateSpec, TimeSpec, WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
+    SinkSpec, SourceSpec, StateBackend, StateSpec, TimeMode, TimeSpec, WatermarkSpec,
+    KAFKA_TIMESTAMP_FIELD,
 };
 
 use crate::run::load_patterns;
+use crate::window_args::WindowArgs;
 
 /// Options of `cep kafka`.
 #[derive(clap::Args, Debug, Clone)]
@@ -106,6 +108,9 @@ pub struct KafkaArgs {
     /// Further librdkafka option for consumer and producer, `key=value` (repeatable).
     #[arg(long = "kafka-option", short = 'X')]
     pub kafka_options: Vec<String>,
+    /// A window stage ahead of the patterns.
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 /// `--state-backend`.
@@ -152,10 +157,12 @@ impl KafkaArgs {
                 Some(field) => TimeSpec {
                     field: field.clone(),
                     format: self.time_format,
+                    mode: TimeMode::Event,
                 },
                 None => TimeSpec {
                     field: KAFKA_TIMESTAMP_FIELD.into(),
                     format: TimeFormat::EpochMs,
+                    mode: TimeMode::Event,
                 },
             },
             watermark: WatermarkSpec {
@@ -166,6 +173,7 @@ impl KafkaArgs {
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("--max-future: {e}"))?,
             },
+            window: self.window.spec()?,
             patterns: PatternSelection::All,
             state: StateSpec {
                 backend: match self.state_backend {

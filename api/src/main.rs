@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod kafka;
 mod run;
+mod window_args;
 
 /// Complex event processing with Flink CEP semantics.
 #[derive(Parser)]
@@ -22,7 +23,7 @@ enum Command {
     Run(run::RunArgs),
     /// Run a Kafka-in, Kafka-out pipeline (consumer group in; matches, timeouts, late events and
     /// dead letters out; at-least-once or exactly-once).
-    Kafka(kafka::KafkaArgs),
+    Kafka(Box<kafka::KafkaArgs>),
     /// Validate pattern files (and with --explain, show their automata).
     Check(check::CheckArgs),
     /// Measure throughput on a generated workload (a deterministic per-key event stream and one of
@@ -38,7 +39,7 @@ fn main() -> anyhow::Result<()> {
             cep_api::serve_blocking(config)
         }
         Command::Run(args) => std::process::exit(run::run(args)?),
-        Command::Kafka(args) => std::process::exit(kafka::kafka(args)?),
+        Command::Kafka(args) => std::process::exit(kafka::kafka(*args)?),
         Command::Check(args) => std::process::exit(check::check(args)?),
         Command::Bench(args) => std::process::exit(bench::bench(args)?),
     }

@@ -340,6 +340,16 @@ pub fn document() -> Value {
                             "out_of_orderness": {"type": "string", "default": "0s"},
                             "idleness": {"type": ["string", "null"]}
                         }},
+                        "window": {"type": "object", "required": ["type"], "description": "A window stage ahead of the patterns (docs/pipelines.md, Windows).", "properties": {
+                            "type": {"type": "string", "enum": ["tumbling", "sliding", "session", "count"]},
+                            "size": {"type": ["string", "integer"]}, "slide": {"type": ["string", "integer"]},
+                            "gap": {"type": "string"}, "offset": {"type": "string"},
+                            "allowed_lateness": {"type": "string", "default": "0s"},
+                            "aggregates": {"type": "object", "additionalProperties": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                                "propertyNames": {"enum": ["count", "sum", "avg", "min", "max", "first", "last", "count_distinct"]},
+                                "additionalProperties": {"type": "string"}}},
+                            "patterns": {"oneOf": [{"type": "string", "enum": ["*"]}, {"type": "array", "items": {"type": "string"}}], "default": "*"}
+                        }},
                         "patterns": {"oneOf": [{"type": "string", "enum": ["*"]}, {"type": "array", "items": {"type": "string"}}], "default": "*"},
                         "state": {"type": "object", "properties": {
                             "backend": {"type": "string", "enum": ["memory", "rocksdb"], "default": "memory"},

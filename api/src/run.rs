@@ -10,8 +10,11 @@ use cep_patterns::{compile, CompiledPattern, DurationMs, PatternSpec, TimeFormat
 use cep_pipeline::file::{Progress, Summary};
 pub use cep_pipeline::pattern_files;
 use cep_pipeline::{
-    PatternSelection, PipelineSpec, SinkSpec, SourceSpec, StateSpec, TimeSpec, WatermarkSpec,
+    PatternSelection, PipelineSpec, SinkSpec, SourceSpec, StateSpec, TimeMode, TimeSpec,
+    WatermarkSpec,
 };
+
+use crate::window_args::WindowArgs;
 
 /// Options of `cep run`.
 #[derive(clap::Args, Debug)]
@@ -41,6 +44,9 @@ pub struct RunArgs {
     /// a terminal.
     #[arg(long)]
     pub progress: bool,
+    /// A window stage ahead of the patterns.
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 /// Reads and compiles one pattern file.
@@ -72,8 +78,8 @@ pub fn load_patterns(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<CompiledPatter
 
 impl RunArgs {
     /// The pipeline spec the flags describe: a file source, a file sink.
-    pub fn spec(&self) -> PipelineSpec {
-        PipelineSpec {
+    pub fn spec(&self) -> anyhow::Result<PipelineSpec> {
+        Ok(PipelineSpec {
             name: "run".into(),
             source: SourceSpec::File {
                 path: PathBuf::from(&self.input),
@@ -82,6 +88,7 @@ impl RunArgs {
             time: TimeSpec {
                 field: self.time_field.clone(),
                 format: self.time_format,
+                mode: TimeMode::Event,
             },
             // A replay: event times are whatever the file holds.
             watermark: WatermarkSpec {
@@ -89,12 +96,13 @@ impl RunArgs {
                 idleness: None,
                 max_future: None,
             },
+            window: self.window.spec()?,
             patterns: PatternSelection::All,
             state: StateSpec::default(),
             sinks: vec![SinkSpec::File {
                 path: PathBuf::from(&self.output),
             }],
-        }
+        })
     }
 }
 
@@ -108,12 +116,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let spec = args.spec();
+    let spec = match args.spec() {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
     if let Err(errors) = spec.validate() {
         for e in errors {
             eprintln!("{e}");
         }
         return Ok(1);
+    }
+    if let Some(PatternSelection::Names(names)) = spec.window.as_ref().map(|w| &w.patterns) {
+        if let Some(n) = names
+            .iter()
+            .find(|n| !patterns.iter().any(|p| p.name() == *n))
+        {
+            eprintln!("--window-pattern {n}: no pattern of that name was loaded");
+            return Ok(1);
+        }
     }
     // Progress on a terminal, or when asked for (`--progress`).
     let show = args.progress || io::stderr().is_terminal();

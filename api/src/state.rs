@@ -171,6 +171,7 @@ impl AppState {
                     .0
                     .map(|d| d.0.max(0) as u64),
             },
+            clock: Arc::new(cep_pipeline::SystemClock),
         }
     }
 

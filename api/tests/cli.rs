@@ -176,3 +176,154 @@ fn check_validates_and_explains() {
         .unwrap();
     assert_ne!(o.status.code(), Some(0));
 }
+
+/// `cep run --window ... --aggregate ...`: the window stage of a pipeline spec from flags. Every
+/// 2 readings of a sensor, their average; `hot` matches an average above 30, `cold` a reading
+/// below 0 (it matches the events themselves, not being a `--window-pattern`).
+#[test]
+fn run_takes_a_window_stage_from_flags() {
+    let dir = tmpdir("window");
+    let hot = write(
+        &dir,
+        "hot.json",
+        r#"{"name":"hot","stages":[{"name":"w","where":"avg_temp > 30"}]}"#,
+    );
+    let cold = write(
+        &dir,
+        "cold.json",
+        r#"{"name":"cold","stages":[{"name":"r","where":"temp < 0"}]}"#,
+    );
+    let input = write(
+        &dir,
+        "events.jsonl",
+        concat!(
+            "{\"sensor\":\"s1\",\"ts\":1000,\"temp\":31}\n",
+            "{\"sensor\":\"s1\",\"ts\":4000,\"temp\":33}\n",
+            "{\"sensor\":\"s2\",\"ts\":5000,\"temp\":-2}\n",
+            "{\"sensor\":\"s1\",\"ts\":12000,\"temp\":20}\n",
+            "{\"sensor\":\"s1\",\"ts\":3000,\"temp\":40}\n",
+        ),
+    );
+    let out = dir.join("out.jsonl");
+    let o = cep()
+        .args(["run", "--pattern"])
+        .arg(&hot)
+        .arg("--pattern")
+        .arg(&cold)
+        .arg("--input")
+        .arg(&input)
+        .args(["--key-by", "sensor", "--time-field", "ts"])
+        .args([
+            "--window",
+            "tumbling:10s",
+            "--aggregate",
+            "avg_temp=avg:temp",
+        ])
+        .args([
+            "--aggregate",
+            "n=count:*",
+            "--window-pattern",
+            "hot",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<String> = lines
+        .iter()
+        .map(|o| {
+            let kind = o["kind"].as_str().unwrap();
+            let event = match kind {
+                "late" => o["event"].clone(),
+                _ => o["events"].as_object().unwrap().values().next().unwrap()[0].clone(),
+            };
+            format!(
+                "{kind} {} {} {event}",
+                o["pattern"].as_str().unwrap_or("-"),
+                o["timestamp"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            // At watermark 11999 (after s1@12000), in time order.
+            r#"match cold 5000 {"sensor":"s2","ts":5000,"temp":-2}"#,
+            r#"match hot 9999 {"sensor":"s1","window_start":0,"window_end":10000,"avg_temp":32.0,"n":2}"#,
+            // s1@3000 arrives after the watermark closed [0, 10000): late.
+            r#"late - 3000 {"sensor":"s1","ts":3000,"temp":40}"#,
+        ],
+        "{stderr}"
+    );
+
+    // Bad flags are refused with what is wrong.
+    let o = cep()
+        .args(["run", "--pattern"])
+        .arg(&hot)
+        .arg("--input")
+        .arg(&input)
+        .args(["--key-by", "sensor", "--time-field", "ts"])
+        .args(["--window", "sliding:10s", "--aggregate", "a=avg:temp"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("sliding:SIZE:SLIDE"), "{stderr}");
+    let o = cep()
+        .args(["run", "--pattern"])
+        .arg(&hot)
+        .arg("--input")
+        .arg(&input)
+        .args(["--key-by", "sensor", "--time-field", "ts"])
+        .args(["--window", "count:5", "--window-pattern", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--window-pattern nope"), "{stderr}");
+}
+
+/// `cep kafka` takes the same window flags, and refuses them with the reason: a Kafka
+/// pipeline's checkpoints do not hold window state yet.
+#[test]
+fn kafka_refuses_a_window_stage_before_connecting() {
+    let dir = tmpdir("kafka-window");
+    let hot = write(
+        &dir,
+        "hot.json",
+        r#"{"name":"hot","stages":[{"name":"w","where":"avg_temp > 30"}]}"#,
+    );
+    let o = cep()
+        .args(["kafka", "--bootstrap", "127.0.0.1:1", "--group", "g"])
+        .args([
+            "--input-topic",
+            "in",
+            "--topic",
+            "out",
+            "--key-by",
+            "sensor",
+        ])
+        .arg("--pattern")
+        .arg(&hot)
+        .args([
+            "--window",
+            "tumbling:10s",
+            "--aggregate",
+            "avg_temp=avg:temp",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("window: a window stage runs on http and file sources"),
+        "{stderr}"
+    );
+}

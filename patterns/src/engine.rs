@@ -321,6 +321,58 @@ fn lookup<'v, F: TopFields + ?Sized>(event: &'v F, path: &[Seg]) -> Option<&'v V
     Some(cur)
 }
 
+/// A field path (`user.id`, `tags[0]`) as the engine reads keys and times: for stages ahead of
+/// the engine (a pipeline's window stage) that read and write event fields the same way.
+#[derive(Clone, Debug)]
+pub struct FieldPath {
+    segs: Vec<Seg>,
+}
+
+impl FieldPath {
+    /// Parses `user.id`, `tags[0]`.
+    pub fn parse(path: &str) -> Result<FieldPath, String> {
+        Ok(FieldPath {
+            segs: parse_path(path)?,
+        })
+    }
+
+    /// The value at this path in `event`, if any.
+    pub fn get<'v>(&self, event: &'v Value) -> Option<&'v Value> {
+        lookup(event, &self.segs)
+    }
+
+    /// Writes `value` at this path into `root`, creating the objects (and arrays, padded with
+    /// `null`) on the way; what is in the way of a different kind is replaced.
+    pub fn insert(&self, root: &mut Map<String, Value>, value: Value) {
+        let Some((Seg::Key(first), rest)) = self.segs.split_first() else {
+            return;
+        };
+        let mut cur = root.entry(first.clone()).or_insert(Value::Null);
+        for s in rest {
+            cur = match s {
+                Seg::Key(k) => {
+                    if !cur.is_object() {
+                        *cur = Value::Object(Map::new());
+                    }
+                    let Value::Object(m) = cur else { return };
+                    m.entry(k.clone()).or_insert(Value::Null)
+                }
+                Seg::Index(i) => {
+                    if !cur.is_array() {
+                        *cur = Value::Array(Vec::new());
+                    }
+                    let Value::Array(a) = cur else { return };
+                    if a.len() <= *i {
+                        a.resize(*i + 1, Value::Null);
+                    }
+                    &mut a[*i]
+                }
+            };
+        }
+        *cur = value;
+    }
+}
+
 /// Evaluates patterns over JSON events.
 pub struct JsonEngine {
     config: EngineConfig,
@@ -414,11 +466,13 @@ impl JsonEngine {
         self.key_and_time_in(event)
     }
 
-    fn key_and_time_in<F: TopFields + ?Sized>(
-        &self,
-        event: &F,
-    ) -> Result<(String, i64), RecordError> {
-        let key = match lookup(event, &self.key_path) {
+    /// Reads the key of an event (processing time: the time is the clock's, not the event's).
+    pub fn key_of(&self, event: &Value) -> Result<String, RecordError> {
+        self.key_in(event)
+    }
+
+    fn key_in<F: TopFields + ?Sized>(&self, event: &F) -> Result<String, RecordError> {
+        Ok(match lookup(event, &self.key_path) {
             None => {
                 return Err(RecordError {
                     message: format!("missing key field '{}'", self.config.key_by),
@@ -435,7 +489,14 @@ impl JsonEngine {
                     ),
                 })
             }
-        };
+        })
+    }
+
+    fn key_and_time_in<F: TopFields + ?Sized>(
+        &self,
+        event: &F,
+    ) -> Result<(String, i64), RecordError> {
+        let key = self.key_in(event)?;
         let field = &self.config.time_field;
         let raw = lookup(event, &self.time_path).ok_or_else(|| RecordError {
             message: format!("missing time field '{field}'"),
@@ -569,6 +630,40 @@ impl JsonEngine {
             .saturating_sub(1);
         self.op.advance_watermark(wm, &mut self.scratch);
         self.drain(out);
+    }
+
+    /// Ingests an event whose key and time a stage ahead of the engine has already read (a
+    /// pipeline's window stage, which then moves the watermark with
+    /// [`advance_watermark`](Self::advance_watermark)): the watermark does not move. An event
+    /// at or behind the watermark is late.
+    pub fn push_keyed(&mut self, key: String, ts: i64, event: &Value, out: &mut Vec<Output>) {
+        let row = self.schema.extract(event);
+        self.stats.events += 1;
+        self.op.process_element(
+            key,
+            JsonEvent::from_value(row, event),
+            ts,
+            &mut self.scratch,
+        );
+        self.drain(out);
+    }
+
+    /// A late-event output for an event a stage ahead of the engine found late (a window
+    /// stage's events later than the allowed lateness): written and counted like the engine's own.
+    pub fn late_output(&mut self, key: String, ts: i64, event: &Value) -> Output {
+        self.stats.late += 1;
+        Output {
+            kind: OutputKind::Late,
+            pattern: None,
+            key,
+            timestamp: ts,
+            events: None,
+            event: Some(Arc::new(JsonEvent::from_value(
+                self.schema.extract(event),
+                event,
+            ))),
+            version: 0,
+        }
     }
 
     /// Moves the watermark (for idleness, or `i64::MAX` at the end of the input).

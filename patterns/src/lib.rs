@@ -18,7 +18,7 @@ mod spec;
 pub use cep::StateBounds;
 pub use compile::{compile, CompiledPattern, JsonEvent};
 pub use engine::{
-    json_type, EngineConfig, EngineStats, JsonEngine, MatchEvents, Output, OutputKind,
+    json_type, EngineConfig, EngineStats, FieldPath, JsonEngine, MatchEvents, Output, OutputKind,
     PartialMatchInfo, PatternStats, RecordError, Replace, TimeFormat,
 };
 pub use spec::{

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{CompiledPattern, JsonEngine};
+use cep_patterns::CompiledPattern;
 
 use crate::spec::{PipelineSpec, SinkSpec, SourceSpec};
+use crate::window::PipelineEngine;
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub fn run(
     if patterns.is_empty() {
         bail!("no patterns");
     }
-    let mut engine: JsonEngine = spec.engine(patterns).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut engine = PipelineEngine::new(spec, patterns).map_err(|e| anyhow::anyhow!("{e}"))?;
     let size = (input != Path::new("-"))
         .then(|| std::fs::metadata(input).ok().map(|m| m.len()))
         .flatten();

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use cep_patterns::{CompiledPattern, JsonEngine, PatternSpec, Replace};
+use cep_patterns::{CompiledPattern, PatternSpec, Replace};
+use cep_runtime::Clock;
 use rocksdb::WriteBatch;
 use serde_json::{json, Value};
 
 use crate::running::Outputs;
 use crate::spec::PipelineSpec;
 use crate::store::{seq_of, CheckpointMeta, Durability, Keys, Store, WalEntry};
+use crate::window::PipelineEngine;
 
 /// How many idempotency keys a pipeline remembers.
 const IDS: usize = 10_000;
@@ -63,13 +65,20 @@ impl Ids {
 pub(crate) struct Journal {
     pub(crate) store: Arc<Store>,
     keys: Keys,
-    durability: Durability,
+    /// Whether what moves the engine is logged (not with durability off, nor in processing
+    /// time, which cannot be replayed).
+    logs: bool,
+    /// Whether the state is checkpointed key by key (not with a window stage: its log is kept
+    /// whole and replayed).
+    checkpointable: bool,
     /// The next log entry's number.
     next_wal: u64,
     /// Entries since the last checkpoint.
     since: u64,
     last: Instant,
     fingerprint: Value,
+    /// The active patterns as last set (their logged form).
+    running: Vec<Value>,
     pub(crate) ids: Ids,
 }
 
@@ -137,7 +146,8 @@ impl Journal {
         spec: &PipelineSpec,
         patterns: &[Arc<CompiledPattern>],
         outputs: &Outputs,
-    ) -> anyhow::Result<(JsonEngine, Journal)> {
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<(PipelineEngine, Journal)> {
         let started = Instant::now();
         let keys = Keys::new(&spec.name);
         let fingerprint = fingerprint(spec);
@@ -158,46 +168,77 @@ impl Journal {
             .as_deref()
             .and_then(seq_of)
             .unwrap_or(0);
+        let engine_of = |patterns: Vec<Arc<CompiledPattern>>| {
+            PipelineEngine::with_clock(spec, patterns, clock.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        let fresh = engine_of(patterns.to_vec())?;
+        // Processing time reads the clock: it cannot be replayed, so it is not logged. A window
+        // stage is replayed but not checkpointed (its log is kept whole).
+        let logs = store.durability() != Durability::Off && fresh.is_replayable();
+        let checkpointable = fresh.plain().is_some();
         let mut journal = Journal {
             store: store.clone(),
             keys: keys.clone(),
-            durability: store.durability(),
+            logs,
+            checkpointable,
             next_wal: last_wal + 1,
             since: 0,
             last: Instant::now(),
             fingerprint: fingerprint.clone(),
+            running: active(patterns),
             ids: Ids::default(),
         };
         let mut scratch = Vec::new();
         let mut restored_keys = 0usize;
         let mut replayed = 0u64;
-        let logs = store.durability() != Durability::Off;
         let (mut engine, from) = match meta {
             Some(meta) if logs && meta.fingerprint == fingerprint => {
-                let mut engine = spec
-                    .engine(Vec::new())
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                engine
-                    .restore_slots(compile_all(&meta.patterns)?)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let mut failed = None;
-                store.scan_with(&keys.state_prefix(), &keys.state_prefix(), |k, v| {
-                    let key = String::from_utf8_lossy(k);
-                    match engine.restore_key(&key, v) {
-                        Ok(()) => {
-                            restored_keys += 1;
-                            true
-                        }
-                        Err(e) => {
-                            failed = Some(e.to_string());
-                            false
-                        }
+                let slots = compile_all(&meta.patterns)?;
+                journal.running = logged(
+                    &slots
+                        .iter()
+                        .filter(|(_, draining)| !draining)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                )
+                .into_iter()
+                .map(|mut v| {
+                    if let Some(m) = v.as_object_mut() {
+                        m.remove("draining");
                     }
-                })?;
-                if let Some(e) = failed {
-                    anyhow::bail!("restoring the checkpoint: {e}");
-                }
-                engine.restore_time(meta.max_ts, meta.watermark, &mut scratch);
+                    v
+                })
+                .collect();
+                let engine = if checkpointable {
+                    let mut engine = engine_of(Vec::new())?;
+                    let plain = engine.plain_mut().expect("checkpointable");
+                    plain
+                        .restore_slots(slots)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let mut failed = None;
+                    store.scan_with(&keys.state_prefix(), &keys.state_prefix(), |k, v| {
+                        let key = String::from_utf8_lossy(k);
+                        match plain.restore_key(&key, v) {
+                            Ok(()) => {
+                                restored_keys += 1;
+                                true
+                            }
+                            Err(e) => {
+                                failed = Some(e.to_string());
+                                false
+                            }
+                        }
+                    })?;
+                    if let Some(e) = failed {
+                        anyhow::bail!("restoring the checkpoint: {e}");
+                    }
+                    plain.restore_time(meta.max_ts, meta.watermark, &mut scratch);
+                    engine
+                } else {
+                    // Written when the pipeline started from nothing: its patterns then.
+                    engine_of(slots.into_iter().map(|(p, _)| p).collect())?
+                };
                 outputs.restore_counters(&meta.counters, meta.next_out);
                 for (id, a, r) in meta.ids {
                     journal.ids.insert(id, a, r);
@@ -212,11 +253,11 @@ impl Journal {
                         "the checkpoint belongs to another key, time or watermark setting: starting over"
                     );
                 }
-                let engine = spec
-                    .engine(patterns.to_vec())
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                // Without a log (durability off), what an earlier run left is dropped.
-                let from = if stale.is_some() || !logs {
+                // Without a log (durability off, processing time), what an earlier run left is
+                // dropped.
+                // A pipeline that never logged anything starts over too: its checkpoint then
+                // says which patterns its log starts with.
+                let from = if stale.is_some() || !logs || last_wal == 0 {
                     u64::MAX
                 } else {
                     1
@@ -225,10 +266,12 @@ impl Journal {
                 // numbers after the last one written.
                 let next = if from == 1 { 1 } else { last_out + 1 };
                 outputs.restore_counters(&Value::Null, next);
-                (engine, from)
+                (fresh, from)
             }
         };
-        engine.track_changes(true);
+        if let Some(plain) = engine.plain_mut() {
+            plain.track_changes(true);
+        }
         if from != u64::MAX {
             let limit = engine.max_future();
             engine.set_max_future(None);
@@ -258,7 +301,7 @@ impl Journal {
         } else {
             // Start over: the old state and log go, in one batch with a fresh checkpoint.
             let mut batch = WriteBatch::default();
-            journal.reset(&mut batch, &mut engine, outputs);
+            journal.reset(&mut batch, &mut engine, patterns, outputs);
             store
                 .commit_wait(batch)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -274,13 +317,7 @@ impl Journal {
             );
         }
         outputs.ensure_next_seq(last_out + 1);
-        let running: Vec<Arc<CompiledPattern>> = engine
-            .slots()
-            .into_iter()
-            .filter(|(_, draining)| !draining)
-            .map(|(p, _)| p)
-            .collect();
-        if active(&running) != active(patterns) {
+        if journal.running != active(patterns) && from != u64::MAX {
             // The catalog changed after the last logged change (a crash in between): the
             // change is made now, as it would have been.
             let mut batch = WriteBatch::default();
@@ -301,7 +338,7 @@ impl Journal {
 
     fn replay(
         &mut self,
-        engine: &mut JsonEngine,
+        engine: &mut PipelineEngine,
         entry: WalEntry,
         outputs: &Outputs,
         keep: bool,
@@ -329,6 +366,7 @@ impl Journal {
                 }
             }
             WalEntry::Patterns { patterns, mode } => {
+                self.running = patterns.clone();
                 let patterns = compile_all(&patterns)?
                     .into_iter()
                     .map(|(p, _)| p)
@@ -349,7 +387,7 @@ impl Journal {
 
     /// Whether accepted events are logged.
     pub(crate) fn logs_events(&self) -> bool {
-        self.durability != Durability::Off
+        self.logs
     }
 
     fn append(&mut self, batch: &mut WriteBatch, entry: &[u8]) {
@@ -404,7 +442,7 @@ impl Journal {
     pub(crate) fn set_patterns(
         &mut self,
         batch: &mut WriteBatch,
-        engine: &mut JsonEngine,
+        engine: &mut PipelineEngine,
         patterns: Vec<Arc<CompiledPattern>>,
         mode: Replace,
     ) -> anyhow::Result<()> {
@@ -412,6 +450,7 @@ impl Journal {
         engine
             .set_patterns_mode(patterns, mode)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.running = logged.clone();
         if self.logs_events() {
             let entry = WalEntry::Patterns {
                 patterns: logged,
@@ -426,7 +465,7 @@ impl Journal {
     pub(crate) fn retire_drained(
         &mut self,
         batch: &mut WriteBatch,
-        engine: &mut JsonEngine,
+        engine: &mut PipelineEngine,
     ) -> bool {
         if !engine.retire_drained() {
             return false;
@@ -442,58 +481,77 @@ impl Journal {
 
     /// Whether a checkpoint is due.
     pub(crate) fn due(&self, every: std::time::Duration, entries: u64) -> bool {
-        self.logs_events()
+        self.logs
+            && self.checkpointable
             && self.since > 0
             && (self.last.elapsed() >= every || self.since >= entries)
     }
 
     /// Writes a checkpoint into `batch`: the keys changed since the last one, the clock, the
-    /// counters; and drops the log it covers.
+    /// counters; and drops the log it covers. Nothing without a log, or with a window stage.
     pub(crate) fn checkpoint(
         &mut self,
         batch: &mut WriteBatch,
-        engine: &mut JsonEngine,
+        engine: &mut PipelineEngine,
         outputs: &Outputs,
     ) {
-        if !self.logs_events() {
-            engine.take_changed();
+        let Some(plain) = engine.plain_mut() else {
+            return;
+        };
+        let changed = plain.take_changed();
+        if !self.logs {
             return;
         }
-        for key in engine.take_changed() {
-            match engine.snapshot_key(&key) {
+        for key in changed {
+            match plain.snapshot_key(&key) {
                 Some(snapshot) => batch.put(self.keys.state(&key), snapshot),
                 None => batch.delete(self.keys.state(&key)),
             }
         }
-        self.write_meta(batch, engine, outputs);
+        let meta = self.meta(
+            plain.max_timestamp(),
+            plain.watermark(),
+            &plain.slots(),
+            outputs,
+        );
+        self.write_meta(batch, meta);
     }
 
-    fn write_meta(&mut self, batch: &mut WriteBatch, engine: &JsonEngine, outputs: &Outputs) {
-        let wal_seq = self.next_wal - 1;
-        let meta = CheckpointMeta {
-            wal_seq,
+    fn meta(
+        &self,
+        max_ts: i64,
+        watermark: i64,
+        slots: &[(Arc<CompiledPattern>, bool)],
+        outputs: &Outputs,
+    ) -> CheckpointMeta {
+        CheckpointMeta {
+            wal_seq: self.next_wal - 1,
             next_out: outputs.next_seq(),
-            max_ts: engine.max_timestamp(),
-            watermark: engine.watermark(),
+            max_ts,
+            watermark,
             fingerprint: self.fingerprint.clone(),
-            patterns: logged(&engine.slots()),
+            patterns: logged(slots),
             counters: outputs.counters_json(),
             ids: self.ids.to_list(),
-        };
+        }
+    }
+
+    fn write_meta(&mut self, batch: &mut WriteBatch, meta: CheckpointMeta) {
         batch.put(
             self.keys.meta(),
             serde_json::to_vec(&meta).unwrap_or_default(),
         );
-        batch.delete_range(self.keys.wal(0), self.keys.wal(wal_seq + 1));
+        batch.delete_range(self.keys.wal(0), self.keys.wal(meta.wal_seq + 1));
         self.since = 0;
         self.last = Instant::now();
     }
 
-    /// Drops the state and the log: the engine starts from nothing (a changed spec).
+    /// Drops the state and the log: the engine (fresh, with `patterns`) starts from nothing.
     pub(crate) fn reset(
         &mut self,
         batch: &mut WriteBatch,
-        engine: &mut JsonEngine,
+        engine: &mut PipelineEngine,
+        patterns: &[Arc<CompiledPattern>],
         outputs: &Outputs,
     ) {
         let prefix = self.keys.state_prefix();
@@ -502,13 +560,21 @@ impl Journal {
             *last += 1;
         }
         batch.delete_range(prefix, end);
-        engine.take_changed();
+        if let Some(plain) = engine.plain_mut() {
+            plain.take_changed();
+        }
         self.ids = Ids::default();
-        self.write_meta(batch, engine, outputs);
+        self.running = active(patterns);
+        let slots: Vec<(Arc<CompiledPattern>, bool)> =
+            patterns.iter().map(|p| (p.clone(), false)).collect();
+        let meta = self.meta(i64::MIN, engine.watermark(), &slots, outputs);
+        self.write_meta(batch, meta);
     }
 
-    /// Takes a new spec: a fresh engine's state from now on.
-    pub(crate) fn respec(&mut self, spec: &PipelineSpec) {
+    /// Takes a new spec (with its fresh engine): a fresh state from now on.
+    pub(crate) fn respec(&mut self, spec: &PipelineSpec, engine: &PipelineEngine) {
         self.fingerprint = fingerprint(spec);
+        self.logs = self.store.durability() != Durability::Off && engine.is_replayable();
+        self.checkpointable = engine.plain().is_some();
     }
 }

@@ -9,6 +9,7 @@
 //! - [`store`]: the service's RocksDB: catalog, and per pipeline a write-ahead log, checkpoints
 //!   and an output log, written in order by one committer thread (group commit).
 //! - [`kafka`]: the Kafka-in, Kafka-out pipeline with checkpoints to a changelog topic.
+//! - [`window`]: a window stage ahead of the patterns (the runtime's window operator).
 //! - [`file`]: a file source read once (`cep run`).
 
 pub mod file;
@@ -17,12 +18,17 @@ pub mod kafka;
 pub mod running;
 pub mod spec;
 pub mod store;
+pub mod window;
 
 pub use spec::{
     parse, Guarantee, Host, KafkaSinkSpec, KafkaSourceSpec, Membership, PatternSelection,
     PipelineSpec, SinkSpec, SourceSpec, SpecError, StateBackend, StateSpec, TimeSpec,
     WatermarkSpec, KAFKA_TIMESTAMP_FIELD,
 };
+pub use spec::{AggregateSpec, TimeMode, WindowKind, WindowSize, WindowStageSpec};
+
+/// The clocks a [`running::Environment`] takes (processing time reads it).
+pub use cep_runtime::{Clock, ManualClock, SystemClock};
 
 /// The pattern files named by `paths`: files as given, directories by their `*.json` files (in
 /// name order).

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cep_patterns::{CompiledPattern, JsonEngine, Output, OutputKind, PatternErrors, Replace};
+use cep_runtime::Clock;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,8 +24,9 @@ use tokio::sync::broadcast;
 
 use crate::journal::Journal;
 use crate::kafka::KafkaHandle;
-use crate::spec::{PipelineSpec, SourceSpec};
+use crate::spec::{PipelineSpec, SourceSpec, TimeMode};
 use crate::store::{now_ms, seq_of, Keys, Store};
+use crate::window::PipelineEngine;
 
 /// A page of outputs (`GET .../matches`).
 #[derive(Debug, Serialize)]
@@ -519,6 +521,8 @@ pub struct Environment {
     pub checkpoint_every: Duration,
     /// How long the output log keeps outputs.
     pub retention: Retention,
+    /// The clock of processing-time pipelines (the system clock; tests drive a manual one).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Environment {
@@ -540,6 +544,7 @@ impl Environment {
             store: None,
             checkpoint_every: Duration::from_secs(10),
             retention: Retention::default(),
+            clock: Arc::new(cep_runtime::SystemClock),
         }
     }
 }
@@ -557,7 +562,7 @@ struct Running {
 enum Driver {
     /// Events come from `POST .../events`.
     Http {
-        engine: Box<JsonEngine>,
+        engine: Box<PipelineEngine>,
         /// When events last arrived and the watermark right after them (for idleness).
         last_events: Option<(Instant, i64)>,
         /// The log and checkpoints, in the service.
@@ -658,11 +663,12 @@ impl Pipeline {
             }
             SourceSpec::Http | SourceSpec::File { .. } => {
                 // Checked first: a spec the engine refuses is refused before the store is read.
-                let fresh = spec.engine(patterns.to_vec())?;
+                let fresh = PipelineEngine::with_clock(spec, patterns.to_vec(), env.clock.clone())?;
                 let (engine, journal) = match &env.store {
                     Some(store) => {
-                        let (engine, journal) = Journal::restore(store, spec, patterns, outputs)
-                            .map_err(StartError::Store)?;
+                        let (engine, journal) =
+                            Journal::restore(store, spec, patterns, outputs, env.clock.clone())
+                                .map_err(StartError::Store)?;
                         (engine, Some(Box::new(journal)))
                     }
                     None => (fresh, None),
@@ -746,11 +752,14 @@ impl Pipeline {
         };
         let driver = match (&spec.source, journal.as_mut()) {
             (SourceSpec::Http | SourceSpec::File { .. }, Some(j)) => {
-                let mut engine = spec.engine(patterns.clone())?;
-                engine.track_changes(true);
-                j.respec(&spec);
+                let mut engine =
+                    PipelineEngine::with_clock(&spec, patterns.clone(), self.env.clock.clone())?;
+                if let Some(plain) = engine.plain_mut() {
+                    plain.track_changes(true);
+                }
+                j.respec(&spec, &engine);
                 let mut batch = WriteBatch::default();
-                j.reset(&mut batch, &mut engine, &self.outputs);
+                j.reset(&mut batch, &mut engine, &patterns, &self.outputs);
                 j.store
                     .commit_wait(batch)
                     .map_err(|e| StartError::Store(anyhow::anyhow!(e)))?;
@@ -770,11 +779,17 @@ impl Pipeline {
                 } = &mut driver
                 {
                     // A new engine: whatever an earlier life of this pipeline left goes.
-                    let mut fresh = spec.engine(patterns.clone())?;
-                    fresh.track_changes(true);
+                    let mut fresh = PipelineEngine::with_clock(
+                        &spec,
+                        patterns.clone(),
+                        self.env.clock.clone(),
+                    )?;
+                    if let Some(plain) = fresh.plain_mut() {
+                        plain.track_changes(true);
+                    }
                     **engine = fresh;
                     let mut batch = WriteBatch::default();
-                    j.reset(&mut batch, engine, &self.outputs);
+                    j.reset(&mut batch, engine, &patterns, &self.outputs);
                     j.store
                         .commit_wait(batch)
                         .map_err(|e| StartError::Store(anyhow::anyhow!(e)))?;
@@ -910,6 +925,8 @@ impl Pipeline {
         for (slot, line) in compacted.into_iter().zip(&kept) {
             accepted[slot] = line;
         }
+        // In processing time, the batch is matched now.
+        engine.on_clock(&mut outputs);
         if report.accepted > 0 {
             *last_events = Some((Instant::now(), engine.watermark()));
         }
@@ -957,7 +974,7 @@ impl Pipeline {
     fn step_watermark(
         &self,
         running: &mut Running,
-        target: i64,
+        target: Option<i64>,
     ) -> Option<Result<Option<Ticket>, String>> {
         let keep = running.spec.has_recent_sink();
         let Driver::Http {
@@ -966,21 +983,30 @@ impl Pipeline {
         else {
             return None;
         };
-        if target <= engine.watermark() {
+        if target.is_some_and(|t| t <= engine.watermark()) {
             return Some(Ok(None));
         }
         if let Some(e) = journal.as_deref().and_then(|j| j.store.failure()) {
             return Some(Err(e));
         }
         let mut outputs = Vec::new();
-        engine.advance_watermark(target, &mut outputs);
+        match target {
+            Some(t) => engine.advance_watermark(t, &mut outputs),
+            // Processing time: to the clock.
+            None => engine.on_clock(&mut outputs),
+        }
         let records = self.outputs.number(outputs, keep);
         let Some(j) = journal.as_deref_mut() else {
             self.outputs.show(records);
             return Some(Ok(None));
         };
+        if target.is_none() && records.is_empty() {
+            return Some(Ok(None));
+        }
         let mut batch = WriteBatch::default();
-        j.log_watermark(&mut batch, target);
+        if let Some(t) = target {
+            j.log_watermark(&mut batch, t);
+        }
         self.outputs.log_into(&mut batch, &records);
         Some(Ok(Some(self.hand_over(&j.store, batch, records))))
     }
@@ -990,7 +1016,7 @@ impl Pipeline {
     /// partitions): `None` for the others.
     pub fn advance_watermark(&self, watermark: i64) -> Option<Result<i64, IngestError>> {
         let mut running = lock(&self.running);
-        let step = self.step_watermark(&mut running, watermark)?;
+        let step = self.step_watermark(&mut running, Some(watermark))?;
         let now = match &running.driver {
             Driver::Http { engine, .. } => engine.watermark(),
             Driver::Kafka(_) => i64::MIN,
@@ -1010,7 +1036,14 @@ impl Pipeline {
         self.outputs.trim(self.env.checkpoint_every);
         let mut running = lock(&self.running);
         let mut ticket = None;
-        if let (Some(idleness), false) = (running.spec.watermark.idleness, running.paused) {
+        if running.spec.time.mode == TimeMode::Processing {
+            // Processing time follows the clock: timeouts and windows it has passed fire.
+            if !running.paused {
+                if let Some(Ok(t)) = self.step_watermark(&mut running, None) {
+                    ticket = t;
+                }
+            }
+        } else if let (Some(idleness), false) = (running.spec.watermark.idleness, running.paused) {
             if let Driver::Http {
                 last_events: Some((at, watermark)),
                 ..
@@ -1020,7 +1053,7 @@ impl Pipeline {
                 if watermark > i64::MIN && idle.as_millis() >= idleness.0 as u128 {
                     let target =
                         watermark.saturating_add(idle.as_millis().min(i64::MAX as u128) as i64);
-                    if let Some(Ok(t)) = self.step_watermark(&mut running, target) {
+                    if let Some(Ok(t)) = self.step_watermark(&mut running, Some(target)) {
                         ticket = t;
                     }
                 }

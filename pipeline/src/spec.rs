@@ -48,6 +48,10 @@ pub struct PipelineSpec {
     /// The watermark strategy.
     #[serde(default)]
     pub watermark: WatermarkSpec,
+    /// A window stage ahead of the patterns: per key, aggregates over windows of events, each
+    /// window's result an event the patterns match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowStageSpec>,
     /// The patterns evaluated: `"*"` (all, the default) or a list of names.
     #[serde(default)]
     pub patterns: PatternSelection,
@@ -145,6 +149,10 @@ pub struct TimeSpec {
     /// How it is written: `epoch_ms` (default), `epoch_s` or `rfc3339`.
     #[serde(default)]
     pub format: TimeFormat,
+    /// `event` (the default: the time is the event's `field`) or `processing` (the time is the
+    /// service's clock when the event arrives; `field` and `format` are not read).
+    #[serde(default, skip_serializing_if = "TimeMode::is_event")]
+    pub mode: TimeMode,
 }
 
 impl Default for TimeSpec {
@@ -152,7 +160,26 @@ impl Default for TimeSpec {
         TimeSpec {
             field: default_time_field(),
             format: TimeFormat::EpochMs,
+            mode: TimeMode::Event,
         }
+    }
+}
+
+/// Which time a pipeline evaluates patterns and windows in.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeMode {
+    /// Event time: each event's own time, a watermark, late events (Flink's default).
+    #[default]
+    Event,
+    /// Processing time: events in arrival order, each at the service's clock when it arrives;
+    /// `within`, timeouts and windows follow that clock (Flink's processing-time CEP).
+    Processing,
+}
+
+impl TimeMode {
+    fn is_event(&self) -> bool {
+        *self == TimeMode::Event
     }
 }
 
@@ -221,6 +248,472 @@ mod optional_duration {
         })? {
             Repr::Off(_) => Ok(None),
             Repr::Duration(d) => Ok(Some(d)),
+        }
+    }
+}
+
+/// A window stage: Flink's `keyBy(key_by).window(..).allowedLateness(..).aggregate(..)`, whose
+/// results the patterns match. Each window result is an event `{<key_by>: key, "window_start",
+/// "window_end", <aggregates>}` with event time `window_end - 1` (Flink's timestamp of a window
+/// result). Field by field in `docs/pipelines.md` ("Windows").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WindowStageSpec {
+    /// `tumbling`, `sliding`, `session` or `count`.
+    #[serde(rename = "type")]
+    pub kind: WindowKind,
+    /// Tumbling and sliding windows: their length (a duration). Count windows: how many events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<WindowSize>,
+    /// Sliding windows: how often a window starts (a duration). Count windows: fire every
+    /// `slide` events over the last `size` (default: `size`, tumbling count windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide: Option<WindowSize>,
+    /// Session windows: the gap of inactivity that closes a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<DurationMs>,
+    /// Tumbling and sliding windows: shifts window starts (Flink's offset; below the slide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<DurationMs>,
+    /// How long after a window's end late events still update it (and fire it again). Events
+    /// later than that go to the pipeline's `late` output.
+    #[serde(default)]
+    pub allowed_lateness: DurationMs,
+    /// The aggregates of each window result, by the name they get in it:
+    /// `{"avg_temp": {"avg": "temperature"}}`.
+    #[serde(default)]
+    pub aggregates: BTreeMap<String, AggregateSpec>,
+    /// Which of the pipeline's patterns match the window results: `"*"` (the default: all of
+    /// them) or a list of names. The pipeline's other patterns match the events themselves, so
+    /// one pipeline can watch both (the sensor alarm: rising readings and hot averages).
+    #[serde(default)]
+    pub patterns: PatternSelection,
+}
+
+/// The kind of a window stage.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// Fixed-size, non-overlapping windows aligned to the epoch (plus offset).
+    Tumbling,
+    /// Fixed-size windows starting every `slide`.
+    Sliding,
+    /// Runs of events separated by at least `gap`; windows that come to touch merge.
+    Session,
+    /// Every `size` events of a key (or the last `size` every `slide` events).
+    Count,
+}
+
+impl WindowKind {
+    fn name(self) -> &'static str {
+        match self {
+            WindowKind::Tumbling => "tumbling",
+            WindowKind::Sliding => "sliding",
+            WindowKind::Session => "session",
+            WindowKind::Count => "count",
+        }
+    }
+}
+
+/// A window's size or slide: a duration (`"10s"`, or whole milliseconds) for time windows, a
+/// number of events for count windows. A whole number is read as a count, which a time window
+/// takes as milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowSize {
+    /// A whole number.
+    Count(u64),
+    /// A duration written as text.
+    Duration(DurationMs),
+}
+
+impl WindowSize {
+    /// As a duration (a whole number is milliseconds).
+    pub fn as_ms(self) -> i64 {
+        match self {
+            WindowSize::Count(n) => i64::try_from(n).unwrap_or(i64::MAX),
+            WindowSize::Duration(d) => d.0,
+        }
+    }
+}
+
+impl Serialize for WindowSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WindowSize::Count(n) => s.serialize_u64(*n),
+            WindowSize::Duration(d) => d.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WindowSize, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) if n.as_u64().is_some() => {
+                Ok(WindowSize::Count(n.as_u64().unwrap_or(0)))
+            }
+            serde_json::Value::String(t) => DurationMs::parse(&t)
+                .map(WindowSize::Duration)
+                .map_err(serde::de::Error::custom),
+            v => Err(serde::de::Error::custom(format!(
+                "invalid size {v}: expected a duration such as \"10s\" or a whole number"
+            ))),
+        }
+    }
+}
+
+/// One aggregate of a window result: its function and the field path it reads
+/// (`{"avg": "temperature"}`; `{"count": "*"}` counts events).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AggregateSpec {
+    /// Events (`"*"`), or events where the field is present and not `null`.
+    Count(String),
+    /// The sum of the field's numbers (0 for none).
+    Sum(String),
+    /// The mean of the field's numbers (`null` for none).
+    Avg(String),
+    /// The smallest of the field's numbers (`null` for none).
+    Min(String),
+    /// The largest of the field's numbers (`null` for none).
+    Max(String),
+    /// The field's value in the earliest event (event time, then arrival) that has it.
+    First(String),
+    /// The field's value in the latest event (event time, then arrival) that has it.
+    Last(String),
+    /// How many distinct values (not `null`) the field takes.
+    CountDistinct(String),
+}
+
+impl AggregateSpec {
+    /// The function's name, as written in the spec.
+    pub fn function(&self) -> &'static str {
+        match self {
+            AggregateSpec::Count(_) => "count",
+            AggregateSpec::Sum(_) => "sum",
+            AggregateSpec::Avg(_) => "avg",
+            AggregateSpec::Min(_) => "min",
+            AggregateSpec::Max(_) => "max",
+            AggregateSpec::First(_) => "first",
+            AggregateSpec::Last(_) => "last",
+            AggregateSpec::CountDistinct(_) => "count_distinct",
+        }
+    }
+
+    /// The field path it reads (`*` for a count of events).
+    pub fn field(&self) -> &str {
+        match self {
+            AggregateSpec::Count(f)
+            | AggregateSpec::Sum(f)
+            | AggregateSpec::Avg(f)
+            | AggregateSpec::Min(f)
+            | AggregateSpec::Max(f)
+            | AggregateSpec::First(f)
+            | AggregateSpec::Last(f)
+            | AggregateSpec::CountDistinct(f) => f,
+        }
+    }
+}
+
+impl WindowStageSpec {
+    /// The stage the command-line flags describe: `window` as `tumbling:10s`,
+    /// `sliding:10s:5s`, `session:30s`, `count:100` or `count:100:10`, and each aggregate as
+    /// `name=function:field` (`avg_temp=avg:temperature`, `n=count:*`). The result still goes
+    /// through [`PipelineSpec::validate`]. `patterns`: the names of the patterns over window
+    /// results (none: all).
+    pub fn from_flags(
+        window: &str,
+        aggregates: &[String],
+        allowed_lateness: DurationMs,
+        patterns: &[String],
+    ) -> Result<WindowStageSpec, String> {
+        let mut parts = window.split(':');
+        let kind = match parts.next().unwrap_or("").trim() {
+            "tumbling" => WindowKind::Tumbling,
+            "sliding" => WindowKind::Sliding,
+            "session" => WindowKind::Session,
+            "count" => WindowKind::Count,
+            other => {
+                return Err(format!(
+                    "--window: unknown window '{other}' (tumbling:SIZE, sliding:SIZE:SLIDE, \
+                     session:GAP, count:N or count:N:SLIDE)"
+                ))
+            }
+        };
+        let args: Vec<&str> = parts.map(str::trim).collect();
+        let size = |t: &str| -> Result<WindowSize, String> {
+            match t.parse::<u64>() {
+                Ok(n) => Ok(WindowSize::Count(n)),
+                Err(_) => DurationMs::parse(t)
+                    .map(WindowSize::Duration)
+                    .map_err(|e| format!("--window: {e}")),
+            }
+        };
+        let wants = match kind {
+            WindowKind::Tumbling | WindowKind::Session => 1..=1,
+            WindowKind::Sliding => 2..=2,
+            WindowKind::Count => 1..=2,
+        };
+        if !wants.contains(&args.len()) {
+            return Err(format!(
+                "--window: {window}: expected {}",
+                match kind {
+                    WindowKind::Tumbling => "tumbling:SIZE (tumbling:10s)",
+                    WindowKind::Sliding => "sliding:SIZE:SLIDE (sliding:10s:5s)",
+                    WindowKind::Session => "session:GAP (session:30s)",
+                    WindowKind::Count => "count:N or count:N:SLIDE (count:100:10)",
+                }
+            ));
+        }
+        let mut spec = WindowStageSpec {
+            kind,
+            size: None,
+            slide: None,
+            gap: None,
+            offset: None,
+            allowed_lateness,
+            aggregates: BTreeMap::new(),
+            patterns: if patterns.is_empty() {
+                PatternSelection::All
+            } else {
+                PatternSelection::Names(patterns.to_vec())
+            },
+        };
+        if kind == WindowKind::Session {
+            spec.gap = Some(DurationMs::parse(args[0]).map_err(|e| format!("--window: {e}"))?);
+        } else {
+            spec.size = Some(size(args[0])?);
+            spec.slide = args.get(1).map(|t| size(t)).transpose()?;
+        }
+        for a in aggregates {
+            let bad = || {
+                format!(
+                    "--aggregate: expected NAME=FUNCTION:FIELD (avg_temp=avg:temperature), \
+                     not '{a}'"
+                )
+            };
+            let (name, rest) = a.split_once('=').ok_or_else(bad)?;
+            let (function, field) = rest.split_once(':').ok_or_else(bad)?;
+            let value = serde_json::json!({ function.trim(): field.trim() });
+            let aggregate: AggregateSpec = serde_json::from_value(value).map_err(|_| {
+                format!(
+                    "--aggregate {a}: unknown function '{}' (count, sum, avg, min, max, first, \
+                     last, count_distinct)",
+                    function.trim()
+                )
+            })?;
+            if spec
+                .aggregates
+                .insert(name.trim().to_string(), aggregate)
+                .is_some()
+            {
+                return Err(format!("--aggregate: '{}' is named twice", name.trim()));
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// The longest window size, slide, gap, offset or allowed lateness: 100 years (window bounds are
+/// computed in milliseconds and must not overflow).
+pub const MAX_WINDOW_SPAN_MS: i64 = 100 * 365 * 86_400_000;
+
+/// How many sliding windows one event may belong to (`size / slide`): each is state and a
+/// result.
+pub const MAX_WINDOWS_PER_EVENT: i64 = 1000;
+
+/// The fields every window result has besides the key and the aggregates.
+pub const WINDOW_FIELDS: [&str; 2] = ["window_start", "window_end"];
+
+impl WindowStageSpec {
+    /// Checks what serde cannot; paths start with `window`.
+    fn validate(
+        &self,
+        key_by: &str,
+        kafka_source: bool,
+        selected: &PatternSelection,
+        errors: &mut Vec<SpecError>,
+    ) {
+        let kind = self.kind.name();
+        let duration = |errors: &mut Vec<SpecError>, field: &str, v: Option<WindowSize>| {
+            if let Some(v) = v {
+                if v.as_ms() <= 0 {
+                    errors.push(SpecError::new(
+                        format!("window.{field}"),
+                        "must be at least 1ms",
+                    ));
+                }
+            }
+        };
+        let forbid = |errors: &mut Vec<SpecError>, field: &str, present: bool| {
+            if present {
+                errors.push(SpecError::new(
+                    format!("window.{field}"),
+                    format!("a {kind} window has no {field}"),
+                ));
+            }
+        };
+        let require = |errors: &mut Vec<SpecError>, field: &str, present: bool, what: &str| {
+            if !present {
+                errors.push(SpecError::new(
+                    format!("window.{field}"),
+                    format!("a {kind} window needs a {field} ({what})"),
+                ));
+            }
+        };
+        match self.kind {
+            WindowKind::Tumbling | WindowKind::Sliding => {
+                require(
+                    errors,
+                    "size",
+                    self.size.is_some(),
+                    "a duration such as \"10s\"",
+                );
+                duration(errors, "size", self.size);
+                if self.kind == WindowKind::Sliding {
+                    require(
+                        errors,
+                        "slide",
+                        self.slide.is_some(),
+                        "a duration such as \"5s\"",
+                    );
+                    duration(errors, "slide", self.slide);
+                } else {
+                    forbid(errors, "slide", self.slide.is_some());
+                }
+                forbid(errors, "gap", self.gap.is_some());
+                let period = self.slide.or(self.size).map_or(0, WindowSize::as_ms);
+                if let Some(offset) = self.offset {
+                    if period > 0 && offset.0 >= period {
+                        errors.push(SpecError::new(
+                            "window.offset",
+                            format!(
+                                "must be below the window's {} ({})",
+                                if self.kind == WindowKind::Sliding {
+                                    "slide"
+                                } else {
+                                    "size"
+                                },
+                                DurationMs(period)
+                            ),
+                        ));
+                    }
+                }
+            }
+            WindowKind::Session => {
+                require(
+                    errors,
+                    "gap",
+                    self.gap.is_some(),
+                    "a duration such as \"30s\"",
+                );
+                if self.gap.is_some_and(|g| g.0 <= 0) {
+                    errors.push(SpecError::new("window.gap", "must be at least 1ms"));
+                }
+                forbid(errors, "size", self.size.is_some());
+                forbid(errors, "slide", self.slide.is_some());
+                forbid(errors, "offset", self.offset.is_some());
+            }
+            WindowKind::Count => {
+                require(errors, "size", self.size.is_some(), "a number of events");
+                for (field, v) in [("size", self.size), ("slide", self.slide)] {
+                    match v {
+                        Some(WindowSize::Duration(_)) => errors.push(SpecError::new(
+                            format!("window.{field}"),
+                            "a count window counts events: a whole number such as 100",
+                        )),
+                        Some(WindowSize::Count(0)) => errors.push(SpecError::new(
+                            format!("window.{field}"),
+                            "must be at least 1",
+                        )),
+                        _ => {}
+                    }
+                }
+                forbid(errors, "gap", self.gap.is_some());
+                forbid(errors, "offset", self.offset.is_some());
+                if self.allowed_lateness.0 != 0 {
+                    errors.push(SpecError::new(
+                        "window.allowed_lateness",
+                        "count windows take every event in arrival order: they have no lateness",
+                    ));
+                }
+            }
+        }
+        if self.kind != WindowKind::Count {
+            let spans = [
+                ("size", self.size.map(WindowSize::as_ms)),
+                ("slide", self.slide.map(WindowSize::as_ms)),
+                ("gap", self.gap.map(|d| d.0)),
+                ("offset", self.offset.map(|d| d.0)),
+                ("allowed_lateness", Some(self.allowed_lateness.0)),
+            ];
+            for (field, v) in spans {
+                if v.is_some_and(|v| v > MAX_WINDOW_SPAN_MS) {
+                    errors.push(SpecError::new(
+                        format!("window.{field}"),
+                        "must be at most 100 years",
+                    ));
+                }
+            }
+        }
+        if let (WindowKind::Sliding, Some(size), Some(slide)) = (self.kind, self.size, self.slide) {
+            let (size, slide) = (size.as_ms(), slide.as_ms());
+            // size / slide, rounded up (both positive here, or refused above).
+            let per_event = if slide > 0 { (size - 1) / slide + 1 } else { 0 };
+            if per_event > MAX_WINDOWS_PER_EVENT {
+                errors.push(SpecError::new(
+                    "window.slide",
+                    format!(
+                        "puts each event in {} windows (size / slide); at most \
+                         {MAX_WINDOWS_PER_EVENT}",
+                        per_event
+                    ),
+                ));
+            }
+        }
+        let key_top = key_by.split(['.', '[']).next().unwrap_or(key_by);
+        for (name, aggregate) in &self.aggregates {
+            let at = format!("window.aggregates.{name}");
+            if name.trim().is_empty() {
+                errors.push(SpecError::new(&at, "an aggregate needs a name"));
+            } else if WINDOW_FIELDS.contains(&name.as_str()) || name == key_top {
+                errors.push(SpecError::new(
+                    &at,
+                    format!("'{name}' is a field every window result has already"),
+                ));
+            }
+            let field = aggregate.field();
+            let path = format!("{at}.{}", aggregate.function());
+            if matches!(aggregate, AggregateSpec::Count(_)) && field == "*" {
+                continue;
+            }
+            if let Err(e) = cep_patterns::FieldPath::parse(field) {
+                errors.push(SpecError::new(path, e));
+            } else {
+                check_path(errors, &path, field);
+            }
+        }
+        if let PatternSelection::Names(names) = &self.patterns {
+            if names.is_empty() {
+                errors.push(SpecError::new(
+                    "window.patterns",
+                    "name at least one pattern, or \"*\" for all",
+                ));
+            }
+            for (i, n) in names.iter().enumerate() {
+                if !selected.includes(n) {
+                    errors.push(SpecError::new(
+                        format!("window.patterns[{i}]"),
+                        format!("'{n}' is not one of the pipeline's patterns"),
+                    ));
+                }
+            }
+        }
+        if kafka_source {
+            errors.push(SpecError::new(
+                "window",
+                "a window stage runs on http and file sources for now: a Kafka pipeline's \
+                 checkpoints (the changelog) do not hold window state yet",
+            ));
         }
     }
 }
@@ -468,6 +961,7 @@ impl PipelineSpec {
             key_by: default_key_by(),
             time: TimeSpec::default(),
             watermark: WatermarkSpec::default(),
+            window: None,
             patterns: PatternSelection::All,
             state: StateSpec::default(),
             sinks: default_sinks(),
@@ -539,6 +1033,32 @@ impl PipelineSpec {
                 ));
             }
         }
+        if self.time.mode == TimeMode::Processing {
+            match self.source {
+                SourceSpec::Http => {}
+                SourceSpec::Kafka(_) => errors.push(SpecError::new(
+                    "time.mode",
+                    "processing time is available to http sources for now (a Kafka pipeline's \
+                     checkpoints replay in event time)",
+                )),
+                SourceSpec::File { .. } => errors.push(SpecError::new(
+                    "time.mode",
+                    "a file is replayed in event time: processing time is for live http sources",
+                )),
+            }
+            if self.watermark.out_of_orderness.0 != 0 {
+                errors.push(SpecError::new(
+                    "watermark.out_of_orderness",
+                    "processing time has no out-of-order events: events are taken as they arrive",
+                ));
+            }
+            if self.watermark.idleness.is_some() {
+                errors.push(SpecError::new(
+                    "watermark.idleness",
+                    "processing time follows the clock whether events come or not",
+                ));
+            }
+        }
         if self.time.field == KAFKA_TIMESTAMP_FIELD && !kafka_source {
             errors.push(SpecError::new(
                 "time.field",
@@ -552,6 +1072,9 @@ impl PipelineSpec {
                     "name at least one pattern, or \"*\" for all",
                 ));
             }
+        }
+        if let Some(window) = &self.window {
+            window.validate(&self.key_by, kafka_source, &self.patterns, &mut errors);
         }
         if self.state.backend == StateBackend::Rocksdb && !kafka_source {
             errors.push(SpecError::new(
@@ -828,5 +1351,136 @@ mod tests {
         let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["source", "sinks[0]"]);
         assert!(file.validate_for(Host::Command).is_ok());
+    }
+
+    #[test]
+    fn window_stages_parse_and_name_their_errors() {
+        let spec = parse(json!({
+            "key_by": "sensor",
+            "patterns": ["hot", "rising"],
+            "window": {"type": "tumbling", "size": "10s", "allowed_lateness": "2s",
+                       "aggregates": {"avg_temp": {"avg": "temp"}, "n": {"count": "*"}},
+                       "patterns": ["hot"]}
+        }))
+        .unwrap();
+        let w = spec.window.as_ref().unwrap();
+        assert_eq!(w.kind, WindowKind::Tumbling);
+        assert_eq!(w.size, Some(WindowSize::Duration(DurationMs(10_000))));
+        assert_eq!(w.aggregates["avg_temp"], AggregateSpec::Avg("temp".into()));
+        assert_eq!(parse(serde_json::to_value(&spec).unwrap()).unwrap(), spec);
+        let count = parse(json!({"window": {"type": "count", "size": 100, "slide": 10}})).unwrap();
+        assert_eq!(count.window.unwrap().slide, Some(WindowSize::Count(10)));
+
+        let paths = |v: serde_json::Value| -> Vec<String> {
+            errors(v).into_iter().map(|e| e.path).collect()
+        };
+        assert_eq!(
+            paths(json!({"window": {"type": "tumbling"}})),
+            ["window.size"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "sliding", "size": "10s", "gap": "1s"}})),
+            ["window.slide", "window.gap"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "session", "gap": 0, "size": "1s"}})),
+            ["window.gap", "window.size"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "count", "size": "10s", "allowed_lateness": "1s"}})),
+            ["window.size", "window.allowed_lateness"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "tumbling", "size": "10s", "offset": "10s"}})),
+            ["window.offset"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "sliding", "size": "1d", "slide": "1s"}})),
+            ["window.slide"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "session", "gap": "36600d"}})),
+            ["window.gap"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "hopping"}})),
+            ["window.type"]
+        );
+        assert_eq!(
+            paths(json!({"window": {"type": "tumbling", "size": "ten"}})),
+            ["window.size"]
+        );
+        let e = errors(json!({"window": {"type": "tumbling", "size": "1s",
+            "aggregates": {"avg_temp": {"avg": ""}, "key": {"max": "v"},
+                           "window_end": {"min": "v"}, "x": {"median": "v"}}}}));
+        assert_eq!(e[0].path, "window.aggregates.x");
+        assert!(e[0].message.contains("median"), "{e:?}");
+        let e = errors(json!({"window": {"type": "tumbling", "size": "1s",
+            "aggregates": {"avg_temp": {"avg": ""}, "key": {"max": "v"}, "window_end": {"min": "v"}}}}));
+        let got: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "window.aggregates.avg_temp.avg",
+                "window.aggregates.key",
+                "window.aggregates.window_end"
+            ]
+        );
+        assert_eq!(
+            paths(
+                json!({"patterns": ["a"], "window": {"type": "session", "gap": "1s", "patterns": ["b"]}})
+            ),
+            ["window.patterns[0]"]
+        );
+        let kafka = json!({
+            "source": {"type": "kafka", "bootstrap": "b", "topics": ["in"], "group": "g"},
+            "window": {"type": "tumbling", "size": "1s"}
+        });
+        assert_eq!(paths(kafka), ["window"]);
+    }
+
+    #[test]
+    fn window_flags_make_the_same_stage() {
+        let flags = WindowStageSpec::from_flags(
+            "sliding:10s:5s",
+            &["avg_temp=avg:temp".into(), "n=count:*".into()],
+            DurationMs(1000),
+            &["hot".into()],
+        )
+        .unwrap();
+        let json: WindowStageSpec = serde_json::from_value(json!({
+            "type": "sliding", "size": "10s", "slide": "5s", "allowed_lateness": "1s",
+            "aggregates": {"avg_temp": {"avg": "temp"}, "n": {"count": "*"}},
+            "patterns": ["hot"]
+        }))
+        .unwrap();
+        assert_eq!(flags, json);
+        let count = WindowStageSpec::from_flags("count:5", &[], DurationMs(0), &[]).unwrap();
+        assert_eq!(count.size, Some(WindowSize::Count(5)));
+        assert_eq!(count.patterns, PatternSelection::All);
+        for (window, aggregates, needle) in [
+            ("hopping:1s", vec![], "unknown window"),
+            ("sliding:1s", vec![], "sliding:SIZE:SLIDE"),
+            ("session:soon", vec![], "invalid duration"),
+            (
+                "tumbling:1s",
+                vec!["avg".to_string()],
+                "NAME=FUNCTION:FIELD",
+            ),
+            (
+                "tumbling:1s",
+                vec!["m=median:v".to_string()],
+                "unknown function 'median'",
+            ),
+            (
+                "tumbling:1s",
+                vec!["a=sum:v".to_string(), "a=max:v".to_string()],
+                "named twice",
+            ),
+        ] {
+            let e =
+                WindowStageSpec::from_flags(window, &aggregates, DurationMs(0), &[]).unwrap_err();
+            assert!(e.contains(needle), "{window} {aggregates:?}: {e}");
+        }
     }
 }
