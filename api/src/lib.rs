@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 #![recursion_limit = "256"]
 
+mod automaton;
 pub mod config;
 mod engine;
 mod error;
