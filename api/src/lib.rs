@@ -9,6 +9,7 @@
 
 mod automaton;
 pub mod config;
+mod console;
 mod engine;
 mod error;
 mod metrics;

@@ -316,7 +316,15 @@ async fn bearer_token_guards_everything_but_health() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    for path in ["/healthz", "/readyz"] {
+    // The console's page and assets load without the token (the console asks for it and
+    // sends it with each API call).
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/",
+        "/console/app.js",
+        "/console/style.css",
+    ] {
         let response = anonymous.get(s.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }

@@ -94,6 +94,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest(PREFIX, api)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // After the auth layer, so that it does not apply: the console's page and assets load
+        // without the token, and the console sends the token with each API call it makes.
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(json_errors))
