@@ -204,16 +204,109 @@
     return h('div', { id, class: 'error', hidden: true });
   }
 
-  function showError(box, e) {
+  // Where a JSON path (`stages[1].where`) is in a JSON text: [start, end) of its value, or of
+  // the closest enclosing value that exists (a missing field is reported at its object).
+  function jsonSpan(text, path) {
+    const segs = [];
+    String(path || '').replace(/([^.[\]]+)|\[(\d+)\]/g, (m, key, index) => { segs.push(index !== undefined ? +index : key); return m; });
+    let i = 0;
+    const ws = () => { while (i < text.length && /\s/.test(text[i])) i++; };
+    const skipString = () => { i++; while (i < text.length && text[i] !== '"') { if (text[i] === '\\') i++; i++; } i++; };
+    function skipValue() {
+      ws();
+      const c = text[i];
+      if (c === '"') { skipString(); return; }
+      if (c === '{' || c === '[') {
+        const close = c === '{' ? '}' : ']';
+        i++; ws();
+        while (i < text.length && text[i] !== close) {
+          if (c === '{') { skipString(); ws(); i++; }
+          skipValue(); ws();
+          if (text[i] === ',') i++;
+          ws();
+        }
+        i++;
+        return;
+      }
+      const from = i;
+      while (i < text.length && !/[,\]}\s]/.test(text[i])) i++;
+      if (i === from) i++;
+    }
+    function value(depth) {
+      ws();
+      const start = i;
+      const seg = segs[depth];
+      if (depth < segs.length && text[i] === '{' && typeof seg === 'string') {
+        i++; ws();
+        while (i < text.length && text[i] !== '}') {
+          const ks = i;
+          skipString();
+          const key = JSON.parse(text.slice(ks, i));
+          ws(); i++;
+          if (key === seg) return value(depth + 1);
+          skipValue(); ws();
+          if (text[i] === ',') i++;
+          ws();
+        }
+      } else if (depth < segs.length && text[i] === '[' && typeof seg === 'number') {
+        i++; ws();
+        for (let n = 0; i < text.length && text[i] !== ']'; n++) {
+          if (n === seg) return value(depth + 1);
+          skipValue(); ws();
+          if (text[i] === ',') i++;
+          ws();
+        }
+      }
+      i = start;
+      skipValue();
+      return [start, i];
+    }
+    try { return value(0); } catch (e) { return null; }
+  }
+
+  function lineOf(text, offset) { return text.slice(0, offset).split('\n').length; }
+
+  // Selects [start, end) in a text field and scrolls it into view.
+  function selectIn(field, start, end) {
+    field.focus();
+    field.setSelectionRange(start, end);
+    const line = lineOf(field.value, start);
+    const lineHeight = parseFloat(getComputedStyle(field).lineHeight) || 17;
+    field.scrollTop = Math.max(0, (line - 3) * lineHeight);
+  }
+
+  // `source`: the text field the error is about; its errors then say their line, and a click
+  // selects what they are about.
+  function showError(box, e, source) {
     box.hidden = false;
     box.replaceChildren(h('strong', {}, e.message));
     const errors = e.details && e.details.errors;
+    const text = source ? source.value : null;
     if (Array.isArray(errors)) {
-      box.append(h('ul', {}, errors.map(x => h('li', { 'data-path': x.path || '' },
+      box.append(h('ul', {}, errors.map(x => {
+        const span = text !== null ? jsonSpan(text, x.path) : null;
+        return h('li', {
+          'data-path': x.path || '',
+          class: span ? 'locatable' : null,
+          title: span ? 'select it in the text' : null,
+          onclick: span ? () => selectIn(source, span[0], span[1]) : null
+        },
         x.path ? h('code', {}, x.path) : null, x.path ? ': ' : '', x.message,
-        x.column ? ' (column ' + x.column + ')' : ''))));
+        x.column ? ' (column ' + x.column + ')' : '',
+        span ? h('span', { class: 'muted' }, ' · line ' + lineOf(text, span[0])) : null);
+      })));
     } else if (e.details && e.details.line) {
-      box.append(h('div', {}, 'at line ' + e.details.line + ', column ' + e.details.column));
+      const at = h('div', { class: source ? 'locatable' : null }, 'at line ' + e.details.line + ', column ' + e.details.column);
+      if (source) {
+        at.addEventListener('click', () => {
+          const lines = source.value.split('\n');
+          let offset = 0;
+          for (let n = 0; n < e.details.line - 1 && n < lines.length; n++) offset += lines[n].length + 1;
+          offset += Math.max(0, e.details.column - 1);
+          selectIn(source, offset, offset + 1);
+        });
+      }
+      box.append(at);
     } else if (e.details && Array.isArray(e.details.pipelines)) {
       box.append(h('div', {}, 'used by: ' + e.details.pipelines.join(', ')));
     }
@@ -337,7 +430,7 @@
         status.textContent = 'Invalid';
         // What is drawn is the last valid version, not this text.
         $('automaton').classList.add('stale');
-        showError(box, e);
+        showError(box, e, $('pattern-editor'));
       }
     },
 
@@ -359,7 +452,7 @@
         if (left(g)) return;
         $('pattern-status').textContent = 'Saved ' + r.name;
       } catch (e) {
-        if (!left(g)) showError(box, e);
+        if (!left(g)) showError(box, e, $('pattern-editor'));
       }
     },
 
@@ -466,6 +559,17 @@
     box.append(h('div', { class: 'legend muted' },
       h('span', { class: 'take' }, '— take'), ' ', h('span', { class: 'ignore' }, '— ignore'), ' ', h('span', { class: 'proceed' }, '— proceed'),
       automaton.window ? '   window: ' + automaton.window + ' ms' : '   no window'));
+    // Every transition in full, for automata whose drawing gets crowded.
+    const name = st => (st.name === '$endState$' ? 'end' : st.name);
+    box.append(h('details', { class: 'transitions' },
+      h('summary', {}, states.reduce((n, st) => n + st.transitions.length, 0) + ' transitions'),
+      h('table', { class: 'grid' },
+        h('tr', {}, ['from', 'action', 'to', 'condition'].map(t => h('th', {}, t))),
+        states.flatMap(st => st.transitions.map(t => h('tr', {},
+          h('td', {}, name(st), h('span', { class: 'muted' }, ' ' + st.kind)),
+          h('td', {}, h('span', { class: t.action }, t.action)),
+          h('td', {}, name(states[t.target])),
+          h('td', { class: 'mono' }, t.condition)))))));
   }
 
   // ---- Playground ----
@@ -496,6 +600,8 @@
           h('div', { class: 'col-half' },
             h('h2', {}, 'Events'),
             h('p', { class: 'muted' }, 'One JSON event per line; a line {"watermark": 5000} (or "end") moves the watermark.'),
+            h('div', { class: 'toolbar' },
+              h('select', { id: 'pg-from-pipeline', onchange: e => this.fromPipeline(e.target.value) }, h('option', { value: '' }, 'events of a pipeline’s recent outputs…'))),
             h('textarea', { id: 'pg-events', spellcheck: 'false', rows: 10, value: SAMPLE_EVENTS }),
             h('div', { class: 'toolbar' },
               h('label', {}, h('input', { id: 'pg-end', type: 'checkbox' }), ' end of input after the last line'),
@@ -514,6 +620,38 @@
         for (const p of r.patterns.sort((a, b) => a.name.localeCompare(b.name)).slice(0, 2000)) sel.append(h('option', { value: p.name }, p.name));
         this.patterns = r.patterns;
       }).catch(() => {});
+      api('GET', '/pipelines').then(r => {
+        if (left(g)) return;
+        this.pipelines = r.pipelines;
+        $('pg-from-pipeline').append(...r.pipelines.map(p => h('option', { value: p.name }, p.name)));
+      }).catch(() => {});
+    },
+
+    // The events a pipeline's recent outputs hold (the service keeps no raw input), in time
+    // order and once each, with the pipeline's key and time settings.
+    async fromPipeline(name) {
+      const p = (this.pipelines || []).find(x => x.name === name);
+      if (!p) return;
+      const g = generation;
+      let r;
+      try { r = await api('GET', '/pipelines/' + encodeURIComponent(name) + '/matches?limit=1000'); } catch (e) { if (!left(g)) showError($('pg-error'), e); return; }
+      if (left(g)) return;
+      const time = p.time || { field: 'ts', format: 'epoch_ms' };
+      const seen = new Set(), events = [];
+      for (const o of r.outputs) {
+        const evs = o.events ? Object.values(o.events).flat() : [o.event];
+        for (const ev of evs) {
+          const text = JSON.stringify(ev);
+          if (!seen.has(text)) { seen.add(text); events.push(ev); }
+        }
+      }
+      events.sort((a, b) => (eventTime(a, time) || 0) - (eventTime(b, time) || 0));
+      $('pg-events').value = events.map(e => JSON.stringify(e)).join('\n');
+      $('pg-key-by').value = p.key_by || 'key';
+      $('pg-time-field').value = time.field || 'ts';
+      $('pg-time-format').value = time.format || 'epoch_ms';
+      $('pg-ooo').value = (p.watermark && p.watermark.out_of_orderness) || '0ms';
+      $('pg-end').checked = true;
     },
 
     useRegistered(name) {
@@ -561,7 +699,14 @@
         // Say which line of the text a step's error is about.
         const m = /^steps\[(\d+)\]/.exec(e.message);
         if (m && lines[+m[1]]) e.message = 'line ' + lines[+m[1]] + ': ' + e.message;
-        showError(box, e);
+        // A pattern's errors are located in the pattern's text.
+        const errors = e.details && e.details.errors;
+        if (Array.isArray(errors) && errors.length && errors.every(x => /^pattern([.[]|$)/.test(x.path || ''))) {
+          const inPattern = errors.map(x => Object.assign({}, x, { path: x.path.replace(/^pattern\.?/, '') }));
+          showError(box, Object.assign(e, { details: { errors: inPattern } }), $('pg-pattern'));
+        } else {
+          showError(box, e);
+        }
       }
     },
 

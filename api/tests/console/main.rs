@@ -84,6 +84,18 @@ async fn patterns_page_validates_as_you_type_draws_the_automaton_and_registers()
         "{located}"
     );
     assert_eq!(browser.text("#pattern-status").await, "Invalid");
+    // A click on the error selects what it is about in the text.
+    browser
+        .click("#pattern-errors li[data-path=\"stages[0].where\"]")
+        .await;
+    let selected = browser
+        .execute(
+            "const t = document.getElementById('pattern-editor'); \
+             return t.value.slice(t.selectionStart, t.selectionEnd)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(selected, "\"type == \"");
     shot(&browser, "pattern-error.png").await;
 
     // Malformed JSON is located by line and column.
@@ -476,6 +488,48 @@ async fn pipelines_live_outputs_and_key_inspector() {
         .as_bool()
         .unwrap());
     shot(&browser, "keys.png").await;
+
+    // The playground replays the events of the pipeline's recent outputs with its settings.
+    browser.goto(&service.url("/#/playground")).await;
+    for (select, value) in [
+        ("#pg-from-pipeline", "logins"),
+        ("#pg-registered", "login-failures"),
+    ] {
+        browser
+            .wait_for(
+                "the options",
+                "return document.querySelector(arguments[0] + ' option[value=\"' + arguments[1] + '\"]')",
+                json!([select, value]),
+            )
+            .await;
+        browser.set_value(select, value).await;
+    }
+    browser
+        .wait_for(
+            "the pipeline's events",
+            "return document.getElementById('pg-events').value.split('\\n').length === 3",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .execute(
+                "return document.getElementById('pg-key-by').value",
+                json!([])
+            )
+            .await,
+        "user"
+    );
+    browser.click("#pg-run").await;
+    let rows = browser
+        .wait_for(
+            "the replayed match",
+            "const r = [...document.querySelectorAll('#pg-outputs .output-row')]; \
+             return r.length && r.map(x => [...x.cells].slice(0, 3).map(c => c.innerText).join(' '))",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, json!([format!("match alice {}", t + 200)]));
     assert_no_errors(&browser).await;
 }
 
