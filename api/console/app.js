@@ -1025,14 +1025,19 @@
       const time = spec.time || { field: 'ts', format: 'epoch_ms' };
       const timeOf = ev => eventTime(ev, time);
       const pms = r.partial_matches || [];
+      const waiting = r.waiting_events || [];
       $('key-result').replaceChildren(
         h('p', {}, 'Watermark ', h('strong', { id: 'key-watermark' }, fmtTime(r.watermark)), ' · ', h('strong', { id: 'key-pm-count' }, pms.length), ' partial match' + (pms.length === 1 ? '' : 'es') + ' held for key ', h('code', {}, key)),
         h('table', { id: 'key-table', class: 'grid' },
           h('tr', {}, ['pattern', 'state', 'started', 'times out at', 'events (buffered)'].map(t => h('th', {}, t))),
           pms.map(pm => h('tr', { class: 'key-pm' },
             h('td', {}, pm.pattern), h('td', {}, pm.state), h('td', {}, fmtTime(pm.start_timestamp)), h('td', {}, fmtTime(pm.times_out_at)),
-            h('td', { class: 'mono' }, Object.entries(pm.events).map(([stage, evs]) => h('div', {}, stage + ': ', evs.map(e => short(e, 80)).join(' '))))))));
-      drawTimeline($('key-timeline'), pms, r.watermark, timeOf);
+            h('td', { class: 'mono' }, Object.entries(pm.events).map(([stage, evs]) => h('div', {}, stage + ': ', evs.map(e => short(e, 80)).join(' '))))))),
+        h('p', {}, h('strong', { id: 'key-waiting-count' }, waiting.length), ' event' + (waiting.length === 1 ? '' : 's') + ' waiting for the watermark to pass ' + (waiting.length === 1 ? 'it' : 'them')),
+        waiting.length ? h('table', { id: 'key-waiting', class: 'grid' },
+          h('tr', {}, h('th', {}, 'timestamp'), h('th', {}, 'event')),
+          waiting.map(w => h('tr', { class: 'key-waiting' }, h('td', {}, fmtTime(w.timestamp)), h('td', { class: 'mono' }, short(w.event, 140))))) : null);
+      drawTimeline($('key-timeline'), pms, waiting, r.watermark, timeOf);
     }
   };
 
@@ -1049,10 +1054,10 @@
 
   // Each partial match is a row: its events as dots (by stage) from its start to its timeout,
   // against the watermark.
-  function drawTimeline(box, pms, watermark, timeOf) {
+  function drawTimeline(box, pms, waiting, watermark, timeOf) {
     box.replaceChildren();
-    if (!pms.length) return;
-    const times = [];
+    if (!pms.length && !waiting.length) return;
+    const times = waiting.map(w => w.timestamp);
     if (watermark !== null) times.push(watermark);
     for (const pm of pms) {
       times.push(pm.start_timestamp);
@@ -1063,7 +1068,8 @@
     if (hi === lo) { hi = lo + 1000; }
     const pad = (hi - lo) * 0.05;
     lo -= pad; hi += pad;
-    const W = 1100, left = 170, rowH = 34, H = 50 + pms.length * rowH;
+    const rows = pms.length + (waiting.length ? 1 : 0);
+    const W = 1100, left = 170, rowH = 34, H = 50 + rows * rowH;
     const x = t => left + (t - lo) / (hi - lo) * (W - left - 20);
     const svg = s('svg', { id: 'timeline-svg', width: W, height: H, class: 'timeline' });
     svg.append(s('line', { x1: left, y1: H - 22, x2: W - 20, y2: H - 22, class: 'axis' }));
@@ -1087,6 +1093,13 @@
         }
       }
     });
+    if (waiting.length) {
+      const y = 24 + pms.length * rowH;
+      svg.append(s('text', { x: 8, y: y + 4, class: 'row-label' }, 'waiting for the watermark'));
+      for (const w of waiting) {
+        svg.append(s('circle', { cx: x(w.timestamp), cy: y, r: 6, class: 'ev waiting' }, s('title', {}, 'waiting: ' + JSON.stringify(w.event))));
+      }
+    }
     if (watermark !== null) {
       svg.append(s('line', { x1: x(watermark), y1: 6, x2: x(watermark), y2: H - 22, class: 'watermark' }));
       svg.append(s('text', { x: x(watermark) + 4, y: 14, class: 'watermark-label' }, 'watermark ' + watermark));

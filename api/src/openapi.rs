@@ -265,7 +265,7 @@ pub fn document() -> Value {
         }
     }), false)}));
     paths.insert("/api/v1/pipelines/{name}/keys/{key}".into(), json!({"get": op(json!({
-        "summary": "The partial matches held for a key now, and the pipeline's watermark.",
+        "summary": "The partial matches held for a key now, its events waiting for the watermark, and the pipeline's watermark.",
         "parameters": [name_param("name", "Pipeline name."), name_param("key", "The key (value of key_by).")],
         "responses": {
             "200": json_response("State of the key.", json!({"type": "object", "properties": {
@@ -276,6 +276,9 @@ pub fn document() -> Value {
                     "start_timestamp": {"type": "integer"},
                     "times_out_at": {"type": ["integer", "null"], "description": "The end of the pattern's window for this partial match; null without a window."},
                     "events": {"type": "object"}
+                }}},
+                "waiting_events": {"type": "array", "description": "The key's events waiting for the watermark to pass them, in the order they will be evaluated.", "items": {"type": "object", "properties": {
+                    "timestamp": {"type": "integer"}, "event": {"type": "object"}
                 }}}
             }})),
             "404": error_ref("No such pipeline.")

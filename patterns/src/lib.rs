@@ -17,8 +17,8 @@ mod spec;
 
 pub use compile::{compile, CompiledPattern, JsonEvent};
 pub use engine::{
-    json_type, EngineConfig, EngineStats, JsonEngine, MatchEvents, Output, OutputKind,
-    PartialMatchInfo, PatternStats, RecordError, TimeFormat,
+    json_type, EngineConfig, EngineStats, JsonEngine, KeyView, MatchEvents, Output, OutputKind,
+    PartialMatchInfo, PatternStats, RecordError, TimeFormat, WaitingEvent,
 };
 pub use spec::{
     AfterMatchSpec, ContiguitySpec, DurationMs, PatternError, PatternErrors, PatternSpec,

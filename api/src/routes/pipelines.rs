@@ -203,15 +203,15 @@ pub async fn watermark(
 }
 
 /// GET /pipelines/{name}/keys/{key}: the partial matches held for a key (with when each times
-/// out, for patterns with a window), and the watermark.
+/// out, for patterns with a window), its events waiting for the watermark, and the watermark.
 pub async fn key_state(
     State(state): State<Arc<AppState>>,
     ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     let pipeline = state.pipeline(&name)?;
-    let partial_matches = tokio::task::spawn_blocking({
+    let mut view = tokio::task::spawn_blocking({
         let (pipeline, key) = (pipeline.clone(), key.clone());
-        move || pipeline.partial_matches(&key, std::time::Duration::from_secs(5))
+        move || pipeline.key_view(&key, std::time::Duration::from_secs(5))
     })
     .await
     .map_err(AppError::internal)?
@@ -220,7 +220,7 @@ pub async fn key_state(
             "pipeline '{name}' did not answer: it is paused, restoring its state or stopped"
         ))
     })?;
-    let mut partial_matches = partial_matches;
+    let mut partial_matches = view["partial_matches"].take();
     if let Some(list) = partial_matches.as_array_mut() {
         for pm in list {
             let pattern = pm["pattern"].as_str().unwrap_or("");
@@ -237,6 +237,7 @@ pub async fn key_state(
         "key": key,
         "watermark": watermark_json(pipeline.watermark()),
         "partial_matches": partial_matches,
+        "waiting_events": view["waiting_events"].take(),
     })))
 }
 

@@ -487,7 +487,30 @@ async fn pipelines_live_outputs_and_key_inspector() {
         .await
         .as_bool()
         .unwrap());
+    assert_eq!(browser.text("#key-waiting-count").await, "0");
     shot(&browser, "keys.png").await;
+    // Bob's event is later than the watermark: it waits.
+    browser.goto(&service.url("/#/keys/logins/bob")).await;
+    browser
+        .wait_for(
+            "bob's waiting event",
+            "return document.querySelectorAll('#key-waiting .key-waiting').length === 1",
+            json!([]),
+        )
+        .await;
+    assert!(browser
+        .text("#key-waiting .key-waiting")
+        .await
+        .starts_with(&(t + 500).to_string()));
+    assert_eq!(
+        browser
+            .execute(
+                "return document.querySelectorAll('#timeline-svg circle.ev.waiting').length",
+                json!([])
+            )
+            .await,
+        1
+    );
 
     // The playground replays the events of the pipeline's recent outputs with its settings.
     browser.goto(&service.url("/#/playground")).await;
