@@ -1036,7 +1036,7 @@
         h('p', {}, h('strong', { id: 'key-waiting-count' }, waiting.length), ' event' + (waiting.length === 1 ? '' : 's') + ' waiting for the watermark to pass ' + (waiting.length === 1 ? 'it' : 'them')),
         waiting.length ? h('table', { id: 'key-waiting', class: 'grid' },
           h('tr', {}, h('th', {}, 'timestamp'), h('th', {}, 'event')),
-          waiting.map(w => h('tr', { class: 'key-waiting' }, h('td', {}, fmtTime(w.timestamp)), h('td', { class: 'mono' }, short(w.event, 140))))) : null);
+          waiting.map(w => h('tr', { class: 'key-waiting' }, h('td', {}, fmtTime(w.timestamp)), h('td', { class: 'mono' }, short(w.event, 140))))) : '');
       drawTimeline($('key-timeline'), pms, waiting, r.watermark, timeOf);
     }
   };

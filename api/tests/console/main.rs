@@ -46,6 +46,11 @@ async fn shot(browser: &Browser, name: &str) {
 async fn assert_no_errors(browser: &Browser) {
     let errors = browser.errors().await;
     assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    let shown = browser.text("#main").await;
+    assert!(
+        !shown.contains("undefined") && !shown.contains("NaN"),
+        "the page shows a missing value: {shown}"
+    );
 }
 
 #[tokio::test]
@@ -488,6 +493,11 @@ async fn pipelines_live_outputs_and_key_inspector() {
         .as_bool()
         .unwrap());
     assert_eq!(browser.text("#key-waiting-count").await, "0");
+    let shown = browser.text("#key-result").await;
+    assert!(
+        !shown.contains("null") && !shown.contains("undefined"),
+        "{shown}"
+    );
     shot(&browser, "keys.png").await;
     // Bob's event is later than the watermark: it waits.
     browser.goto(&service.url("/#/keys/logins/bob")).await;
