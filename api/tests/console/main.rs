@@ -51,6 +51,15 @@ async fn assert_no_errors(browser: &Browser) {
         !shown.contains("undefined") && !shown.contains("NaN"),
         "the page shows a missing value: {shown}"
     );
+    // Everything the page loaded came from the service: it works offline.
+    let elsewhere = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(r => r.name) \
+             .filter(n => !n.startsWith(location.origin + '/'))",
+            json!([]),
+        )
+        .await;
+    assert_eq!(elsewhere, json!([]), "loaded from elsewhere");
 }
 
 #[tokio::test]
