@@ -917,7 +917,8 @@
       let c = this.counts.get(p);
       if (!c) { c = { total: 0, arrivals: [] }; this.counts.set(p, c); }
       c.total++;
-      c.arrivals.push(o.arrived || Date.now());
+      // The sparkline counts what arrives live; outputs read from the ring only add to the total.
+      if (live) c.arrivals.push(o.arrived);
       if (c.arrivals.length > 5000) c.arrivals.splice(0, c.arrivals.length - 5000);
       this.dirty = true;
     },

@@ -23,6 +23,25 @@ impl Drop for Service {
     }
 }
 
+/// Fails at once, saying why, when the binary does not serve the console (e.g. one built from
+/// another checkout into a shared target directory), instead of failing every step later.
+fn assert_serves_the_console(addr: &str) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.lines().next().is_some_and(|l| l.contains(" 200"))
+            && answer.contains("<title>CEP console</title>"),
+        "{} does not serve the console at /: is it built from this checkout?\n{}",
+        env!("CARGO_BIN_EXE_cep"),
+        answer.lines().next().unwrap_or("")
+    );
+}
+
 impl Service {
     /// Starts `cep serve --listen 127.0.0.1:0` (with `--auth-token` when given) and waits until
     /// it logs the address it listens on.
@@ -64,6 +83,7 @@ impl Service {
             };
             if entry["fields"]["message"] == "listening" {
                 let addr = entry["fields"]["addr"].as_str().unwrap().to_string();
+                assert_serves_the_console(&addr);
                 return Service {
                     child,
                     base: format!("http://{addr}"),
