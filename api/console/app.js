@@ -749,6 +749,14 @@
           h('div', { id: 'pl-kafka' })),
         h('section', {},
           h('h2', {}, 'Create or replace a pipeline'),
+          h('p', { class: 'muted' }, 'The form writes the JSON below (an HTTP pipeline); edit the JSON for everything else (Kafka source and sinks, state, idleness: docs/pipelines.md).'),
+          h('div', { class: 'row', id: 'pl-form', oninput: () => this.formToJson(), onchange: () => this.formToJson() },
+            h('label', {}, 'name ', h('input', { id: 'plf-name', size: 12, value: 'logins' })),
+            h('label', {}, 'key_by ', h('input', { id: 'plf-key-by', size: 10, value: 'key' })),
+            h('label', {}, 'time field ', h('input', { id: 'plf-time-field', size: 8, value: 'ts' })),
+            h('label', {}, 'format ', h('select', { id: 'plf-time-format' }, ['epoch_ms', 'epoch_s', 'rfc3339'].map(f => h('option', { value: f }, f)))),
+            h('label', {}, 'out of orderness ', h('input', { id: 'plf-ooo', size: 6, value: '0ms' })),
+            h('label', {}, 'patterns ', h('input', { id: 'plf-patterns', size: 24, value: '*', title: '* for all, or names separated by commas' }))),
           h('textarea', { id: 'pl-editor', spellcheck: 'false', rows: 8, value: NEW_PIPELINE }),
           errorBox('pl-error'),
           h('div', { class: 'toolbar' }, h('button', { id: 'pl-create', type: 'button', onclick: () => this.create() }, 'Save pipeline'))));
@@ -808,6 +816,18 @@
       try { await api('POST', '/pipelines/' + encodeURIComponent(name) + '/' + action); } catch (e) { if (!left(g)) showError($('pl-error'), e); }
       if (left(g)) return;
       this.refresh();
+    },
+
+    formToJson() {
+      const names = $('plf-patterns').value.split(',').map(x => x.trim()).filter(Boolean);
+      const doc = {
+        name: $('plf-name').value.trim(),
+        key_by: $('plf-key-by').value.trim(),
+        time: { field: $('plf-time-field').value.trim(), format: $('plf-time-format').value },
+        watermark: { out_of_orderness: $('plf-ooo').value.trim() },
+        patterns: names.length === 1 && names[0] === '*' ? '*' : names
+      };
+      $('pl-editor').value = JSON.stringify(doc, null, 2);
     },
 
     async create() {

@@ -355,6 +355,21 @@ async fn pipelines_live_outputs_and_key_inspector() {
         .await;
     let (_, pipeline) = service.get("/api/v1/pipelines/logins").await;
     assert_eq!(pipeline["key_by"], "user");
+    // And one from the form fields.
+    browser.type_into("#plf-name", "accounts").await;
+    browser.type_into("#plf-key-by", "account.id").await;
+    browser.type_into("#plf-patterns", "login-failures").await;
+    browser.click("#pl-create").await;
+    browser
+        .wait_for(
+            "the pipeline made by the form",
+            "return document.querySelector('.pl-row[data-name=\"accounts\"]')",
+            json!([]),
+        )
+        .await;
+    let (_, pipeline) = service.get("/api/v1/pipelines/accounts").await;
+    assert_eq!(pipeline["key_by"], "account.id");
+    assert_eq!(pipeline["patterns"], json!(["login-failures"]));
 
     // Live outputs: the alert appears as the events are posted.
     browser.goto(&service.url("/#/live/logins")).await;
