@@ -804,7 +804,10 @@
         const k = p.status.kafka;
         const parts = k.partitions || [];
         return h('div', {},
-          h('h3', {}, 'Kafka: ' + p.name + ' ', h('span', { class: 'muted' }, k.state || '')),
+          h('h3', {}, 'Kafka: ' + p.name + ' ', h('span', { class: 'muted' }, [k.state, k.instance_id && 'instance ' + k.instance_id].filter(Boolean).join(' · '))),
+          k.error ? h('div', { class: 'error' }, k.error) : '',
+          h('p', { class: 'muted' }, 'records ' + (k.records || 0) + ' · dead letters ' + (k.dead_letters || 0) + ' · outputs ' + (k.outputs || 0) +
+            ' · epochs ' + (k.epochs || 0) + ' · restores ' + (k.restores || 0) + (k.last_commit_ms ? ' · last commit ' + fmtDate(k.last_commit_ms) : '')),
           h('table', { class: 'grid' },
             h('tr', {}, ['topic', 'partition', 'position', 'committed', 'end', 'lag', 'max timestamp'].map(t => h('th', {}, t))),
             parts.map(pt => h('tr', {}, [pt.topic, pt.partition, pt.position, pt.committed, pt.end, pt.lag, fmtTime(pt.max_timestamp)].map(v => h('td', {}, v === undefined || v === null ? '-' : v))))));
