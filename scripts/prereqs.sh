@@ -8,7 +8,9 @@
 #   cc        gcc           the C compiler (librdkafka, zstd, lz4; and rustc's linker driver)
 #   make      make          librdkafka (rdkafka-sys) is built with its configure script and make
 #
-# With --tests, also what scripts/test.sh needs: python3 (python3), pip (python3-pip) and curl.
+# With --tests, also what scripts/test.sh needs: python3 (python3), pip (python3-pip) and curl,
+# and for the web console's browser tests (api/tests/console/) headless Chromium and its driver
+# (chromium, chromium-driver; never downloaded at run time).
 #
 #   scripts/prereqs.sh           install what is missing (apt-get update, then apt-get install;
 #                                with sudo when not root); exit 1, naming the packages, when it
@@ -73,6 +75,14 @@ _cep_prereqs_scan() {
         if ! command -v curl >/dev/null 2>&1; then
             _cep_missing+=("curl (the service walkthrough, scripts/demo-service.sh)")
             _cep_packages+=(curl)
+        fi
+        if ! command -v chromium >/dev/null 2>&1; then
+            _cep_missing+=("chromium (the web console's tests drive it headless)")
+            _cep_packages+=(chromium)
+        fi
+        if ! command -v chromedriver >/dev/null 2>&1; then
+            _cep_missing+=("chromedriver (the web console's tests drive Chromium through it)")
+            _cep_packages+=(chromium-driver)
         fi
     fi
 }

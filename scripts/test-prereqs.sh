@@ -103,16 +103,26 @@ mkdir -p "$box/clang" && : >"$box/clang/libclang.so.1"
 extra_env="LIBCLANG_PATH=$box/clang" run_prereqs --check
 check "--check, libclang in LIBCLANG_PATH: exit 0" test "$rc" -eq 0
 
-# --tests adds python3, pip and curl.
+# --tests adds python3, pip, curl, and Chromium with its driver (the console's browser tests).
 sandbox
 with_build_tools
 run_prereqs --check --tests
-check "--check --tests, no python3 nor curl: names python3, python3-pip and curl" \
-    eval '[[ $rc -eq 1 ]] && names_packages python3 python3-pip curl && lacks libclang-dev'
+check "--check --tests, none present: names python3, python3-pip, curl, chromium and chromium-driver" \
+    eval '[[ $rc -eq 1 ]] && names_packages python3 python3-pip curl chromium chromium-driver && lacks libclang-dev'
 sandbox
 with_build_tools
 stub python3
 stub curl
+stub chromium
+run_prereqs --check --tests
+check "--check --tests, no chromedriver: names chromium-driver only" \
+    eval '[[ $rc -eq 1 ]] && names_packages chromium-driver'
+sandbox
+with_build_tools
+stub python3
+stub curl
+stub chromium
+stub chromedriver
 run_prereqs --check --tests
 check "--check --tests, everything present: exit 0" test "$rc" -eq 0
 

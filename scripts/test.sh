@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the build and the tests need (libclang, g++, make, python3, pip, curl): installed with
+# What the build and the tests need (libclang, g++, make, python3, pip, curl, chromium and
+# chromedriver for the console's browser tests): installed with
 # apt-get when missing, or named in a clear message.
 ./scripts/prereqs.sh --tests
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy

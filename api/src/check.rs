@@ -43,10 +43,10 @@ pub fn check(args: CheckArgs) -> anyhow::Result<i32> {
                                 Action::Proceed => "proceed",
                             };
                             println!(
-                                "    {verb} -> {} '{}' if {:?}",
+                                "    {verb} -> {} '{}' if {}",
                                 t.target,
                                 nfa.states()[t.target as usize].name,
-                                t.cond
+                                nfa.condition_text(&t.cond)
                             );
                         }
                     }

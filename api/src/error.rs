@@ -41,6 +41,31 @@ impl AppError {
         self
     }
 
+    /// The same error about a part of a larger document: the paths of `details.errors` (and of
+    /// `details.path`) are prefixed with `prefix` (`pattern.stages[0].where`), and so is the
+    /// message.
+    pub fn located_under(mut self, prefix: &str) -> AppError {
+        let join = |path: &str| {
+            if path.is_empty() {
+                prefix.to_string()
+            } else if path.starts_with('[') {
+                format!("{prefix}{path}")
+            } else {
+                format!("{prefix}.{path}")
+            }
+        };
+        if let Some(errors) = self.details.get_mut("errors").and_then(Value::as_array_mut) {
+            for e in errors {
+                let path = e["path"].as_str().unwrap_or("").to_string();
+                e["path"] = Value::from(join(&path));
+            }
+        } else if self.details.is_null() {
+            *self.details = json!({"errors": [{"path": prefix, "message": self.message}]});
+        }
+        self.message = format!("{prefix}: {}", self.message);
+        self
+    }
+
     /// 400: the request is malformed or invalid.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> AppError {
         AppError::new(StatusCode::BAD_REQUEST, code, message)

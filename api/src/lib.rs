@@ -7,7 +7,9 @@
 #![warn(missing_docs)]
 #![recursion_limit = "256"]
 
+mod automaton;
 pub mod config;
+mod console;
 mod engine;
 mod error;
 mod metrics;

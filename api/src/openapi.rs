@@ -125,7 +125,7 @@ pub fn document() -> Value {
         "summary": "Validate a pattern without storing it (dry run).",
         "requestBody": pattern_body,
         "responses": {
-            "200": json_response("Valid.", json!({"type": "object", "properties": {"valid": {"type": "boolean"}, "name": {"type": "string"}, "exists": {"type": "boolean"}}})),
+            "200": json_response("Valid.", json!({"type": "object", "properties": {"valid": {"type": "boolean"}, "name": {"type": "string"}, "exists": {"type": "boolean"}, "automaton": schema("Automaton")}})),
             "400": error_ref("Malformed JSON or invalid pattern, with locations."),
             "413": error_ref("Body larger than the limit."),
             "415": error_ref("Not application/json.")
@@ -268,15 +268,34 @@ pub fn document() -> Value {
         }
     }), false)}));
     paths.insert("/api/v1/pipelines/{name}/keys/{key}".into(), json!({"get": op(json!({
-        "summary": "The partial matches held for a key now, and the pipeline's watermark.",
+        "summary": "The partial matches held for a key now, its events waiting for the watermark, and the pipeline's watermark.",
         "parameters": [name_param("name", "Pipeline name."), name_param("key", "The key (value of key_by).")],
         "responses": {
             "200": json_response("State of the key.", json!({"type": "object", "properties": {
                 "pipeline": {"type": "string"}, "key": {"type": "string"},
                 "watermark": {"type": ["integer", "null"]},
-                "partial_matches": {"type": "array", "items": {"type": "object"}}
+                "partial_matches": {"type": "array", "items": {"type": "object", "properties": {
+                    "pattern": {"type": "string"}, "state": {"type": "string"},
+                    "start_timestamp": {"type": "integer"},
+                    "times_out_at": {"type": ["integer", "null"], "description": "The end of the pattern's window for this partial match; null without a window."},
+                    "events": {"type": "object"}
+                }}},
+                "waiting_events": {"type": "array", "description": "The key's events waiting for the watermark to pass them, in the order they will be evaluated.", "items": {"type": "object", "properties": {
+                    "timestamp": {"type": "integer"}, "event": {"type": "object"}
+                }}}
             }})),
             "404": error_ref("No such pipeline.")
+        }
+    }), false)}));
+
+    paths.insert("/api/v1/try".into(), json!({"post": op(json!({
+        "summary": "Run a pattern on sample events and watermark steps without storing anything: the outputs, and after each step the partial matches alive.",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema("Try")}}},
+        "responses": {
+            "200": json_response("What the pattern did, step by step.", schema("TryResult")),
+            "400": error_ref("Malformed JSON, an invalid pattern (paths under pattern., e.g. pattern.stages[0].where), an unknown registered pattern, or a bad step (e.g. steps[3].event: missing key field 'key'): details.errors lists each with its path."),
+            "413": error_ref("Body larger than the limit."),
+            "415": error_ref("Not application/json.")
         }
     }), false)}));
 
@@ -370,6 +389,59 @@ pub fn document() -> Value {
                             "paused": {"type": "boolean"}, "watermark": {"type": ["integer", "null"]}, "stats": {"type": "object"},
                             "kafka": {"type": "object", "description": "Kafka sources: state, instance_id, partitions (position, committed, end, lag, max_timestamp), counters."}
                         }}
+                    }
+                },
+                "Automaton": {
+                    "type": "object",
+                    "description": "The compiled automaton of a pattern.",
+                    "properties": {
+                        "window": {"type": ["integer", "null"], "description": "The pattern's window, ms."},
+                        "states": {"type": "array", "items": {"type": "object", "properties": {
+                            "id": {"type": "integer"}, "name": {"type": "string"},
+                            "stage": {"type": ["string", "null"], "description": "The stage whose events this state takes."},
+                            "kind": {"type": "string", "enum": ["start", "normal", "final", "stop", "pending"]},
+                            "transitions": {"type": "array", "items": {"type": "object", "properties": {
+                                "action": {"type": "string", "enum": ["take", "ignore", "proceed"]},
+                                "target": {"type": "integer"},
+                                "condition": {"type": "string", "description": "The conditions as the pattern wrote them, combined with and, or, not."}
+                            }}}
+                        }}}
+                    }
+                },
+                "Try": {
+                    "type": "object", "required": ["pattern", "steps"],
+                    "properties": {
+                        "pattern": {"oneOf": [schema("Pattern"), {"type": "string", "description": "The name of a registered pattern."}]},
+                        "key_by": {"type": "string", "default": "key"},
+                        "time": {"type": "object", "properties": {
+                            "field": {"type": "string", "default": "ts"},
+                            "format": {"type": "string", "enum": ["epoch_ms", "epoch_s", "rfc3339"], "default": "epoch_ms"}
+                        }},
+                        "out_of_orderness": {"type": "string", "default": "0ms"},
+                        "steps": {"type": "array", "maxItems": crate::routes::MAX_TRY_STEPS, "items": {"oneOf": [
+                            {"type": "object", "required": ["event"], "properties": {"event": {"type": "object"}}},
+                            {"type": "object", "required": ["watermark"], "properties": {"watermark": {"oneOf": [{"type": "integer"}, {"type": "string", "enum": ["end"]}]}}}
+                        ]}}
+                    },
+                    "example": {"pattern": "login-failures", "key_by": "user", "steps": [{"event": {"user": "alice", "ts": 1000, "type": "fail"}}, {"watermark": 5000}]}
+                },
+                "TryResult": {
+                    "type": "object",
+                    "properties": {
+                        "pattern": {"type": "string"},
+                        "outputs": {"type": "array", "items": {"type": "object", "description": "As in GET .../matches, without seq and pipeline."}},
+                        "steps": {"type": "array", "items": {"type": "object", "properties": {
+                            "step": {"type": "integer"}, "kind": {"type": "string", "enum": ["event", "watermark"]},
+                            "key": {"type": "string"}, "timestamp": {"type": "integer"},
+                            "watermark": {"type": ["integer", "null"]},
+                            "outputs": {"type": "array", "items": {"type": "integer"}, "description": "Indexes into outputs of what this step emitted."},
+                            "partial_matches": {"type": "array", "items": {"type": "object", "properties": {
+                                "key": {"type": "string"}, "state": {"type": "string"},
+                                "start_timestamp": {"type": "integer"}, "times_out_at": {"type": ["integer", "null"]},
+                                "events": {"type": "object"}
+                            }}}
+                        }}},
+                        "watermark": {"type": ["integer", "null"]}
                     }
                 },
                 "IngestReport": {

@@ -228,6 +228,15 @@ impl AppState {
             .ok_or_else(|| AppError::not_found("pattern", name))
     }
 
+    /// One compiled pattern.
+    pub fn compiled_pattern(&self, name: &str) -> Result<Arc<CompiledPattern>, AppError> {
+        self.read()
+            .patterns
+            .get(name)
+            .map(|p| p.compiled.clone())
+            .ok_or_else(|| AppError::not_found("pattern", name))
+    }
+
     /// Registers a new pattern (`replace`: false) or creates or replaces one (`replace`: true),
     /// a changed one under the next version, its predecessor draining or restarted in every
     /// pipeline as `mode` says. Returns whether it was created, and the pattern as shown.

@@ -169,6 +169,9 @@ fn check_validates_and_explains() {
     assert!(stdout.contains("window: 2000 ms"), "{stdout}");
     assert!(stdout.contains("Start 'fail"), "{stdout}");
     assert!(stdout.contains("take ->"), "{stdout}");
+    // Conditions as the pattern wrote them.
+    assert!(stdout.contains("if type == 'fail'"), "{stdout}");
+    assert!(stdout.contains("if not (type == 'fail')"), "{stdout}");
     let o = cep()
         .arg("check")
         .arg(dir.join("missing.json"))

@@ -269,8 +269,24 @@ async fn partial_matches_of_a_key_and_the_watermark() {
         partials.iter().all(|p| p["pattern"] == "login-failures"),
         "{body}"
     );
+    // Each says when it times out: the end of the pattern's 2 s window.
+    for p in partials {
+        assert_eq!(
+            p["times_out_at"].as_i64(),
+            p["start_timestamp"].as_i64().map(|s| s + 2000),
+            "{body}"
+        );
+    }
+    // Alice's events were evaluated; the tick waits for the watermark to pass it.
+    assert_eq!(body["waiting_events"], json!([]));
+    let (_, body) = s.get("/api/v1/pipelines/default/keys/clock").await;
+    assert_eq!(
+        body["waiting_events"],
+        json!([{"timestamp": 1600, "event": tick(1600)}])
+    );
     let (_, body) = s.get("/api/v1/pipelines/default/keys/bob").await;
     assert_eq!(body["partial_matches"], json!([]));
+    assert_eq!(body["waiting_events"], json!([]));
     let (status, body) = s.get("/api/v1/pipelines/nope/keys/alice").await;
     common::assert_error(status, &body, 404, "not_found");
 

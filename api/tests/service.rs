@@ -42,6 +42,7 @@ async fn health_ready_and_openapi() {
         ("get", "/api/v1/pipelines/{name}/matches"),
         ("get", "/api/v1/pipelines/{name}/matches/stream"),
         ("get", "/api/v1/pipelines/{name}/keys/{key}"),
+        ("post", "/api/v1/try"),
     ];
     for (method, path) in expected {
         assert!(
@@ -176,10 +177,21 @@ async fn pattern_validation_errors_have_locations() {
     assert_error(status, &body, 400, "invalid_pattern");
     let (status, body) = s.post("/api/v1/patterns/validate", &login_failures()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body,
-        json!({"valid": true, "name": "login-failures", "exists": false})
-    );
+    assert_eq!(body["valid"], true);
+    assert_eq!(body["name"], "login-failures");
+    assert_eq!(body["exists"], false);
+    // With the automaton, its conditions as written.
+    assert_eq!(body["automaton"]["window"], 2000);
+    let takes: Vec<&Value> = body["automaton"]["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["transitions"].as_array().unwrap())
+        .filter(|t| t["action"] == "take")
+        .map(|t| &t["condition"])
+        .collect();
+    assert_eq!(takes.len(), 3, "{body}");
+    assert!(takes.iter().all(|c| *c == "type == 'fail'"), "{body}");
     let (status, _) = s.get("/api/v1/patterns/login-failures").await;
     assert_eq!(status, 404);
 
@@ -313,13 +325,181 @@ async fn bearer_token_guards_everything_but_health() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    for path in ["/healthz", "/readyz"] {
+    // The console's page and assets load without the token (the console asks for it and
+    // sends it with each API call).
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/",
+        "/console/app.js",
+        "/console/style.css",
+    ] {
         let response = anonymous.get(s.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
+    let response = anonymous
+        .post(s.url("/api/v1/try"))
+        .json(&json!({"pattern": login_failures(), "steps": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
     // With the token (the TestServer client sends it).
     let (status, body) = s.get("/api/v1/patterns").await;
     assert_eq!(status, 200, "{body}");
+    s.stop().await;
+}
+
+// ---- Try ----
+
+#[tokio::test]
+async fn try_runs_a_pattern_step_by_step_without_storing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let fail = |key: &str, ts: i64| json!({"event": {"user": key, "ts": ts, "type": "fail"}});
+    let body = json!({
+        "pattern": login_failures(),
+        "key_by": "user",
+        "steps": [fail("alice", 1000), fail("alice", 1500), fail("bob", 1600), fail("alice", 1800),
+                  {"watermark": 5000}]
+    });
+    let (status, r) = s.post("/api/v1/try", &body).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["pattern"], "login-failures");
+    let outputs: Vec<(String, String, i64)> = r["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap().to_string(),
+                o["key"].as_str().unwrap().to_string(),
+                o["timestamp"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            ("match".to_string(), "alice".to_string(), 1800),
+            ("timeout".to_string(), "bob".to_string(), 3600)
+        ]
+    );
+    assert_eq!(
+        r["outputs"][0]["events"]["fail"].as_array().unwrap().len(),
+        3
+    );
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5);
+    // An event waits for the watermark to pass it: after the first, nothing is alive.
+    assert_eq!(steps[0]["watermark"], 999);
+    assert_eq!(steps[0]["partial_matches"], json!([]));
+    assert_eq!(
+        steps[1]["partial_matches"],
+        json!([{"key": "alice", "state": "fail:0", "start_timestamp": 1000, "times_out_at": 3000,
+                "events": {"fail": [{"user": "alice", "ts": 1000, "type": "fail"}]}}])
+    );
+    // Alice's third failure (1800) is evaluated once the watermark passes it: at the last step,
+    // which also times bob out.
+    assert_eq!(steps[3]["outputs"], json!([]));
+    assert_eq!(steps[4]["kind"], "watermark");
+    assert_eq!(steps[4]["watermark"], 5000);
+    assert_eq!(steps[4]["outputs"], json!([0, 1]));
+    assert_eq!(steps[4]["partial_matches"], json!([]));
+    // Nothing was stored.
+    assert_eq!(s.get("/api/v1/patterns").await.1, json!({"patterns": []}));
+
+    // A registered pattern by name gives the same answer.
+    assert_eq!(s.post("/api/v1/patterns", &login_failures()).await.0, 201);
+    let mut by_name = body.clone();
+    by_name["pattern"] = json!("login-failures");
+    let (status, mut named) = s.post("/api/v1/try", &by_name).await;
+    assert_eq!(status, 200);
+    // The registered pattern's outputs and partial matches carry its version.
+    fn unversioned(v: &mut Value, seen: &mut usize) {
+        match v {
+            Value::Object(map) => {
+                if map.remove("version") == Some(json!(1)) {
+                    *seen += 1;
+                }
+                map.values_mut().for_each(|v| unversioned(v, seen));
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| unversioned(v, seen)),
+            _ => {}
+        }
+    }
+    let mut versions = 0;
+    unversioned(&mut named, &mut versions);
+    assert!(versions > 0, "{named}");
+    assert_eq!(named, r);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn try_locates_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let path_of = |error: &Value| error["details"]["errors"][0]["path"].clone();
+    let bad_condition = json!({"name": "p", "stages": [{"name": "a", "where": "type == "}]});
+    let (status, body) = s
+        .post(
+            "/api/v1/try",
+            &json!({"pattern": bad_condition, "steps": []}),
+        )
+        .await;
+    let error = assert_error(status, &body, 400, "invalid_pattern");
+    assert_eq!(path_of(&error), "pattern.stages[0].where");
+    assert_eq!(error["details"]["errors"][0]["column"], 9);
+
+    let (status, body) = s
+        .post("/api/v1/try", &json!({"pattern": "nope", "steps": []}))
+        .await;
+    let error = assert_error(status, &body, 400, "invalid_try");
+    assert_eq!(path_of(&error), "pattern");
+
+    let pattern = single("p", "a");
+    let (status, body) = s
+        .post(
+            "/api/v1/try",
+            &json!({"pattern": pattern, "steps": [{"event": {"key": "k", "ts": 1}}, {"event": {"ts": 2}}]}),
+        )
+        .await;
+    let error = assert_error(status, &body, 400, "invalid_try");
+    assert_eq!(path_of(&error), "steps[1].event");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("missing key field 'key'"));
+
+    let (status, body) = s
+        .post(
+            "/api/v1/try",
+            &json!({"pattern": pattern, "steps": [{"watermark": "soon"}]}),
+        )
+        .await;
+    let error = assert_error(status, &body, 400, "invalid_try");
+    assert_eq!(path_of(&error), "steps[0].watermark");
+
+    let (status, body) = s
+        .post(
+            "/api/v1/try",
+            &json!({"pattern": pattern, "steps": [], "extra": 1}),
+        )
+        .await;
+    let error = assert_error(status, &body, 400, "invalid_try");
+    assert_eq!(path_of(&error), "extra");
+
+    let (status, body) = s
+        .post_raw("/api/v1/try", Some("application/json"), "{\"pattern\": ")
+        .await;
+    assert_error(status, &body, 400, "malformed_json");
+
+    let steps: Vec<Value> = (0..10_001).map(|i| json!({"watermark": i})).collect();
+    let (status, body) = s
+        .post("/api/v1/try", &json!({"pattern": pattern, "steps": steps}))
+        .await;
+    let error = assert_error(status, &body, 400, "invalid_try");
+    assert_eq!(path_of(&error), "steps");
     s.stop().await;
 }
 

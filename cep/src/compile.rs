@@ -148,7 +148,14 @@ impl<E> Pattern<E> {
         for (s, w) in c.window_times {
             window_times[s as usize] = Some(w);
         }
-        Ok(Nfa::new(
+        let mut texts = HashMap::new();
+        collect_labels(self, &mut texts);
+        let labels = c
+            .leaves
+            .iter()
+            .map(|l| texts.get(&leaf_key(l)).cloned())
+            .collect();
+        let mut nfa = Nfa::new(
             name.to_string(),
             c.states,
             c.pages,
@@ -157,7 +164,26 @@ impl<E> Pattern<E> {
             window_times,
             self.skip.clone(),
             skip_page,
-        ))
+        );
+        nfa.labels = labels;
+        Ok(nfa)
+    }
+}
+
+/// A condition's identity: the address of its shared leaf.
+fn leaf_key<E>(l: &Arc<Leaf<E>>) -> usize {
+    Arc::as_ptr(l) as *const () as usize
+}
+
+/// The labels of a pattern and of its groups, by leaf.
+fn collect_labels<E>(p: &Pattern<E>, out: &mut HashMap<usize, Arc<str>>) {
+    for (leaf, text) in &p.labels {
+        out.insert(leaf_key(leaf), text.clone());
+    }
+    for st in &p.stages {
+        if let Some(g) = &st.group {
+            collect_labels(g, out);
+        }
     }
 }
 
@@ -207,7 +233,7 @@ fn not(a: CondExpr) -> CondExpr {
 
 impl<'p, E> Compiler<'p, E> {
     fn leaf_id(&mut self, l: &Arc<Leaf<E>>) -> u32 {
-        let key = Arc::as_ptr(l) as *const () as usize;
+        let key = leaf_key(l);
         if let Some(&i) = self.leaf_index.get(&key) {
             return i;
         }
@@ -757,5 +783,40 @@ fn extend_with_until(
         (Some(c), Some(u)) => Some(and(not(u), c)),
         (None, Some(u)) if is_take => Some(not(u)),
         (c, _) => c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::nfa::Action;
+    use crate::Pattern;
+
+    #[test]
+    fn conditions_keep_their_labels() {
+        let nfa = Pattern::<i32>::begin("a")
+            .where_(|e| *e > 0)
+            .label("x > 0")
+            .followed_by("b")
+            .where_(|e| *e < 0)
+            .one_or_more()
+            .until(|e| *e == -9)
+            .label("x == -9")
+            .compile("p")
+            .unwrap();
+        let takes: Vec<String> = nfa
+            .states()
+            .iter()
+            .flat_map(|s| &s.transitions)
+            .filter(|t| t.action == Action::Take)
+            .map(|t| nfa.condition_text(&t.cond))
+            .collect();
+        assert!(takes.contains(&"x > 0".to_string()), "{takes:?}");
+        // The unlabelled condition is shown by its index, the labelled until by its text.
+        assert!(
+            takes
+                .iter()
+                .any(|t| t.contains("condition") && t.contains("not (x == -9)")),
+            "{takes:?}"
+        );
     }
 }

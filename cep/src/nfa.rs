@@ -121,6 +121,8 @@ pub struct Nfa<E> {
     pub(crate) states: Vec<State>,
     pub(crate) pages: Vec<Arc<str>>,
     leaves: Vec<Arc<Leaf<E>>>,
+    /// The text of each leaf, where the pattern gave one ([`crate::Pattern::label`]).
+    pub(crate) labels: Vec<Option<Arc<str>>>,
     window: i64,
     window_times: Vec<Option<i64>>,
     skip: AfterMatchSkip,
@@ -289,6 +291,7 @@ impl<E> Nfa<E> {
             states,
             pages,
             leaves,
+            labels: Vec::new(),
             window,
             window_times,
             skip,
@@ -303,6 +306,48 @@ impl<E> Nfa<E> {
     /// The pattern's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A transition condition as text, with each user condition as its label says
+    /// ([`crate::Pattern::label`]; `condition N` without one), combined with `and`, `or`, `not`.
+    pub fn condition_text(&self, cond: &CondExpr) -> String {
+        fn go<E>(nfa: &Nfa<E>, c: &CondExpr, top: bool, out: &mut String) {
+            match c {
+                CondExpr::True => out.push_str("true"),
+                CondExpr::Leaf(i) => match nfa.labels.get(*i as usize).and_then(Option::as_ref) {
+                    Some(text) if top => out.push_str(text),
+                    Some(text) => {
+                        out.push('(');
+                        out.push_str(text);
+                        out.push(')');
+                    }
+                    None => out.push_str(&format!("condition {i}")),
+                },
+                CondExpr::Not(a) => {
+                    out.push_str("not ");
+                    go(nfa, a, false, out);
+                }
+                CondExpr::And(a, b) | CondExpr::Or(a, b) => {
+                    let op = if matches!(c, CondExpr::And(..)) {
+                        " and "
+                    } else {
+                        " or "
+                    };
+                    if !top {
+                        out.push('(');
+                    }
+                    go(nfa, a, false, out);
+                    out.push_str(op);
+                    go(nfa, b, false, out);
+                    if !top {
+                        out.push(')');
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        go(self, cond, true, &mut out);
+        out
     }
 
     /// The states, for `--explain`.

@@ -424,6 +424,16 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         }
     }
 
+    /// The events of `key` waiting for the watermark, with their timestamps, in the order they
+    /// will be handled.
+    pub fn waiting_events(&self, key: &K) -> Vec<(i64, Arc<E>)> {
+        let Some(&s) = self.index.get(key) else {
+            return Vec::new();
+        };
+        let slot = self.slots[s as usize].as_ref().expect("live");
+        slot.queue.iter().cloned().collect()
+    }
+
     /// Partial matches held for `key` now, per pattern index.
     pub fn partial_matches(&self, key: &K) -> Vec<(usize, PartialMatch<E>)> {
         let Some(&s) = self.index.get(key) else {

@@ -188,6 +188,10 @@ pub struct Pattern<E> {
     pub(crate) stages: Vec<Stage<E>>,
     pub(crate) skip: AfterMatchSkip,
     pub(crate) errors: Vec<PatternError>,
+    /// Texts given to conditions by [`Pattern::label`], for [`crate::Nfa::condition_text`].
+    pub(crate) labels: Vec<(Arc<Leaf<E>>, Arc<str>)>,
+    /// The condition added last (by `where_`, `or`, `until` or their `_ctx` forms).
+    last_leaf: Option<Arc<Leaf<E>>>,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -200,6 +204,8 @@ impl<E> Pattern<E> {
             stages: vec![stage],
             skip,
             errors: Vec::new(),
+            labels: Vec::new(),
+            last_leaf: None,
         }
     }
 
@@ -331,7 +337,9 @@ impl<E> Pattern<E> {
             self.error("a group stage takes no condition of its own");
             return self;
         }
-        let new = Cond::Leaf(Arc::new(leaf));
+        let leaf = Arc::new(leaf);
+        self.last_leaf = Some(leaf.clone());
+        let new = Cond::Leaf(leaf);
         let st = self.last_mut();
         st.cond = Some(match st.cond.take() {
             None => new,
@@ -376,7 +384,19 @@ impl<E> Pattern<E> {
             self.error("only one until condition can be applied");
             return self;
         }
-        self.last_mut().until = Some(Cond::Leaf(Arc::new(leaf)));
+        let leaf = Arc::new(leaf);
+        self.last_leaf = Some(leaf.clone());
+        self.last_mut().until = Some(Cond::Leaf(leaf));
+        self
+    }
+
+    /// Names the condition added last (by `where_`, `or`, `until` or their `_ctx` forms) with
+    /// the text it was written as, so that the automaton can show it
+    /// ([`crate::Nfa::condition_text`]). Does nothing before any condition.
+    pub fn label(mut self, text: &str) -> Self {
+        if let Some(leaf) = self.last_leaf.clone() {
+            self.labels.push((leaf, Arc::from(text)));
+        }
         self
     }
 

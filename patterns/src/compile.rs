@@ -325,7 +325,7 @@ impl Builder<'_> {
             };
             if let Some(src) = &st.where_ {
                 if let Some(c) = self.condition(src, &format!("{path}.where")) {
-                    p = self.add_where(p, c);
+                    p = self.add_where(p, c).label(src);
                 }
             }
             let quantifiers = [
@@ -373,7 +373,8 @@ impl Builder<'_> {
                         p.until_ctx(move |e, ctx| c.eval(&e.row, &Matched { ctx, names: &names }))
                     } else {
                         p.until(move |e| c.eval(&e.row, &NoStageEvents))
-                    };
+                    }
+                    .label(src);
                 }
             }
             pattern = Some(p);

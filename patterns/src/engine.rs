@@ -230,6 +230,24 @@ pub struct PartialMatchInfo {
     pub draining: bool,
 }
 
+/// What the engine holds for a key, as shown by introspection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KeyView {
+    /// Its partial matches.
+    pub partial_matches: Vec<PartialMatchInfo>,
+    /// Its events waiting for the watermark (evaluated once the watermark passes them).
+    pub waiting_events: Vec<WaitingEvent>,
+}
+
+/// An event waiting for the watermark.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WaitingEvent {
+    /// Its time.
+    pub timestamp: i64,
+    /// The event.
+    pub event: Arc<JsonEvent>,
+}
+
 /// Per-pattern counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PatternStats {
@@ -937,6 +955,21 @@ impl JsonEngine {
                 events: MatchEvents(pm.events).to_json(),
             })
             .collect()
+    }
+
+    /// What the engine holds for `key` now: its partial matches and its events waiting for the
+    /// watermark.
+    pub fn key_view(&self, key: &str) -> KeyView {
+        let waiting_events = self
+            .op
+            .waiting_events(&key.to_string())
+            .into_iter()
+            .map(|(timestamp, event)| WaitingEvent { timestamp, event })
+            .collect();
+        KeyView {
+            partial_matches: self.partial_matches(key),
+            waiting_events,
+        }
     }
 
     /// Counts of what the engine holds and did.

@@ -612,7 +612,7 @@ impl KafkaPipeline {
                     self.used.insert(key.clone(), self.epoch);
                 }
             }
-            let answer = serde_json::to_value(self.engine.partial_matches(&key))?;
+            let answer = serde_json::to_value(self.engine.key_view(&key))?;
             let _ = reply.try_send(answer);
         }
         Ok(())

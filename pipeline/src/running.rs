@@ -1143,16 +1143,15 @@ impl Pipeline {
         }
     }
 
-    /// The partial matches held for `key`, as JSON. A Kafka pipeline is asked on its thread
+    /// What the pipeline holds for `key` (its partial matches and its events waiting for the
+    /// watermark, `cep_patterns::KeyView`), as JSON. A Kafka pipeline is asked on its thread
     /// (None when it does not answer within `timeout`: paused, restoring or stopped).
-    pub fn partial_matches(&self, key: &str, timeout: Duration) -> Option<Value> {
+    pub fn key_view(&self, key: &str, timeout: Duration) -> Option<Value> {
         let ask = {
             let running = lock(&self.running);
             match &running.driver {
                 Driver::Http { engine, .. } => {
-                    return Some(
-                        serde_json::to_value(engine.partial_matches(key)).unwrap_or(Value::Null),
-                    )
+                    return Some(serde_json::to_value(engine.key_view(key)).unwrap_or(Value::Null))
                 }
                 Driver::Kafka(Some(h)) => h.ask_partial_matches(key),
                 Driver::Kafka(None) => return None,

@@ -5,6 +5,9 @@ mod events;
 mod outputs;
 mod patterns;
 mod pipelines;
+mod tryout;
+
+pub use tryout::MAX_STEPS as MAX_TRY_STEPS;
 
 use std::sync::Arc;
 
@@ -51,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/pipelines/{name}/matches"),
     ("get", "/api/v1/pipelines/{name}/matches/stream"),
     ("get", "/api/v1/pipelines/{name}/keys/{key}"),
+    ("post", "/api/v1/try"),
 ];
 
 /// Paths open without the bearer token.
@@ -81,7 +85,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/pipelines/{name}/events", post(events::ingest))
         .route("/pipelines/{name}/matches", get(outputs::recent))
         .route("/pipelines/{name}/matches/stream", get(outputs::stream))
-        .route("/pipelines/{name}/keys/{key}", get(pipelines::key_state));
+        .route("/pipelines/{name}/keys/{key}", get(pipelines::key_state))
+        .route("/try", post(tryout::run));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -89,6 +94,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest(PREFIX, api)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // After the auth layer, so that it does not apply: the console's page and assets load
+        // without the token, and the console sends the token with each API call it makes.
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(json_errors))

@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::require_json;
+use crate::automaton::automaton;
 use crate::error::{ApiBytes, ApiPath, ApiQuery, AppError};
 use crate::state::AppState;
 use crate::validate::{check_name, check_pattern};
@@ -91,7 +92,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// POST /patterns/validate: the checks of POST /patterns, without storing.
+/// POST /patterns/validate: the checks of POST /patterns, without storing; a valid pattern's
+/// answer includes its automaton.
 pub async fn validate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -101,5 +103,10 @@ pub async fn validate(
     let valid = check_pattern(&state.config.limits, &body, None)?;
     let name = valid.compiled.name().to_string();
     let exists = state.pattern(&name).is_ok();
-    Ok(Json(json!({"valid": true, "name": name, "exists": exists})))
+    Ok(Json(json!({
+        "valid": true,
+        "name": name,
+        "exists": exists,
+        "automaton": automaton(&valid.compiled),
+    })))
 }

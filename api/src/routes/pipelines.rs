@@ -152,16 +152,31 @@ pub struct WatermarkBody {
     watermark: WatermarkValue,
 }
 
+/// A watermark to move to: a time (ms), or `"end"`, the end of the input.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum WatermarkValue {
+pub enum WatermarkValue {
+    /// Event time, ms.
     At(i64),
+    /// `"end"`.
     End(EndMarker),
 }
 
+impl WatermarkValue {
+    /// The watermark it stands for (`i64::MAX` at the end of the input).
+    pub fn millis(&self) -> i64 {
+        match self {
+            WatermarkValue::At(ms) => *ms,
+            WatermarkValue::End(EndMarker::End) => i64::MAX,
+        }
+    }
+}
+
+/// `"end"`.
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum EndMarker {
+pub enum EndMarker {
+    /// The end of the input.
     End,
 }
 
@@ -176,10 +191,7 @@ pub async fn watermark(
     if pipeline.is_paused() {
         return Err(paused(&name));
     }
-    let target = match body.watermark {
-        WatermarkValue::At(ms) => ms,
-        WatermarkValue::End(EndMarker::End) => i64::MAX,
-    };
+    let target = body.watermark.millis();
     let step = tokio::task::spawn_blocking(move || pipeline.advance_watermark(target))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("watermark task failed: {e}")))?;
@@ -200,15 +212,16 @@ pub async fn watermark(
     ))
 }
 
-/// GET /pipelines/{name}/keys/{key}: the partial matches held for a key, and the watermark.
+/// GET /pipelines/{name}/keys/{key}: the partial matches held for a key (with when each times
+/// out, for patterns with a window), its events waiting for the watermark, and the watermark.
 pub async fn key_state(
     State(state): State<Arc<AppState>>,
     ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     let pipeline = state.pipeline(&name)?;
-    let partial_matches = tokio::task::spawn_blocking({
+    let mut view = tokio::task::spawn_blocking({
         let (pipeline, key) = (pipeline.clone(), key.clone());
-        move || pipeline.partial_matches(&key, std::time::Duration::from_secs(5))
+        move || pipeline.key_view(&key, std::time::Duration::from_secs(5))
     })
     .await
     .map_err(AppError::internal)?
@@ -217,11 +230,24 @@ pub async fn key_state(
             "pipeline '{name}' did not answer: it is paused, restoring its state or stopped"
         ))
     })?;
+    let mut partial_matches = view["partial_matches"].take();
+    if let Some(list) = partial_matches.as_array_mut() {
+        for pm in list {
+            let pattern = pm["pattern"].as_str().unwrap_or("");
+            let start = pm["start_timestamp"].as_i64().unwrap_or(0);
+            let ends = state
+                .compiled_pattern(pattern)
+                .ok()
+                .and_then(|p| crate::automaton::times_out_at(&p, start));
+            pm["times_out_at"] = json!(ends);
+        }
+    }
     Ok(Json(json!({
         "pipeline": name,
         "key": key,
         "watermark": watermark_json(pipeline.watermark()),
         "partial_matches": partial_matches,
+        "waiting_events": view["waiting_events"].take(),
     })))
 }
 

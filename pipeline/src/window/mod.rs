@@ -21,8 +21,8 @@ mod aggregate;
 use std::sync::Arc;
 
 use cep_patterns::{
-    CompiledPattern, EngineStats, FieldPath, JsonEngine, Output, PartialMatchInfo, PatternError,
-    PatternErrors, RecordError, Replace,
+    CompiledPattern, EngineStats, FieldPath, JsonEngine, KeyView, Output, PartialMatchInfo,
+    PatternError, PatternErrors, RecordError, Replace,
 };
 use cep_runtime::window::{AggregateContents, ListContents, WindowOperator, WindowSpec};
 use cep_runtime::{
@@ -438,6 +438,17 @@ impl PipelineEngine {
     /// See [`plain`](Self::plain).
     pub fn plain_mut(&mut self) -> Option<&mut JsonEngine> {
         (self.window.is_none() && self.processing.is_none()).then_some(&mut self.events)
+    }
+
+    /// What `key` holds: its partial matches (over events and over window results) and its
+    /// events waiting for the watermark (in the engine of the patterns over events).
+    pub fn key_view(&self, key: &str) -> KeyView {
+        let mut view = self.events.key_view(key);
+        if let Some(stage) = &self.window {
+            view.partial_matches
+                .extend(stage.results.partial_matches(key));
+        }
+        view
     }
 
     /// The partial matches held for `key`, over events and over window results.
