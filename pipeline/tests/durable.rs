@@ -219,3 +219,68 @@ fn a_pattern_change_before_a_crash_is_the_one_running_after_it() {
     assert_eq!(names, ["three", "pair"]);
     assert_eq!(p.outputs().counters.to_json()["events_in"], 20);
 }
+
+/// A pipeline with a window stage keeps its whole log (its window state is not checkpointed)
+/// and replays it: restarted anywhere, it gives the outputs of a run that never stopped.
+#[test]
+fn a_window_pipeline_replays_its_log_after_a_restart() {
+    let window_spec = || {
+        cep_pipeline::parse(json!({
+            "name": "w", "key_by": "key", "watermark": {"out_of_orderness": "200ms", "max_future": "off"},
+            "window": {"type": "tumbling", "size": "1s", "aggregates": {"avg": {"avg": "v"}},
+                       "patterns": ["hot"]},
+        }))
+        .unwrap()
+    };
+    let hot = || {
+        let doc = json!({"name": "hot", "stages": [{"name": "h", "where": "avg > 5", "times": 2, "consecutive": true}]});
+        vec![Arc::new(
+            compile(&PatternSpec::from_json(&doc.to_string()).unwrap()).unwrap(),
+        )]
+    };
+    let evs: Vec<String> = (0..400)
+        .map(|i| json!({"key": format!("s{}", i % 3), "ts": 1000 + 50 * i, "v": (i * 7) % 11}).to_string())
+        .collect();
+    let chunks: Vec<&[String]> = evs.chunks(40).collect();
+    let start = |env: &Environment| {
+        Pipeline::start(
+            PipelineRecord {
+                spec: window_spec(),
+                paused: false,
+            },
+            hot(),
+            env,
+        )
+        .unwrap()
+    };
+    let reference = start(&env(None));
+    for (i, c) in chunks.iter().enumerate() {
+        feed(&reference, c, &format!("b{i}"));
+    }
+    reference.advance_watermark(i64::MAX).unwrap().unwrap();
+    let want = without_seq(&all_outputs(&reference));
+    assert!(want.len() >= 2, "the windows make alerts: {want:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let store = Arc::new(Store::open(dir.path(), Durability::Write).unwrap());
+        let p = start(&env(Some(store.clone())));
+        (store, p)
+    };
+    let (mut store, mut p) = open();
+    for (i, c) in chunks.iter().enumerate() {
+        feed(&p, c, &format!("b{i}"));
+        p.checkpoint().unwrap();
+        if i % 3 == 1 {
+            drop(p);
+            store.close();
+            drop(store);
+            (store, p) = open();
+        }
+    }
+    p.advance_watermark(i64::MAX).unwrap().unwrap();
+    let got = all_outputs(&p);
+    let seqs: Vec<u64> = got.iter().map(|o| o["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=got.len() as u64).collect::<Vec<_>>());
+    assert_eq!(without_seq(&got), want);
+}
