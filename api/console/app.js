@@ -389,14 +389,16 @@
         class: p.name === this.selected ? 'selected' : null,
         'data-name': p.name,
         onclick: () => { history.replaceState(null, '', '#/patterns/' + encodeURIComponent(p.name)); this.edit(p.name); }
-      }, h('span', { class: 'name' }, p.name), h('span', { class: 'muted' }, ' ' + p.stages.length + ' stage' + (p.stages.length === 1 ? '' : 's') + (p.within ? ', within ' + p.within : '')))));
+      }, h('span', { class: 'name' }, p.name), h('span', { class: 'muted' }, ' ' + p.stages.length + ' stage' + (p.stages.length === 1 ? '' : 's') + (p.within ? ', within ' + p.within : '') + (p.version ? ', v' + p.version : '')))));
     },
 
     edit(name) {
       this.selected = name;
       const p = name && this.list.find(x => x.name === name);
-      $('pattern-title').textContent = p ? 'Pattern ' + name : 'New pattern';
-      $('pattern-editor').value = p ? JSON.stringify(p, null, 2) : NEW_PATTERN;
+      $('pattern-title').textContent = p ? 'Pattern ' + name + (p.version ? ' (version ' + p.version + ')' : '') : 'New pattern';
+      // The version is the service's (read-only): the text is the definition.
+      const { version, ...definition } = p || {};
+      $('pattern-editor').value = p ? JSON.stringify(definition, null, 2) : NEW_PATTERN;
       $('pattern-delete').disabled = !p;
       const users = p ? this.users(name) : [];
       $('pattern-users').textContent = p ? (users.length ? 'Used by pipelines: ' + users.join(', ') : 'Used by no pipeline') : '';

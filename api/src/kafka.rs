@@ -43,6 +43,10 @@ pub struct KafkaArgs {
     /// How the time field is written: epoch-ms, epoch-s or rfc3339.
     #[arg(long, default_value = "epoch-ms")]
     pub time_format: TimeFormat,
+    /// Evaluate in processing time: each record at this process's clock when it is taken, in
+    /// arrival order (no time field; `within` and timeouts in wall-clock time).
+    #[arg(long, conflicts_with_all = ["time_field", "out_of_orderness", "idleness"])]
+    pub processing_time: bool,
     /// Bounded out-of-orderness per partition, e.g. `300ms`.
     #[arg(long, default_value = "0")]
     pub out_of_orderness: DurationMs,
@@ -154,6 +158,10 @@ impl KafkaArgs {
             }),
             key_by: self.key_by.clone(),
             time: match &self.time_field {
+                _ if self.processing_time => TimeSpec {
+                    mode: TimeMode::Processing,
+                    ..TimeSpec::default()
+                },
                 Some(field) => TimeSpec {
                     field: field.clone(),
                     format: self.time_format,

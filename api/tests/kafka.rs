@@ -934,6 +934,165 @@ fn a_second_process_joins_and_leaves() {
     );
 }
 
+/// Lines of a pipeline's log that say it started over on a whole assignment (aborted its epoch,
+/// rebuilt its engine from the changelog).
+fn whole_restores(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("assigned [(") && l.contains("restored"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn log_lines(log: &Path, what: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_for_log(log: &Path, what: &str, n: usize, within: Duration) {
+    let start = Instant::now();
+    while log_lines(log, what).len() < n {
+        assert!(
+            start.elapsed() < within,
+            "no '{what}' (x{n}) in {} within {within:?}:\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A third process joins a group of two while events flow (each with its own identity, static
+/// membership, nothing but the bootstrap servers as Kafka configuration): the group rebalances,
+/// each process restores the partitions it holds from the changelog, and the outputs are those
+/// of one uninterrupted run, each once.
+#[test]
+fn a_third_process_joins_a_group_of_two() {
+    let (broker, topics, dir, pattern) = setup("join3");
+    let (events, end_ts, want) = stream(4000, 31);
+    let args = |id: &str| -> Vec<String> {
+        vec![
+            "--guarantee".into(),
+            "exactly-once".into(),
+            "--transactional-id".into(),
+            format!("join3-{id}"),
+            "--idleness".into(),
+            "60s".into(),
+        ]
+    };
+    let start = |id: &str| {
+        let a = args(id);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        // CEP_TEST_LOG_DIR keeps the logs after the test.
+        let log = std::env::var("CEP_TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| dir.path().to_path_buf())
+            .join(format!("{id}.log"));
+        let child = start_logged_pipeline(&broker, &topics, "join3-group", &pattern, &a, &log);
+        (child, log)
+    };
+    let (a, a_log) = start("a");
+    wait_for_log(&a_log, "assigned [(", 1, Duration::from_secs(30));
+    let (b, b_log) = start("b");
+    // B joins: the group rebalances, B restores its partitions.
+    wait_for_log(&b_log, "assigned [(", 1, Duration::from_secs(30));
+
+    let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(120));
+    std::thread::sleep(Duration::from_secs(3));
+    let (c, c_log) = start("c");
+    wait_for_log(&c_log, "assigned [(", 1, Duration::from_secs(30));
+    assert!(
+        !producing.is_finished(),
+        "the stream ended before C joined; slow it down"
+    );
+    producing.join().unwrap();
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "join3-group",
+        a,
+        &want,
+        6,
+        "a third process joins",
+    );
+    stop(b);
+    stop(c);
+    // After C's join the four partitions are split among the three processes.
+    let held = |log: &Path| -> usize {
+        let last = whole_restores(log).pop().unwrap_or_default();
+        let assigned = last
+            .split(": restored")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assigned.matches("(\"join3-logins\", ").count()
+    };
+    let split = [held(&a_log), held(&b_log), held(&c_log)];
+    assert_eq!(split.iter().sum::<usize>(), 4, "{split:?}");
+    assert!(split.iter().all(|&n| n >= 1), "{split:?}");
+}
+
+/// The crash test with several processes: two processes of one group, each with its own
+/// identity and nothing but the bootstrap servers as Kafka configuration, are killed with
+/// SIGKILL at random moments and restarted at once; the outputs are exactly those of one
+/// uninterrupted run.
+#[test]
+fn exactly_once_with_two_processes_killed_at_random() {
+    let (broker, topics, _dir, pattern) = setup("eos2");
+    let (events, end_ts, want) = stream(4000, 13);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash points seed: {seed}");
+    let mut rng = Lcg(seed);
+    let args = |id: usize| -> Vec<String> {
+        vec![
+            "--guarantee".into(),
+            "exactly-once".into(),
+            "--transactional-id".into(),
+            format!("eos2-{id}"),
+            "--idleness".into(),
+            "60s".into(),
+        ]
+    };
+    let start = |id: usize| {
+        let a = args(id);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        start_pipeline(&broker, &topics, "eos2-group", &pattern, &a)
+    };
+    let mut children = vec![start(0), start(1)];
+    std::thread::sleep(Duration::from_secs(2));
+    let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(60));
+    let mut kills = 0;
+    while !producing.is_finished() || kills < 4 {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1700)));
+        let victim = rng.below(2) as usize;
+        children[victim].kill().unwrap();
+        children[victim].wait().unwrap();
+        children[victim] = start(victim);
+        kills += 1;
+    }
+    producing.join().unwrap();
+    eprintln!("killed {kills} times");
+    let last = children.pop().unwrap();
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "eos2-group",
+        children.pop().unwrap(),
+        &want,
+        6,
+        &format!("two processes, seed {seed}"),
+    );
+    stop(last);
+}
+
 /// `cep serve` registers the pattern files and creates the `[[pipeline]]` pipelines of its
 /// configuration file (the same spec as the REST API takes), and commits their last epoch when it
 /// stops.
@@ -1356,4 +1515,254 @@ fn rocksdb_state_backend_with_two_keys_in_memory() {
         assert!(counter("loaded") > 0, "nothing loaded in {}", log.display());
     }
     assert!(data.join("keyed-state").exists());
+}
+
+/// A Kafka pipeline in processing time (`"time": {"mode": "processing"}`), as `cep serve` runs
+/// it, on a manual clock: records are taken in arrival order at the clock's time (their own
+/// `ts` is not read), `within` counts wall-clock time, and matches and timeouts fire when the
+/// clock passes them. The broker is real; the clock, not sleeps, moves time.
+#[test]
+fn a_kafka_pipeline_in_processing_time() {
+    use cep_pipeline::running::{Environment, OutputFilter, Pipeline, PipelineRecord};
+    use cep_pipeline::{Clock, ManualClock};
+    use std::sync::Arc;
+
+    const T: i64 = 1_767_258_000_000;
+    let (broker, topics, dir, _) = setup("ptime");
+    let clock = Arc::new(ManualClock::new(T));
+    let env = Environment {
+        clock: clock.clone() as Arc<dyn Clock>,
+        ..Environment::in_memory(1000, dir.path().join("data"))
+    };
+    let compiled =
+        |v: Value| Arc::new(compile(&PatternSpec::from_json(&v.to_string()).unwrap()).unwrap());
+    let patterns = vec![
+        compiled(serde_json::from_str(PATTERN).unwrap()),
+        compiled(json!({"name": "paid", "within": "5s", "stages": [
+            {"name": "created", "where": "type == 'created'"},
+            {"name": "paid", "where": "type == 'paid'", "contiguity": "followed_by"}]})),
+    ];
+    let spec = cep_pipeline::parse(json!({
+        "name": "ptime",
+        "source": {"type": "kafka", "bootstrap": broker.bootstrap, "topics": [topics.input],
+                   "group": "ptime-group", "commit_interval": "200ms"},
+        "key_by": "user",
+        "time": {"mode": "processing"},
+        "sinks": [{"type": "kafka", "matches_topic": topics.matches,
+                   "timeouts_topic": topics.timeouts}, {"type": "recent"}]
+    }))
+    .unwrap();
+    let pipeline = Pipeline::start(
+        PipelineRecord {
+            spec,
+            paused: false,
+        },
+        patterns,
+        &env,
+    )
+    .unwrap();
+    let records = || {
+        pipeline.kafka_status().unwrap()["records"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(
+                Instant::now() < until,
+                "{what}: {:?}",
+                pipeline.kafka_status()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // `kind pattern key ms-after-T`, in the order of the output log.
+    let outputs = || -> Vec<String> {
+        pipeline
+            .recent(&OutputFilter::default(), 100)
+            .outputs
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} {} +{}",
+                    o["kind"].as_str().unwrap(),
+                    o["pattern"].as_str().unwrap(),
+                    o["key"].as_str().unwrap(),
+                    o["timestamp"].as_i64().unwrap() - T
+                )
+            })
+            .collect()
+    };
+    // The event times are nonsense on purpose: processing time does not read them.
+    let ev = |user: &str, ty: &str| json!({"user": user, "type": ty, "ts": 5});
+
+    // At T: three failures of `a`, an order `b` created, a failure of `c`.
+    produce(
+        &broker,
+        &topics,
+        &[
+            ev("a", "fail"),
+            ev("a", "fail"),
+            ev("a", "fail"),
+            ev("b", "created"),
+            ev("c", "fail"),
+        ],
+    );
+    wait_for("5 records taken", &|| records() >= 5);
+    // Records taken in the same millisecond as the watermark are stamped 1 ms after it: `a`'s
+    // third failure waits for the clock to move that millisecond.
+    assert!(
+        !outputs().iter().any(|o| o.starts_with("match")),
+        "{:?}",
+        outputs()
+    );
+    clock.advance(1);
+    wait_for("a's match", &|| !outputs().is_empty());
+    assert_eq!(outputs(), ["match login-failures a +1"]);
+
+    // 3 s later `c` fails twice more: 2 s after its first failure has passed, no match; that
+    // first run timed out 2 s after it started (at T or T + 1).
+    clock.advance(2_999);
+    produce(&broker, &topics, &[ev("c", "fail"), ev("c", "fail")]);
+    wait_for("7 records and c's first timeout", &|| {
+        records() >= 7 && outputs().len() >= 2
+    });
+    let first = outputs();
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(
+        first[1] == "timeout login-failures c +2000"
+            || first[1] == "timeout login-failures c +2001",
+        "{first:?}"
+    );
+    // `b` was not paid within 5 s of wall-clock time, and `c`'s runs from its second and third
+    // failures (at +3000 or +3001) last 2 s: all time out when the clock passes +5001.
+    clock.advance(2_002);
+    wait_for("b's and c's timeouts", &|| outputs().len() >= 5);
+    let all = outputs();
+    assert_eq!(all.len(), 5, "{all:?}");
+    let mut last = all[2..].to_vec();
+    last.sort();
+    assert!(
+        last[0].starts_with("timeout login-failures c +500")
+            && last[1].starts_with("timeout login-failures c +500"),
+        "{all:?}"
+    );
+    assert!(last[2].starts_with("timeout paid b +500"), "{all:?}");
+    pipeline.stop();
+}
+
+/// State bounds in a Kafka pipeline: a key idle for longer than `state.key_ttl` is dropped
+/// without a timeout, counted, and deleted from the changelog, so that a restart does not bring
+/// it back; a key within its TTL keeps its partial match across the restart.
+#[test]
+fn key_ttl_in_a_kafka_pipeline_survives_a_restart() {
+    use cep_pipeline::running::{Environment, OutputFilter, Pipeline, PipelineRecord};
+    use std::sync::Arc;
+
+    const T: i64 = 1_767_258_000_000;
+    let (broker, topics, dir, _) = setup("ttl");
+    let env = Environment::in_memory(1000, dir.path().join("data"));
+    let paid = Arc::new(
+        compile(
+            &PatternSpec::from_json(
+                &json!({"name": "paid", "stages": [
+                    {"name": "created", "where": "type == 'created'"},
+                    {"name": "paid", "where": "type == 'paid'", "contiguity": "followed_by"}]})
+                .to_string(),
+            )
+            .unwrap(),
+        )
+        .unwrap(),
+    );
+    let spec = cep_pipeline::parse(json!({
+        "name": "ttl",
+        "source": {"type": "kafka", "bootstrap": broker.bootstrap, "topics": [topics.input],
+                   "group": "ttl-group", "commit_interval": "200ms"},
+        "key_by": "user",
+        "state": {"key_ttl": "5s"},
+        "sinks": [{"type": "kafka", "matches_topic": topics.matches}, {"type": "recent"}]
+    }))
+    .unwrap();
+    let start = || {
+        Pipeline::start(
+            PipelineRecord {
+                spec: spec.clone(),
+                paused: false,
+            },
+            vec![paid.clone()],
+            &env,
+        )
+        .unwrap()
+    };
+    let ev = |user: &str, ty: &str, ts: i64| json!({"user": user, "type": ty, "ts": ts});
+    // Events of 64 other users at `ts`: every partition has a record, so the watermark moves.
+    let fillers =
+        |ts: i64| -> Vec<Value> { (0..64).map(|i| ev(&format!("f{i}"), "noise", ts)).collect() };
+    let status = |p: &Pipeline| p.kafka_status().unwrap();
+    let wait_for = |p: &Pipeline, what: &str, done: &dyn Fn(&Value) -> bool| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !done(&status(p)) {
+            assert!(Instant::now() < until, "{what}: {}", status(p));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let all_committed = |s: &Value| {
+        s["partitions"].as_array().is_some_and(|parts| {
+            parts.len() == 4
+                && parts
+                    .iter()
+                    .all(|p| p["end"].as_i64().is_some() && p["committed"] == p["end"])
+        })
+    };
+    let first = start();
+    let mut events = vec![ev("o1", "created", T)];
+    events.extend(fillers(T + 1_000));
+    events.push(ev("o2", "created", T + 10_000));
+    events.extend(fillers(T + 10_000));
+    produce(&broker, &topics, &events);
+    // o1's latest event is 10 s behind the watermark: dropped, without a timeout.
+    wait_for(&first, "o1 expired", &|s| {
+        s["records"].as_u64() >= Some(130) && first.stats()["expired_keys"].as_u64() == Some(1)
+    });
+    // The expiry came with the watermark of the last records: committed with them.
+    wait_for(&first, "every record committed", &all_committed);
+    first.stop();
+    drop(first);
+
+    // The restarted pipeline restores o2's partial match, not o1's.
+    let second = start();
+    let mut events = vec![ev("o1", "paid", T + 10_100), ev("o2", "paid", T + 10_100)];
+    events.extend(fillers(T + 20_000));
+    produce(&broker, &topics, &events);
+    let outputs = || -> Vec<String> {
+        second
+            .recent(&OutputFilter::default(), 100)
+            .outputs
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} {}",
+                    o["kind"].as_str().unwrap(),
+                    o["pattern"].as_str().unwrap(),
+                    o["key"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    wait_for(&second, "the second run's records", &|s| {
+        s["records"].as_u64() >= Some(66)
+    });
+    let until = Instant::now() + Duration::from_secs(30);
+    while outputs().is_empty() {
+        assert!(Instant::now() < until, "no output: {}", status(&second));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every record of the second run committed, with its outputs: nothing more comes.
+    wait_for(&second, "every record committed", &|s| {
+        s["records"].as_u64() >= Some(66) && all_committed(s)
+    });
+    assert_eq!(outputs(), ["match paid o2"]);
+    second.stop();
 }

@@ -30,17 +30,18 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{CompiledPattern, EngineConfig, JsonEngine, Output};
+use cep_patterns::{CompiledPattern, EngineConfig, JsonEngine, Output, StateBounds};
 use cep_runtime::kafka::{
-    output_id, parse_json_object, rdkafka, DeadLetter, KafkaSink, KafkaSource, SinkConfig,
-    SourceConfig, SourceRecord,
+    output_id, parse_json_object, rdkafka, AssignmentChange, DeadLetter, KafkaSink, KafkaSource,
+    SinkConfig, SourceConfig, SourceRecord,
 };
+use cep_runtime::{Clock, SystemClock};
 use serde_json::{json, Value};
 
 use crate::running::{Environment, Outputs};
 use crate::spec::{
     Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PipelineSpec, SourceSpec, StateBackend,
-    KAFKA_TIMESTAMP_FIELD,
+    TimeMode, KAFKA_TIMESTAMP_FIELD,
 };
 
 /// The default transactional id of a pipeline's Kafka sink: one per consumer group.
@@ -85,6 +86,11 @@ pub struct KafkaStatus {
     pub epochs: u64,
     /// Restores from the changelog (assignments).
     pub restores: u64,
+    /// Incremental rebalances that added partitions (their state restored, the others kept
+    /// running), and that took partitions away (committed, then handed over).
+    pub partitions_added: u64,
+    /// See `partitions_added`.
+    pub partitions_revoked: u64,
     /// When the last epoch was committed (ms since the epoch).
     pub last_commit_ms: Option<i64>,
     /// This process's identity in the group.
@@ -124,6 +130,7 @@ impl KafkaStatus {
             "outputs": self.outputs,
             "epochs": self.epochs,
             "restores": self.restores,
+            "rebalances": {"added": self.partitions_added, "revoked": self.partitions_revoked},
             "last_commit_ms": self.last_commit_ms,
         })
     }
@@ -146,6 +153,8 @@ pub struct Hooks {
     pub patterns: Arc<Mutex<(Vec<Arc<CompiledPattern>>, bool)>>,
     /// Questions about keys.
     pub questions: Arc<Mutex<mpsc::Receiver<KeyQuestion>>>,
+    /// The service's clock (processing time).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A Kafka pipeline running on its own thread inside `cep serve`. A failure is reported in its
@@ -181,6 +190,7 @@ impl KafkaHandle {
             })),
             patterns: Arc::new(Mutex::new((patterns.clone(), false))),
             questions: Arc::new(Mutex::new(questions)),
+            clock: env.clock.clone(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let data_dir = env.data_dir.join("kafka").join(&spec.name);
@@ -309,6 +319,9 @@ struct Counters {
     outputs: u64,
     epochs: u64,
     restores: u64,
+    /// Incremental rebalances: partitions added, partitions revoked.
+    added: u64,
+    revoked: u64,
     /// Keys moved from memory to RocksDB, and back.
     evicted: u64,
     loaded: u64,
@@ -320,6 +333,8 @@ type Part = (String, i32);
 /// A Kafka-in, Kafka-out pipeline (see the module's documentation).
 pub struct KafkaPipeline {
     name: String,
+    /// In processing time (`time.mode`), the clock that stamps records and moves the watermark.
+    processing: Option<Arc<dyn Clock>>,
     patterns: Vec<Arc<CompiledPattern>>,
     config: EngineConfig,
     engine: JsonEngine,
@@ -356,6 +371,8 @@ pub struct KafkaPipeline {
     committed: HashMap<Part, i64>,
     /// See [`JsonEngine::set_max_future`].
     max_future: Option<i64>,
+    /// The spec's `state` bounds.
+    bounds: StateBounds,
     /// Per partition, its end offset when last asked (for the lag), and when that was.
     ends: HashMap<Part, i64>,
     ends_read: Option<Instant>,
@@ -416,7 +433,8 @@ impl KafkaPipeline {
         // watermarks with `advance_watermark`.
         config.out_of_orderness_ms = i64::MAX;
         let max_future = spec.watermark.max_future.map(|d| d.0);
-        let engine = new_engine(&config, &patterns, max_future)?;
+        let bounds = spec.state.bounds();
+        let engine = new_engine(&config, &patterns, max_future, bounds)?;
 
         let instance_id = match source_spec.membership {
             Membership::Static => instance_id(source_spec, spec.kafka_sink()),
@@ -446,6 +464,9 @@ impl KafkaPipeline {
         source_config.idleness_ms = spec.watermark.idleness.map(|d| d.0);
         source_config.options = source_options;
         let source = source_config.build()?;
+        // With a cooperative assignor (`partition.assignment.strategy=cooperative-sticky`, set
+        // by the user) partitions are revoked only after their epoch is committed (`revoke`).
+        source.defer_revokes(true);
 
         let changelog = Changelog {
             topic: source_spec
@@ -486,8 +507,13 @@ impl KafkaPipeline {
             status.error = None;
             status.instance_id = instance_id.clone();
         }
+        let processing = (spec.time.mode == TimeMode::Processing).then(|| match &hooks {
+            Some(h) => h.clock.clone(),
+            None => Arc::new(SystemClock) as Arc<dyn Clock>,
+        });
         Ok(KafkaPipeline {
             name: spec.name.clone(),
+            processing,
             patterns,
             config,
             engine,
@@ -514,6 +540,7 @@ impl KafkaPipeline {
             ends: HashMap::new(),
             ends_read: None,
             max_future,
+            bounds,
         })
     }
 
@@ -529,12 +556,32 @@ impl KafkaPipeline {
         let mut dirty = false;
         while !stop.load(Ordering::SeqCst) {
             let polled = self.source.poll(Duration::from_millis(50));
-            if let Some(parts) = self.source.take_assignment() {
-                self.restore(parts)?;
+            let mut revoking = Vec::new();
+            while let Some(change) = self.source.take_assignment() {
+                match change {
+                    AssignmentChange::Whole(parts) => {
+                        self.restore(parts)?;
+                        last_commit = Instant::now();
+                        dirty = false;
+                    }
+                    AssignmentChange::Added(parts) => self.restore_added(parts)?,
+                    AssignmentChange::Revoking(parts) => revoking.extend(parts),
+                }
+            }
+            self.serve_hooks()?;
+            let polled = match polled {
+                // A record polled with the revoke belongs to a partition still assigned.
+                Ok(Some(record)) if !revoking.is_empty() => {
+                    self.handle(record)?;
+                    Ok(None)
+                }
+                other => other,
+            };
+            if !revoking.is_empty() {
+                self.revoke(&revoking)?;
                 last_commit = Instant::now();
                 dirty = false;
             }
-            self.serve_hooks()?;
             match polled {
                 Ok(Some(record)) => {
                     self.handle(record)?;
@@ -551,7 +598,12 @@ impl KafkaPipeline {
                 }
                 Err(e) => return Err(e.into()),
             }
-            if let Some(wm) = self.source.watermark() {
+            let watermark = match &self.processing {
+                // Processing time: the clock, not the partitions, moves the watermark.
+                Some(clock) => Some(clock.now()).filter(|&now| now > self.engine.watermark()),
+                None => self.source.watermark(),
+            };
+            if let Some(wm) = watermark {
                 if let Some(spill) = &mut self.spill {
                     for key in spill.load_due(&mut self.engine, wm)? {
                         self.used.insert(key, self.epoch);
@@ -686,6 +738,8 @@ impl KafkaPipeline {
         status.outputs = self.counters.outputs;
         status.epochs = self.counters.epochs;
         status.restores = self.counters.restores;
+        status.partitions_added = self.counters.added;
+        status.partitions_revoked = self.counters.revoked;
     }
 
     /// Starts over on `parts` from the last checkpoint: what was not committed is dropped (the
@@ -701,7 +755,7 @@ impl KafkaPipeline {
         }
         self.outs.clear();
         self.recent.clear();
-        self.engine = new_engine(&self.config, &self.patterns, self.max_future)?;
+        self.engine = new_engine(&self.config, &self.patterns, self.max_future, self.bounds)?;
         self.homes.clear();
         self.start.clear();
         self.touched.clear();
@@ -764,6 +818,116 @@ impl KafkaPipeline {
         Ok(())
     }
 
+    /// Incremental rebalancing: partitions added to those this process goes on with. Their
+    /// keys' state is read from the changelog into the running engine (nothing else is rebuilt,
+    /// nothing aborted) and each is read from its committed offset. The engine's watermark stays
+    /// where it is: an added partition's records at or below it are late.
+    fn restore_added(&mut self, parts: Vec<Part>) -> anyhow::Result<()> {
+        let begun = Instant::now();
+        let restored = self.changelog.read(&parts)?;
+        // The engine's watermark cannot go back. If it is past where an added partition's
+        // previous owner had got (its last marker), records of that partition the previous owner
+        // would have matched would be late here: then start over on every partition, from the
+        // lowest watermark, as a whole assignment does (the partitions kept are read again from
+        // their committed offsets). A process joining a group only gives partitions up: this is
+        // for a process that takes over from one that left.
+        let watermark = self.engine.watermark();
+        let behind = watermark > i64::MIN
+            && restored.iter().any(|(_, state)| {
+                state
+                    .marker
+                    .as_ref()
+                    .is_none_or(|m| m.watermark < watermark)
+            });
+        if behind {
+            let all = self.source.assigned().to_vec();
+            let kept: Vec<Part> = all.iter().filter(|p| !parts.contains(p)).cloned().collect();
+            tracing::info!(
+                "added {parts:?}: behind this process's watermark {watermark}; starting over on \
+                 all partitions"
+            );
+            self.source.rewind(&kept)?;
+            return self.restore(all);
+        }
+        let mut keys = 0;
+        for (part, state) in restored {
+            self.start.remove(&part);
+            if let Some(m) = &state.marker {
+                self.start.insert(part.clone(), m.offset);
+                if let Some(ts) = m.max_ts {
+                    self.source.watermarks().seed(&part, ts);
+                }
+            }
+            for (key, snapshot) in state.keys {
+                if let Some(spill) = &mut self.spill {
+                    spill.load(&mut self.engine, &key)?;
+                }
+                self.engine
+                    .restore_key(&key, &snapshot)
+                    .map_err(|e| anyhow::anyhow!("changelog {}: {e}", self.changelog.topic))?;
+                if let Some(spill) = &mut self.spill {
+                    spill.put(&key, Some(&snapshot))?;
+                }
+                self.used.insert(key.clone(), self.epoch);
+                self.homes.insert(key, part.clone());
+                keys += 1;
+            }
+            self.assigned.insert(part);
+        }
+        // A restored key the engine counts as changed is written to the changelog again at the
+        // next checkpoint, with its partition's marker: the same state, so no harm.
+        self.counters.added += 1;
+        self.report();
+        tracing::info!(
+            "added {parts:?}: restored {keys} keys in {:?}; kept the others running",
+            begun.elapsed()
+        );
+        Ok(())
+    }
+
+    /// Incremental rebalancing: partitions taken away. Everything done so far (with them and with
+    /// the others) is committed as one epoch, their keys leave the engine, and only then are they
+    /// given up, so that their next owner starts exactly where this process stopped. The other
+    /// partitions go on without a restore.
+    fn revoke(&mut self, parts: &[Part]) -> anyhow::Result<()> {
+        let begun = Instant::now();
+        self.send_outputs()?;
+        self.checkpoint(false)?;
+        let gone: Vec<String> = self
+            .homes
+            .iter()
+            .filter(|(_, home)| parts.contains(home))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &gone {
+            self.engine.remove_key(key);
+            self.homes.remove(key);
+            self.used.remove(key);
+            if let Some(spill) = &mut self.spill {
+                spill.forget(key)?;
+            }
+        }
+        self.engine.take_changed();
+        for part in parts {
+            self.assigned.remove(part);
+            self.start.remove(part);
+            self.touched.remove(part);
+            self.committed.remove(part);
+            self.ends.remove(part);
+        }
+        self.moved.retain(|(part, _)| !parts.contains(part));
+        self.source.finish_revoke(parts)?;
+        self.counters.revoked += 1;
+        self.report();
+        tracing::info!(
+            "revoked {parts:?}: committed, {} keys handed over in {:?}; kept {:?} running",
+            gone.len(),
+            begun.elapsed(),
+            self.assigned.iter().collect::<Vec<_>>()
+        );
+        Ok(())
+    }
+
     fn handle(&mut self, record: SourceRecord) -> anyhow::Result<()> {
         let part = (record.topic.clone(), record.partition);
         if !self.assigned.contains(&part) {
@@ -786,11 +950,19 @@ impl KafkaPipeline {
                 }
                 v
             })
-            .and_then(|v| {
-                self.engine
+            .and_then(|v| match &self.processing {
+                // Processing time: the record's time is the clock's when it is taken (1 ms after
+                // the watermark if the clock has not moved past it).
+                Some(clock) => {
+                    let key = self.engine.key_of(&v).map_err(|e| e.message)?;
+                    let ts = clock.now().max(self.engine.watermark().saturating_add(1));
+                    Ok((v, key, ts))
+                }
+                None => self
+                    .engine
                     .key_and_time(&v)
                     .map(|(key, ts)| (v, key, ts))
-                    .map_err(|e| e.message)
+                    .map_err(|e| e.message),
             });
         match read {
             Ok((value, key, ts)) => {
@@ -815,7 +987,15 @@ impl KafkaPipeline {
                     }
                     self.used.insert(key.clone(), self.epoch);
                 }
-                match self.engine.push(value, &mut self.outs) {
+                let pushed = match &self.processing {
+                    Some(_) => {
+                        self.engine
+                            .push_keyed(key.clone(), ts, &value, &mut self.outs);
+                        Ok(())
+                    }
+                    None => self.engine.push(value, &mut self.outs),
+                };
+                match pushed {
                     Ok(()) => {
                         if let Some(h) = &self.hooks {
                             h.outputs.counters.events_in.fetch_add(1, Ordering::Relaxed);
@@ -992,10 +1172,14 @@ fn new_engine(
     config: &EngineConfig,
     patterns: &[Arc<CompiledPattern>],
     max_future: Option<i64>,
+    bounds: StateBounds,
 ) -> anyhow::Result<JsonEngine> {
     let mut engine =
         JsonEngine::new(config.clone(), patterns.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.set_max_future(max_future);
+    // Keys and partial matches the bounds drop count as changed: the checkpoint deletes them
+    // from the changelog too.
+    engine.set_bounds(bounds);
     engine.track_changes(true);
     Ok(engine)
 }
@@ -1154,6 +1338,14 @@ impl Spill {
             self.by_due.insert((due, key.to_string()));
         }
         Ok(true)
+    }
+
+    /// Forgets `key` (its partition went to another process).
+    fn forget(&mut self, key: &str) -> anyhow::Result<()> {
+        if let Some(due) = self.evicted.remove(key) {
+            self.by_due.remove(&(due, key.to_string()));
+        }
+        self.put(key, None)
     }
 
     /// Brings `key` back into memory if it was evicted; true if it was.

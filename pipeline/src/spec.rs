@@ -1035,15 +1035,10 @@ impl PipelineSpec {
         }
         if self.time.mode == TimeMode::Processing {
             match self.source {
-                SourceSpec::Http => {}
-                SourceSpec::Kafka(_) => errors.push(SpecError::new(
-                    "time.mode",
-                    "processing time is available to http sources for now (a Kafka pipeline's \
-                     checkpoints replay in event time)",
-                )),
+                SourceSpec::Http | SourceSpec::Kafka(_) => {}
                 SourceSpec::File { .. } => errors.push(SpecError::new(
                     "time.mode",
-                    "a file is replayed in event time: processing time is for live http sources",
+                    "a file is replayed in event time: processing time is for live sources (http, kafka)",
                 )),
             }
             if self.watermark.out_of_orderness.0 != 0 {
@@ -1100,21 +1095,19 @@ impl PipelineSpec {
         if self.state.key_ttl.is_some_and(|d| d.0 <= 0) {
             errors.push(SpecError::new("state.key_ttl", "must be positive"));
         }
-        if kafka_source {
-            // A Kafka pipeline's changelog and spill follow every key it homes; bounds that drop
-            // keys behind their back are not wired to them yet.
+        if kafka_source && self.state.backend == StateBackend::Rocksdb {
+            // Keys the RocksDB backend keeps on disk are out of the engine's sight: it can
+            // neither count nor expire them.
             for (set, path) in [
-                (
-                    self.state.max_partial_matches.is_some(),
-                    "state.max_partial_matches",
-                ),
                 (self.state.max_keys.is_some(), "state.max_keys"),
                 (self.state.key_ttl.is_some(), "state.key_ttl"),
             ] {
                 if set {
                     errors.push(SpecError::new(
                         path,
-                        "state bounds are available to HTTP and file sources, not yet to Kafka sources",
+                        "not with the rocksdb state backend of a Kafka pipeline (keys kept on disk \
+                         are neither counted nor expired; max_keys_in_memory bounds memory): use \
+                         the memory backend, or max_partial_matches",
                     ));
                 }
             }
@@ -1272,12 +1265,17 @@ mod tests {
                 "state.key_ttl"
             ]
         );
+        // A Kafka pipeline takes them with the memory backend; with RocksDB, keys on disk are out
+        // of the engine's sight: only max_partial_matches.
+        let kafka = json!({"type": "kafka", "bootstrap": "b:9092", "topics": ["t"], "group": "g"});
+        let on_kafka = parse(json!({"source": kafka,
+            "state": {"max_partial_matches": 5, "max_keys": 10, "key_ttl": "1h"}}))
+        .unwrap();
+        assert_eq!(on_kafka.state.bounds().max_keys, Some(10));
         assert_eq!(
-            paths(
-                json!({"source": {"type": "kafka", "bootstrap": "b:9092", "topics": ["t"], "group": "g"},
-                         "state": {"key_ttl": "1h"}})
-            ),
-            ["state.key_ttl"]
+            paths(json!({"source": kafka, "state": {"backend": "rocksdb",
+                "max_partial_matches": 5, "max_keys": 10, "key_ttl": "1h"}})),
+            ["state.max_keys", "state.key_ttl"]
         );
     }
 

@@ -239,7 +239,10 @@ fn a_window_pipeline_replays_its_log_after_a_restart() {
         )]
     };
     let evs: Vec<String> = (0..400)
-        .map(|i| json!({"key": format!("s{}", i % 3), "ts": 1000 + 50 * i, "v": (i * 7) % 11}).to_string())
+        .map(|i| {
+            json!({"key": format!("s{}", i % 3), "ts": 1000 + 50 * i, "v": (i * 7) % 11})
+                .to_string()
+        })
         .collect();
     let chunks: Vec<&[String]> = evs.chunks(40).collect();
     let start = |env: &Environment| {

@@ -181,6 +181,21 @@ async fn patterns_page_validates_as_you_type_draws_the_automaton_and_registers()
     let mut registered = login_failures();
     registered["version"] = json!(1);
     assert_eq!(stored, registered);
+    // The service's version is shown, not put into the definition being edited.
+    browser
+        .wait_for(
+            "the version in the title",
+            "return document.getElementById('pattern-title').textContent.includes('(version 1)')",
+            json!([]),
+        )
+        .await;
+    let text = browser
+        .execute(
+            "return document.getElementById('pattern-editor').value",
+            json!([]),
+        )
+        .await;
+    assert!(!text.as_str().unwrap().contains("version"), "{text}");
 
     // Delete shows the pipelines that use the pattern, and the API refuses it.
     let (status, _) = service

@@ -22,7 +22,8 @@ pub mod source;
 pub use config::{SinkConfig, SourceConfig};
 pub use sink::{output_id, DeadLetter, KafkaSink, OUTPUT_ID_HEADER};
 pub use source::{
-    decode_json, parse_json_object, KafkaSource, PartitionWatermarks, SourceRecord, TimeSource,
+    decode_json, parse_json_object, AssignmentChange, KafkaSource, PartitionWatermarks,
+    SourceRecord, TimeSource,
 };
 
 /// The client library, re-exported so that users (and tests) name the same types: offsets lists,

@@ -8,16 +8,17 @@
 //! record must never stop a pipeline). [`KafkaSource::watermark`] returns the combined watermark
 //! whenever it advances; call it after every poll.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, RebalanceProtocol,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::Value;
 
@@ -207,6 +208,18 @@ impl PartitionWatermarks {
         self.holder = WatermarkHolder::new(partitions.len());
     }
 
+    /// Seeds an assigned partition's generator with the highest event time of a checkpoint (a
+    /// partition added by an incremental rebalance, restored from its previous owner's state).
+    pub fn seed(&mut self, partition: &(String, i32), max_timestamp: Timestamp) {
+        if let Some(&i) = self.index.get(partition) {
+            let c = &mut self.clocks[i];
+            if max_timestamp > c.max_timestamp {
+                c.max_timestamp = max_timestamp;
+                c.generator.on_event(&(), max_timestamp);
+            }
+        }
+    }
+
     /// The assigned partitions.
     pub fn partitions(&self) -> &[(String, i32)] {
         &self.partitions
@@ -273,19 +286,99 @@ impl PartitionWatermarks {
     }
 }
 
+/// A change of the assigned partitions, as [`KafkaSource::take_assignment`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AssignmentChange {
+    /// Start over on these partitions, the whole assignment (the first assignment, an eager
+    /// rebalance, partitions lost): each is read again from the group's committed offset.
+    Whole(Vec<(String, i32)>),
+    /// Incremental rebalancing (`cooperative-sticky`): these partitions were added, read from
+    /// their committed offsets; the others go on where they are.
+    Added(Vec<(String, i32)>),
+    /// Incremental rebalancing, with [`KafkaSource::defer_revokes`]: these partitions are being
+    /// taken away. They stay assigned until [`KafkaSource::finish_revoke`], so that the caller
+    /// can commit what it did with them first.
+    Revoking(Vec<(String, i32)>),
+}
+
+/// What the rebalance callback saw, for [`KafkaSource::poll`] to turn into changes.
+#[derive(Debug)]
+enum Rebalanced {
+    Whole,
+    Added(Vec<(String, i32)>),
+    Revoking(Vec<(String, i32)>),
+}
+
+fn parts_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    let mut parts: Vec<(String, i32)> = tpl
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    parts.sort();
+    parts
+}
+
 struct SourceContext {
-    rebalanced: Arc<AtomicBool>,
+    events: Arc<Mutex<Vec<Rebalanced>>>,
+    defer_revokes: Arc<AtomicBool>,
+}
+
+impl SourceContext {
+    fn push(&self, event: Rebalanced) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+    }
 }
 
 impl ClientContext for SourceContext {}
 
 impl ConsumerContext for SourceContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(_) | Rebalance::Revoke(_) => {
-                self.rebalanced.store(true, Ordering::SeqCst)
+    /// librdkafka's rebalance callback (inside `poll`). Eager: the whole assignment changes.
+    /// Cooperative: partitions are added, or revoked; a revoke is left pending when the owner
+    /// defers revokes (it commits them, then calls `incremental_unassign` itself), unless the
+    /// partitions are already lost (then their work since the last commit is redone by their new
+    /// owner, and this source starts over).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if cooperative => {
+                self.push(Rebalanced::Added(parts_of(tpl)));
+                consumer.incremental_assign(tpl)
             }
-            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.push(Rebalanced::Whole);
+                consumer.assign(tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+                if self.defer_revokes.load(Ordering::SeqCst) && !consumer.assignment_lost() {
+                    self.push(Rebalanced::Revoking(parts_of(tpl)));
+                    Ok(())
+                } else {
+                    self.push(Rebalanced::Whole);
+                    consumer.incremental_unassign(tpl)
+                }
+            }
+            other => {
+                if other != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    tracing::warn!("rebalance error: {other:?}");
+                }
+                self.push(Rebalanced::Whole);
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = done {
+            tracing::warn!("rebalance: {e}");
         }
     }
 }
@@ -295,11 +388,15 @@ pub struct KafkaSource {
     consumer: BaseConsumer<SourceContext>,
     config: SourceConfig,
     watermarks: PartitionWatermarks,
-    rebalanced: Arc<AtomicBool>,
+    /// What the rebalance callback saw since the last poll.
+    events: Arc<Mutex<Vec<Rebalanced>>>,
+    defer_revokes: Arc<AtomicBool>,
     processed: BTreeMap<(String, i32), i64>,
     subscribed: bool,
-    /// The assignment after a rebalance, until taken by [`KafkaSource::take_assignment`].
-    new_assignment: Option<Vec<(String, i32)>>,
+    /// The assigned partitions, sorted.
+    assigned: Vec<(String, i32)>,
+    /// Changes of the assignment, until taken by [`KafkaSource::take_assignment`].
+    changes: VecDeque<AssignmentChange>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -311,13 +408,24 @@ impl std::fmt::Debug for KafkaSource {
     }
 }
 
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // Closing the consumer revokes what it holds (a dynamic member): nothing is left to
+        // commit, and nobody would finish a deferred revoke.
+        self.defer_revokes.store(false, Ordering::SeqCst);
+    }
+}
+
 impl KafkaSource {
     pub(crate) fn new(config: SourceConfig, clock: Arc<dyn Clock>) -> Result<Self> {
-        let rebalanced = Arc::new(AtomicBool::new(true));
+        // The first poll reports the (empty) assignment: the caller starts from a known state.
+        let events = Arc::new(Mutex::new(vec![Rebalanced::Whole]));
+        let defer_revokes = Arc::new(AtomicBool::new(false));
         let consumer: BaseConsumer<SourceContext> = config
             .client_config()
             .create_with_context(SourceContext {
-                rebalanced: rebalanced.clone(),
+                events: events.clone(),
+                defer_revokes: defer_revokes.clone(),
             })
             .map_err(|e| Error::client("creating the consumer", e))?;
         let watermarks =
@@ -326,10 +434,12 @@ impl KafkaSource {
             consumer,
             config,
             watermarks,
-            rebalanced,
+            events,
+            defer_revokes,
             processed: BTreeMap::new(),
             subscribed: false,
-            new_assignment: None,
+            assigned: Vec::new(),
+            changes: VecDeque::new(),
         })
     }
 
@@ -385,31 +495,139 @@ impl KafkaSource {
     }
 
     fn refresh_assignment(&mut self) -> Result<()> {
-        if !self.rebalanced.swap(false, Ordering::SeqCst) {
-            return Ok(());
-        }
-        let tpl = self
-            .consumer
-            .assignment()
-            .map_err(|e| Error::client("reading the assignment", e))?;
-        let mut parts: Vec<(String, i32)> = tpl
-            .elements()
+        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
+        let next_is_whole: Vec<bool> = events
             .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
+            .skip(1)
+            .map(|e| matches!(e, Rebalanced::Whole))
+            .chain([false])
             .collect();
-        parts.sort();
-        tracing::info!("assigned partitions: {parts:?}");
-        self.processed.retain(|p, _| parts.contains(p));
-        self.watermarks.assign(&parts);
-        self.new_assignment = Some(parts);
+        for (event, skip) in events.into_iter().zip(next_is_whole) {
+            match event {
+                // An eager rebalance revokes everything, then assigns: both read the assignment
+                // as it is now, once is enough.
+                Rebalanced::Whole if skip => {}
+                Rebalanced::Whole => {
+                    let tpl = self
+                        .consumer
+                        .assignment()
+                        .map_err(|e| Error::client("reading the assignment", e))?;
+                    let parts = parts_of(&tpl);
+                    tracing::info!("assigned partitions: {parts:?}");
+                    self.set_assigned(parts.clone());
+                    self.changes.push_back(AssignmentChange::Whole(parts));
+                }
+                Rebalanced::Added(added) if self.assigned.is_empty() => {
+                    tracing::info!("assigned partitions: {added:?}");
+                    self.set_assigned(added.clone());
+                    self.changes.push_back(AssignmentChange::Whole(added));
+                }
+                Rebalanced::Added(added) => {
+                    let mut parts = self.assigned.clone();
+                    parts.extend(added.iter().cloned());
+                    parts.sort();
+                    parts.dedup();
+                    tracing::info!("partitions added: {added:?}, assigned: {parts:?}");
+                    self.set_assigned(parts);
+                    self.changes.push_back(AssignmentChange::Added(added));
+                }
+                Rebalanced::Revoking(parts) => {
+                    tracing::info!("partitions being revoked: {parts:?}");
+                    self.changes.push_back(AssignmentChange::Revoking(parts));
+                }
+            }
+        }
         Ok(())
     }
 
-    /// The assigned partitions if they changed since the last call (a rebalance; the first
-    /// assignment too). After a rebalance, each partition is read again from the group's committed
-    /// offset.
-    pub fn take_assignment(&mut self) -> Option<Vec<(String, i32)>> {
-        self.new_assignment.take()
+    fn set_assigned(&mut self, parts: Vec<(String, i32)>) {
+        self.processed.retain(|p, _| parts.contains(p));
+        self.watermarks.assign(&parts);
+        self.assigned = parts;
+    }
+
+    /// The next change of the assigned partitions (a rebalance; the first assignment too), if
+    /// any. After [`AssignmentChange::Whole`], each partition is read again from the group's
+    /// committed offset.
+    pub fn take_assignment(&mut self) -> Option<AssignmentChange> {
+        self.changes.pop_front()
+    }
+
+    /// With incremental rebalancing, leave revoked partitions assigned until
+    /// [`finish_revoke`](Self::finish_revoke) (see [`AssignmentChange::Revoking`]).
+    pub fn defer_revokes(&self, defer: bool) {
+        self.defer_revokes.store(defer, Ordering::SeqCst);
+    }
+
+    /// Gives up partitions reported as [`AssignmentChange::Revoking`] (their work committed):
+    /// the rebalance goes on.
+    pub fn finish_revoke(&mut self, parts: &[(String, i32)]) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in parts {
+            tpl.add_partition(topic, *partition);
+        }
+        self.consumer
+            .incremental_unassign(&tpl)
+            .map_err(|e| Error::client("giving up revoked partitions", e))?;
+        let kept: Vec<(String, i32)> = self
+            .assigned
+            .iter()
+            .filter(|p| !parts.contains(p))
+            .cloned()
+            .collect();
+        tracing::info!("partitions revoked: {parts:?}, assigned: {kept:?}");
+        self.set_assigned(kept);
+        Ok(())
+    }
+
+    /// Reads `parts` (assigned and being fetched) again from the group's committed offsets, as
+    /// a new assignment would (where none is committed, from `auto_offset_reset`); what was
+    /// processed of them since is forgotten. For a caller that starts over without a rebalance.
+    pub fn rewind(&mut self, parts: &[(String, i32)]) -> Result<()> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in parts {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(30))
+            .map_err(|e| Error::client("reading the committed offsets", e))?;
+        let mut seek = TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ if self.config.auto_offset_reset == "latest" => Offset::End,
+                _ => Offset::Beginning,
+            };
+            seek.add_partition_offset(e.topic(), e.partition(), offset)
+                .map_err(|e| Error::client("building the offset list", e))?;
+        }
+        let done = self
+            .consumer
+            .seek_partitions(seek, Duration::from_secs(30))
+            .map_err(|e| Error::client("seeking to the committed offsets", e))?;
+        for e in done.elements() {
+            if let Err(err) = e.error() {
+                return Err(Error::client(
+                    format!(
+                        "seeking {}/{} to its committed offset",
+                        e.topic(),
+                        e.partition()
+                    ),
+                    err,
+                ));
+            }
+        }
+        self.processed.retain(|p, _| !parts.contains(p));
+        Ok(())
+    }
+
+    /// The assigned partitions, sorted.
+    pub fn assigned(&self) -> &[(String, i32)] {
+        &self.assigned
     }
 
     /// Forgets the processed offsets (the pipeline starts over from committed offsets).
