@@ -27,7 +27,9 @@ pub struct BenchArgs {
     /// The workload's pattern: login_fail (3 consecutive failures within 2 s), seq_fby (A, B, C
     /// within 10 s), oneormore (A, one or more B, C within 6 s), timeout (A then B within 3 s),
     /// not_fby (A, no B, then C within 6 s) or iterative (A, B events valued above A's, then a C
-    /// below their average, within 10 s).
+    /// below their average, within 10 s). `hold` measures memory: each of `--keys` keys gets one
+    /// failure (login_fail with a 1 h window), so every key holds one partial match, and the
+    /// resident memory they add is reported per partial match (`--events` is not used).
     #[arg(long)]
     pub workload: String,
     /// Number of events.
@@ -71,6 +73,113 @@ const WORKLOADS: [&str; 6] = [
     "not_fby",
     "iterative",
 ];
+
+/// The memory workload's pattern: login_fail held for an hour.
+const HOLD_JSON: &str = r#"{
+  "name": "hold",
+  "within": "1h",
+  "after_match": "skip_past_last_event",
+  "stages": [
+    { "name": "fail", "where": "type == 'fail'", "times": 3, "consecutive": true }
+  ]
+}"#;
+
+/// The resident set size of this process now (`VmRSS`), in bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// What the memory workload measured.
+struct Held {
+    partial_matches: usize,
+    keys: usize,
+    /// Resident memory added by the keys' state.
+    bytes: u64,
+    /// The events' text kept by the partial matches (JSON), in bytes.
+    text: u64,
+}
+
+/// `hold`, typed: key `i` gets one failure at time `i`; the watermark passes every event, so
+/// each key holds one partial match (nothing times out within the hour).
+fn hold_typed(keys: u64) -> Held {
+    let nfa = Pattern::begin_with_skip("fail", AfterMatchSkip::SkipPastLastEvent)
+        .where_(is("fail"))
+        .times(3)
+        .consecutive()
+        .within(secs(3600))
+        .compile("hold")
+        .expect("a valid pattern");
+    let mut op: CepOperator<u64, Ev> = CepOperator::new(vec![Arc::new(nfa)]);
+    let mut out = Vec::new();
+    let before = rss_bytes();
+    for i in 0..keys {
+        let e = Ev {
+            id: i,
+            key: i,
+            ts: i as i64,
+            kind: "fail",
+            value: (i % 100) as f64,
+        };
+        op.process_element(i, e, i as i64, &mut out);
+        op.advance_watermark(i as i64 - 1, &mut out);
+    }
+    op.advance_watermark(keys as i64, &mut out);
+    let bytes = rss_bytes().saturating_sub(before);
+    let stats = op.stats();
+    assert!(out.is_empty(), "nothing matches or times out");
+    Held {
+        partial_matches: stats.partial_matches,
+        keys: stats.keys,
+        bytes,
+        text: 0,
+    }
+}
+
+/// `hold`, JSON: the same through `JsonEngine`, one line per key as `cep run` reads it.
+fn hold_json(keys: u64) -> Held {
+    let spec = PatternSpec::from_json(HOLD_JSON).expect("a valid pattern");
+    let pattern = Arc::new(compile(&spec).expect("a valid pattern"));
+    let config = EngineConfig {
+        key_by: "key".into(),
+        time_field: "ts".into(),
+        time_format: TimeFormat::EpochMs,
+        out_of_orderness_ms: 0,
+    };
+    let mut engine = JsonEngine::new(config, vec![pattern]).expect("a valid engine");
+    let mut outs = Vec::new();
+    let mut line = String::new();
+    let mut text = 0u64;
+    let before = rss_bytes();
+    for i in 0..keys {
+        let e = Ev {
+            id: i,
+            key: i,
+            ts: i as i64,
+            kind: "fail",
+            value: (i % 100) as f64,
+        };
+        write_line(&mut line, &e);
+        text += line.len() as u64;
+        engine.push_str(&line, &mut outs).expect("a valid line");
+    }
+    engine.advance_watermark(keys as i64, &mut outs);
+    let bytes = rss_bytes().saturating_sub(before);
+    let stats = engine.stats();
+    assert!(outs.is_empty(), "nothing matches or times out");
+    Held {
+        partial_matches: stats.partial_matches,
+        keys: stats.keys,
+        bytes,
+        text,
+    }
+}
 
 /// `splitmix64`, the generator of the workload.
 pub fn splitmix64(mut z: u64) -> u64 {
@@ -354,6 +463,34 @@ fn cpu_seconds() -> f64 {
 
 /// Runs `cep bench`; returns the process exit code.
 pub fn bench(args: BenchArgs) -> anyhow::Result<i32> {
+    if args.workload == "hold" {
+        if args.keys == 0 {
+            bail!("--keys must be at least 1");
+        }
+        let start = Instant::now();
+        let held = if args.json {
+            hold_json(args.keys)
+        } else {
+            hold_typed(args.keys)
+        };
+        let per = |n: u64| n as f64 / held.partial_matches.max(1) as f64;
+        writeln!(
+            std::io::stdout().lock(),
+            "workload=hold keys={} json={} partial_matches={} keys_with_state={} seconds={:.3} \
+             state_bytes={} bytes_per_partial_match={:.0} event_text_bytes_per_partial_match={:.0} \
+             peak_rss_bytes={}",
+            args.keys,
+            args.json,
+            held.partial_matches,
+            held.keys,
+            start.elapsed().as_secs_f64(),
+            held.bytes,
+            per(held.bytes),
+            per(held.text),
+            peak_rss_bytes()
+        )?;
+        return Ok(0);
+    }
     if !WORKLOADS.contains(&args.workload.as_str()) {
         bail!(
             "unknown workload '{}' (one of {})",
@@ -464,6 +601,15 @@ mod tests {
             // The value as serde_json writes it back.
             assert_eq!(v.to_string(), line);
         }
+    }
+
+    #[test]
+    fn the_memory_workload_holds_one_partial_match_per_key() {
+        for held in [hold_typed(2_000), hold_json(2_000)] {
+            assert_eq!(held.partial_matches, 2_000);
+            assert_eq!(held.keys, 2_000);
+        }
+        assert!(hold_json(10).text > 10 * 40);
     }
 
     #[test]

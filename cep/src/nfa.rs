@@ -162,12 +162,25 @@ pub struct NfaState<E> {
     pub(crate) partial: JavaPq<CState>,
     pub(crate) completed: JavaPq<CState>,
     pub(crate) buffer: SharedBuffer<E>,
-    /// An empty vector with capacity, swapped with `partial`'s each step so that building the
-    /// next queue allocates nothing.
-    pub(crate) spare: Vec<CState>,
     /// The earliest time a partial match times out (`i64::MAX`: never), kept up to date by
     /// every change of `partial`.
     pub(crate) due: i64,
+}
+
+thread_local! {
+    /// An empty vector with capacity, swapped with a state's queue of partial matches each step
+    /// so that building the next queue allocates nothing. One per thread, not one per key: a
+    /// key holds only its queue (capacities circulate between keys).
+    static SCRATCH: std::cell::Cell<Vec<CState>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn take_scratch() -> Vec<CState> {
+    SCRATCH.with(|s| s.take())
+}
+
+fn give_scratch(mut v: Vec<CState>) {
+    v.clear();
+    SCRATCH.with(|s| s.set(v));
 }
 
 impl<E> NfaState<E> {
@@ -385,7 +398,6 @@ impl<E> Nfa<E> {
             partial,
             completed: JavaPq::new(),
             buffer: SharedBuffer::default(),
-            spare: Vec::new(),
             due: i64::MAX,
         }
     }
@@ -559,7 +571,7 @@ impl<E> Nfa<E> {
         matches: &mut Vec<Match<E>>,
         timeouts: &mut Vec<Timeout<E>>,
     ) {
-        let mut new_partial = JavaPq::from_vec(std::mem::take(&mut st.spare));
+        let mut new_partial = JavaPq::from_vec(take_scratch());
         let mut potential = JavaPq::new();
         let mut old = st.partial.take_vec();
         for cs in old.drain(..) {
@@ -586,7 +598,7 @@ impl<E> Nfa<E> {
                 new_partial.add(cs, cmp_cs);
             }
         }
-        st.spare = old;
+        give_scratch(old);
         self.process_matches(st, &mut potential, &mut new_partial, matches);
         st.due = self.compute_due(&new_partial);
         st.partial = new_partial;
@@ -611,7 +623,7 @@ impl<E> Nfa<E> {
             },
         };
         let mut event_id: Option<EvRef> = None;
-        let mut new_partial = JavaPq::from_vec(std::mem::take(&mut st.spare));
+        let mut new_partial = JavaPq::from_vec(take_scratch());
         let mut potential = JavaPq::new();
         let mut old = st.partial.take_vec();
         let mut next = NextStates::new();
@@ -669,7 +681,7 @@ impl<E> Nfa<E> {
                 }
             }
         }
-        st.spare = old;
+        give_scratch(old);
         self.process_matches(st, &mut potential, &mut new_partial, matches);
         st.due = self.compute_due(&new_partial);
         st.partial = new_partial;

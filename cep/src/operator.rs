@@ -314,6 +314,10 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 let s = self.slot_of(&key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
                 slot.last_seen = slot.last_seen.max(ts);
+                if slot.queue.len() == slot.queue.capacity() {
+                    // 1, 2, 4, ...: most keys wait for the watermark with one event or none.
+                    slot.queue.reserve_exact(slot.queue.capacity().max(1));
+                }
                 slot.queue.push_back((ts, event));
                 self.run_ready(s, i64::MAX, out);
                 self.finish_slot(s, ts, out);

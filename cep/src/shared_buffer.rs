@@ -210,6 +210,7 @@ impl<E> SharedBuffer<E> {
                 s
             }
             None => {
+                crate::pq::reserve_small(&mut self.events);
                 self.events.push(slot);
                 (self.events.len() - 1) as u32
             }
@@ -293,6 +294,7 @@ impl<E> SharedBuffer<E> {
                 s
             }
             None => {
+                crate::pq::reserve_small(&mut self.nodes);
                 self.nodes.push(node);
                 (self.nodes.len() - 1) as u32
             }

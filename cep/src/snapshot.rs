@@ -256,7 +256,6 @@ impl<T> KeySnapshot<T> {
             partial,
             completed,
             buffer,
-            spare: Vec::new(),
             due,
         })
     }
