@@ -55,7 +55,11 @@ impl<T> JavaPq<T> {
     /// `offer`: append, then sift up.
     #[inline]
     pub fn add(&mut self, x: T, cmp: impl Fn(&T, &T) -> Ordering) {
-        reserve_small(&mut self.es);
+        if self.es.capacity() == 0 {
+            // Room for two (a start state and one partial match, the usual queue of a key),
+            // not `Vec`'s first four; it doubles from there.
+            self.es.reserve_exact(2);
+        }
         self.es.push(x);
         let k = self.es.len() - 1;
         self.sift_up(k, &cmp);

@@ -66,7 +66,7 @@ struct Node {
     live: bool,
     lock: i32,
     /// Usually few: one per partial match that took the event into the same stage.
-    edges: SmallVec<[Edge; 3]>,
+    edges: SmallVec<[Edge; 2]>,
 }
 
 #[derive(Clone, Debug)]
