@@ -16,31 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-500000}
-: "${CEP_BIN:?set CEP_BIN to a cep binary}"
-: "${CEP_EXAMPLES:?set CEP_EXAMPLES to a directory with the generator and kafka_topic examples}"
-
-work=$(mktemp -d)
-pids=()
-broker_pid=""
-broker_dir=""
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ -n "$broker_pid" ]]; then scripts/kafka-broker.sh stop "$broker_pid" "$broker_dir"; fi
-    [[ -n "${KEEP:-}" ]] && echo "kept $work" || rm -rf "$work"
-}
-trap cleanup EXIT
-
-if [[ -n "${KAFKA_BOOTSTRAP:-}" ]]; then
-    bootstrap=$KAFKA_BOOTSTRAP
-else
-    scripts/kafka-broker.sh start >"$work/broker"
-    bootstrap=$(sed -n 's/^bootstrap=//p' "$work/broker")
-    broker_pid=$(sed -n 's/^pid=//p' "$work/broker")
-    broker_dir=$(sed -n 's/^dir=//p' "$work/broker")
-fi
-run=$(date +%s)
-now_ms() { date +%s%3N; }
+source scripts/kafka-measure-common.sh
 
 for guarantee in at-least-once exactly-once; do
     input=tp-logins-$guarantee-$run

@@ -86,14 +86,7 @@ const HOLD_JSON: &str = r#"{
 
 /// The resident set size of this process now (`VmRSS`), in bytes.
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    status_bytes("VmRSS:")
 }
 
 /// What the memory workload measured.
@@ -431,11 +424,16 @@ fn run_json(spec: &PatternSpec, args: &BenchArgs, login: bool, worker: usize) ->
 
 /// The peak resident set size of this process (`VmHWM`), in bytes.
 fn peak_rss_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// A size in kB of `/proc/self/status` (the line starting with `field`), in bytes; 0 if absent.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

@@ -595,6 +595,32 @@ impl Lcg {
     }
 }
 
+/// The seed of the random crash points (printed, so that a failure can be replayed) and its
+/// generator.
+fn crash_points() -> (u64, Lcg) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash points seed: {seed}");
+    (seed, Lcg(seed))
+}
+
+/// The flags of an exactly-once `cep kafka` process whose identity is `id` (its transactional
+/// id, and so its group instance id), with partitions idle after 60 s.
+fn exactly_once_args(id: &str) -> Vec<String> {
+    [
+        "--guarantee",
+        "exactly-once",
+        "--transactional-id",
+        id,
+        "--idleness",
+        "60s",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Produces `events` to the input topic in small batches (with pauses, so that pipelines see a
 /// stream), a poison record now and then, and one end event per partition.
 fn produce_slowly(
@@ -811,12 +837,7 @@ fn exactly_once_across_restarts() {
 
     let (events, end_ts, want) = stream(4000, 11);
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("crash points seed: {seed}");
-    let mut rng = Lcg(seed);
+    let (seed, mut rng) = crash_points();
     let sigkill = std::env::var("CEP_KAFKA_CRASH_TEST").map_or(true, |v| v != "0");
     eprintln!(
         "stopping instances with {}",
@@ -870,14 +891,7 @@ fn a_second_process_joins_and_leaves() {
 
     let (events, end_ts, want) = stream(4000, 23);
     let args = |id: &str| {
-        let mut args = vec![
-            "--guarantee".to_string(),
-            "exactly-once".into(),
-            "--transactional-id".into(),
-            format!("scale-{id}"),
-            "--idleness".into(),
-            "60s".into(),
-        ];
+        let mut args = exactly_once_args(&format!("scale-{id}"));
         if id == "b" {
             // B leaves for good: as a dynamic member it hands its partitions back at once (a
             // static member keeps them until its session times out).
@@ -901,21 +915,7 @@ fn a_second_process_joins_and_leaves() {
         .unwrap_or_else(|_| dir.path().join("b.log"));
     let b = start_logged_pipeline(&broker, &topics, "scale-group", &pattern, &b_args, &b_log);
     // B takes partitions over (and reads their state from the changelog).
-    let joined = Instant::now();
-    let has_partitions = || {
-        std::fs::read_to_string(&b_log)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.contains("assigned [(") && l.contains("restored"))
-    };
-    while !has_partitions() {
-        assert!(
-            joined.elapsed() < Duration::from_secs(30),
-            "B got no partitions within 30 s:\n{}",
-            std::fs::read_to_string(&b_log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_log(&b_log, "assigned [(", 1, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         !producing.is_finished(),
@@ -937,11 +937,9 @@ fn a_second_process_joins_and_leaves() {
 /// Lines of a pipeline's log that say it started over on a whole assignment (aborted its epoch,
 /// rebuilt its engine from the changelog).
 fn whole_restores(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("assigned [(") && l.contains("restored"))
-        .map(str::to_string)
+    log_lines(log, "assigned [(")
+        .into_iter()
+        .filter(|l| l.contains("restored"))
         .collect()
 }
 
@@ -975,18 +973,8 @@ fn wait_for_log(log: &Path, what: &str, n: usize, within: Duration) {
 fn a_third_process_joins_a_group_of_two() {
     let (broker, topics, dir, pattern) = setup("join3");
     let (events, end_ts, want) = stream(4000, 31);
-    let args = |id: &str| -> Vec<String> {
-        vec![
-            "--guarantee".into(),
-            "exactly-once".into(),
-            "--transactional-id".into(),
-            format!("join3-{id}"),
-            "--idleness".into(),
-            "60s".into(),
-        ]
-    };
     let start = |id: &str| {
-        let a = args(id);
+        let a = exactly_once_args(&format!("join3-{id}"));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         // CEP_TEST_LOG_DIR keeps the logs after the test.
         let log = std::env::var("CEP_TEST_LOG_DIR")
@@ -1045,24 +1033,9 @@ fn a_third_process_joins_a_group_of_two() {
 fn exactly_once_with_two_processes_killed_at_random() {
     let (broker, topics, _dir, pattern) = setup("eos2");
     let (events, end_ts, want) = stream(4000, 13);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("crash points seed: {seed}");
-    let mut rng = Lcg(seed);
-    let args = |id: usize| -> Vec<String> {
-        vec![
-            "--guarantee".into(),
-            "exactly-once".into(),
-            "--transactional-id".into(),
-            format!("eos2-{id}"),
-            "--idleness".into(),
-            "60s".into(),
-        ]
-    };
+    let (seed, mut rng) = crash_points();
     let start = |id: usize| {
-        let a = args(id);
+        let a = exactly_once_args(&format!("eos2-{id}"));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         start_pipeline(&broker, &topics, "eos2-group", &pattern, &a)
     };

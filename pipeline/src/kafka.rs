@@ -781,18 +781,7 @@ impl KafkaPipeline {
                 watermark = Some(watermark.map_or(m.watermark, |w: i64| w.min(m.watermark)));
             }
             for (key, snapshot) in state.keys {
-                self.engine
-                    .restore_key(&key, &snapshot)
-                    .map_err(|e| anyhow::anyhow!("changelog {}: {e}", self.changelog.topic))?;
-                if let Some(spill) = &mut self.spill {
-                    spill.put(&key, Some(&snapshot))?;
-                    if self.engine.key_count() > spill.max_keys {
-                        spill.evict(&mut self.engine, &key)?;
-                    } else {
-                        self.used.insert(key.clone(), self.epoch);
-                    }
-                }
-                self.homes.insert(key, part.clone());
+                self.restore_key(key, &snapshot, &part)?;
                 keys += 1;
             }
         }
@@ -815,6 +804,28 @@ impl KafkaPipeline {
             begun.elapsed(),
             self.start
         );
+        Ok(())
+    }
+
+    /// Puts a key's state read from the changelog into the engine (and the RocksDB backend,
+    /// which keeps the most recently used keys in memory), at home in `part`.
+    fn restore_key(&mut self, key: String, snapshot: &[u8], part: &Part) -> anyhow::Result<()> {
+        if let Some(spill) = &mut self.spill {
+            // An evicted copy (from before an incremental rebalance) gives way to this one.
+            spill.load(&mut self.engine, &key)?;
+        }
+        self.engine
+            .restore_key(&key, snapshot)
+            .map_err(|e| anyhow::anyhow!("changelog {}: {e}", self.changelog.topic))?;
+        if let Some(spill) = &mut self.spill {
+            spill.put(&key, Some(snapshot))?;
+            if self.engine.key_count() > spill.max_keys {
+                spill.evict(&mut self.engine, &key)?;
+            } else {
+                self.used.insert(key.clone(), self.epoch);
+            }
+        }
+        self.homes.insert(key, part.clone());
         Ok(())
     }
 
@@ -859,17 +870,7 @@ impl KafkaPipeline {
                 }
             }
             for (key, snapshot) in state.keys {
-                if let Some(spill) = &mut self.spill {
-                    spill.load(&mut self.engine, &key)?;
-                }
-                self.engine
-                    .restore_key(&key, &snapshot)
-                    .map_err(|e| anyhow::anyhow!("changelog {}: {e}", self.changelog.topic))?;
-                if let Some(spill) = &mut self.spill {
-                    spill.put(&key, Some(&snapshot))?;
-                }
-                self.used.insert(key.clone(), self.epoch);
-                self.homes.insert(key, part.clone());
+                self.restore_key(key, &snapshot, &part)?;
                 keys += 1;
             }
             self.assigned.insert(part);

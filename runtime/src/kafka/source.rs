@@ -309,6 +309,14 @@ enum Rebalanced {
     Revoking(Vec<(String, i32)>),
 }
 
+fn tpl_of(parts: &[(String, i32)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in parts {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
+}
+
 fn parts_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     let mut parts: Vec<(String, i32)> = tpl
         .elements()
@@ -495,18 +503,13 @@ impl KafkaSource {
     }
 
     fn refresh_assignment(&mut self) -> Result<()> {
-        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
-        let next_is_whole: Vec<bool> = events
-            .iter()
-            .skip(1)
-            .map(|e| matches!(e, Rebalanced::Whole))
-            .chain([false])
-            .collect();
-        for (event, skip) in events.into_iter().zip(next_is_whole) {
+        let mut events =
+            std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
+        // An eager rebalance revokes everything, then assigns: both read the assignment as it
+        // is now, once is enough.
+        events.dedup_by(|a, b| matches!((a, b), (Rebalanced::Whole, Rebalanced::Whole)));
+        for event in events {
             match event {
-                // An eager rebalance revokes everything, then assigns: both read the assignment
-                // as it is now, once is enough.
-                Rebalanced::Whole if skip => {}
                 Rebalanced::Whole => {
                     let tpl = self
                         .consumer
@@ -562,12 +565,8 @@ impl KafkaSource {
     /// Gives up partitions reported as [`AssignmentChange::Revoking`] (their work committed):
     /// the rebalance goes on.
     pub fn finish_revoke(&mut self, parts: &[(String, i32)]) -> Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in parts {
-            tpl.add_partition(topic, *partition);
-        }
         self.consumer
-            .incremental_unassign(&tpl)
+            .incremental_unassign(&tpl_of(parts))
             .map_err(|e| Error::client("giving up revoked partitions", e))?;
         let kept: Vec<(String, i32)> = self
             .assigned
@@ -587,13 +586,9 @@ impl KafkaSource {
         if parts.is_empty() {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in parts {
-            tpl.add_partition(topic, *partition);
-        }
         let committed = self
             .consumer
-            .committed_offsets(tpl, Duration::from_secs(30))
+            .committed_offsets(tpl_of(parts), Duration::from_secs(30))
             .map_err(|e| Error::client("reading the committed offsets", e))?;
         let mut seek = TopicPartitionList::new();
         for e in committed.elements() {
