@@ -881,6 +881,104 @@ fn exactly_once_across_restarts() {
     );
 }
 
+/// A pattern over the 1 s windows of the window test: two busy windows in a row.
+const BUSY: &str = r#"{"name":"busy","within":"3s","stages":[{"name":"w","where":"n >= 3","times":2,"consecutive":true}]}"#;
+
+/// What a pipeline with the window test's window stage (tumbling 1 s, `busy` over its results,
+/// the login pattern over the events) outputs for `events` and the end events, computed by
+/// [`cep_pipeline::window::PipelineEngine`] in the test, as `cep run` would.
+fn expected_windowed(events: &[Value], end_ts: i64) -> Vec<Output> {
+    let compiled =
+        |text: &str| std::sync::Arc::new(compile(&PatternSpec::from_json(text).unwrap()).unwrap());
+    let spec = cep_pipeline::parse(json!({
+        "name": "windows",
+        "key_by": "user",
+        "time": {"field": "ts"},
+        "watermark": {"out_of_orderness": format!("{OUT_OF_ORDERNESS_MS}ms"), "max_future": "off"},
+        "window": {"type": "tumbling", "size": "1s", "patterns": ["busy"],
+                   "aggregates": {"n": {"count": "*"}, "seqs": {"sum": "seq"},
+                                  "last_type": {"last": "type"}}},
+    }))
+    .unwrap();
+    let mut engine =
+        cep_pipeline::window::PipelineEngine::new(&spec, vec![compiled(PATTERN), compiled(BUSY)])
+            .unwrap();
+    let mut out = Vec::new();
+    for e in events {
+        engine.push(e.clone(), &mut out).unwrap();
+    }
+    for p in 0..PARTITIONS {
+        engine.push(end_event(p, end_ts), &mut out).unwrap();
+    }
+    out
+}
+
+/// A window stage in a Kafka pipeline: its windows are checkpointed to the changelog with the
+/// partial matches, key by key. SIGKILLed at random while events flow and restarted, the
+/// pipeline's outputs (matches over events and over window results, timeouts of both) are
+/// exactly those of one uninterrupted run, each once.
+#[test]
+fn windows_in_a_kafka_pipeline_exactly_once_across_restarts() {
+    let (broker, topics, dir, pattern) = setup("kwin");
+    let busy = dir.path().join("busy.json");
+    std::fs::write(&busy, BUSY).unwrap();
+    let events = login_events(2500, 23);
+    let end_ts = events.last().unwrap()["ts"].as_i64().unwrap() + 10_000;
+    let want = expected_windowed(&events, end_ts);
+    let busy_matches = want
+        .iter()
+        .filter(|o| o.kind == OutputKind::Match && o.pattern.as_deref() == Some("busy"))
+        .count();
+    let busy_timeouts = want
+        .iter()
+        .filter(|o| o.kind == OutputKind::Timeout && o.pattern.as_deref() == Some("busy"))
+        .count();
+    assert!(busy_matches > 10, "busy matches: {busy_matches}");
+    assert!(busy_timeouts > 0, "busy timeouts: {busy_timeouts}");
+
+    let (seed, mut rng) = crash_points();
+    let mut args = exactly_once_args("kwin-instance");
+    args.extend(
+        [
+            "--pattern",
+            busy.to_str().unwrap(),
+            "--window",
+            "tumbling:1s",
+            "--aggregate",
+            "n=count:*",
+            "--aggregate",
+            "seqs=sum:seq",
+            "--aggregate",
+            "last_type=last:type",
+            "--window-pattern",
+            "busy",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = start_pipeline(&broker, &topics, "kwin-group", &pattern, &args);
+    let producing = produce_slowly(&broker, &topics, events, end_ts, Duration::from_millis(60));
+    let mut kills = 0;
+    while !producing.is_finished() || kills < 3 {
+        std::thread::sleep(Duration::from_millis(400 + rng.below(1600)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        child = start_pipeline(&broker, &topics, "kwin-group", &pattern, &args);
+    }
+    producing.join().unwrap();
+    eprintln!("killed {kills} times");
+    assert_exactly_once(
+        &broker,
+        &topics,
+        "kwin-group",
+        child,
+        &want,
+        4,
+        &format!("seed {seed}"),
+    );
+}
+
 /// Scale-out: a second process joins the group mid-stream (the partitions are split between the
 /// two, each partition's state restored from the changelog by its new owner) and later leaves
 /// (its partitions, with their state, go back to the first). The outputs are exactly those of one

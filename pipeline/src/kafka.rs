@@ -30,7 +30,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{CompiledPattern, EngineConfig, JsonEngine, Output, StateBounds};
+use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, Output};
 use cep_runtime::kafka::{
     output_id, parse_json_object, rdkafka, AssignmentChange, DeadLetter, KafkaSink, KafkaSource,
     SinkConfig, SourceConfig, SourceRecord,
@@ -41,8 +41,9 @@ use serde_json::{json, Value};
 use crate::running::{Environment, Outputs};
 use crate::spec::{
     Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PipelineSpec, SourceSpec, StateBackend,
-    TimeMode, KAFKA_TIMESTAMP_FIELD,
+    TimeMode, WindowStageSpec, KAFKA_TIMESTAMP_FIELD,
 };
+use crate::window::PipelineEngine;
 
 /// The default transactional id of a pipeline's Kafka sink: one per consumer group.
 pub fn default_transactional_id(group: &str) -> String {
@@ -336,8 +337,10 @@ pub struct KafkaPipeline {
     /// In processing time (`time.mode`), the clock that stamps records and moves the watermark.
     processing: Option<Arc<dyn Clock>>,
     patterns: Vec<Arc<CompiledPattern>>,
+    /// The pipeline's spec with the engines' own watermark switched off (see `new`).
+    engine_spec: PipelineSpec,
     config: EngineConfig,
-    engine: JsonEngine,
+    engine: PipelineEngine,
     source: KafkaSource,
     sink: KafkaSink,
     /// Where each kind of output goes, and the guarantee.
@@ -369,10 +372,6 @@ pub struct KafkaPipeline {
     instance_id: String,
     /// Per partition, the offsets committed with the last epoch.
     committed: HashMap<Part, i64>,
-    /// See [`JsonEngine::set_max_future`].
-    max_future: Option<i64>,
-    /// The spec's `state` bounds.
-    bounds: StateBounds,
     /// Per partition, its end offset when last asked (for the lag), and when that was.
     ends: HashMap<Part, i64>,
     ends_read: Option<Instant>,
@@ -382,17 +381,22 @@ pub struct KafkaPipeline {
 const ENDS_EVERY: Duration = Duration::from_secs(2);
 
 /// What the checkpointed state belongs to: a changed pipeline cannot take it over.
-fn fingerprint(patterns: &[Arc<CompiledPattern>], config: &EngineConfig) -> String {
-    output_id(
-        json!({
-            "patterns": patterns.iter().map(|p| p.spec()).collect::<Vec<_>>(),
-            "key_by": config.key_by,
-            "time_field": config.time_field,
-            "time_format": config.time_format,
-        })
-        .to_string()
-        .as_bytes(),
-    )
+fn fingerprint(
+    patterns: &[Arc<CompiledPattern>],
+    config: &EngineConfig,
+    window: Option<&WindowStageSpec>,
+) -> String {
+    let mut what = json!({
+        "patterns": patterns.iter().map(|p| p.spec()).collect::<Vec<_>>(),
+        "key_by": config.key_by,
+        "time_field": config.time_field,
+        "time_format": config.time_format,
+    });
+    if let Some(window) = window {
+        // Window state is kept as the stage's windows and aggregates lay it out.
+        what["window"] = serde_json::to_value(window).unwrap_or(Value::Null);
+    }
+    output_id(what.to_string().as_bytes())
 }
 
 impl KafkaPipeline {
@@ -427,14 +431,17 @@ impl KafkaPipeline {
             }
         };
         let record_time = spec.time.field == KAFKA_TIMESTAMP_FIELD;
-        let mut config = spec.engine_config();
-        // The engine's own watermark (highest timestamp seen, globally) is switched off by an
+        // The engines' own watermark (highest timestamp seen, globally) is switched off by an
         // unbounded out-of-orderness: the pipeline drives the watermark from its per-partition
         // watermarks with `advance_watermark`.
-        config.out_of_orderness_ms = i64::MAX;
-        let max_future = spec.watermark.max_future.map(|d| d.0);
-        let bounds = spec.state.bounds();
-        let engine = new_engine(&config, &patterns, max_future, bounds)?;
+        let mut engine_spec = spec.clone();
+        engine_spec.watermark.out_of_orderness = DurationMs(i64::MAX);
+        let config = engine_spec.engine_config();
+        let processing = (spec.time.mode == TimeMode::Processing).then(|| match &hooks {
+            Some(h) => h.clock.clone(),
+            None => Arc::new(SystemClock) as Arc<dyn Clock>,
+        });
+        let engine = new_engine(&engine_spec, &patterns, processing.clone())?;
 
         let instance_id = match source_spec.membership {
             Membership::Static => instance_id(source_spec, spec.kafka_sink()),
@@ -475,7 +482,7 @@ impl KafkaPipeline {
                 .unwrap_or_else(|| format!("{}-cep-changelog", source_spec.group)),
             bootstrap: source_spec.bootstrap.clone(),
             options: source_spec.options.clone(),
-            fingerprint: fingerprint(&patterns, &config),
+            fingerprint: fingerprint(&patterns, &config, spec.window.as_ref()),
             on_change: if hooks.is_some() {
                 OnChange::StartOver
             } else {
@@ -507,14 +514,11 @@ impl KafkaPipeline {
             status.error = None;
             status.instance_id = instance_id.clone();
         }
-        let processing = (spec.time.mode == TimeMode::Processing).then(|| match &hooks {
-            Some(h) => h.clock.clone(),
-            None => Arc::new(SystemClock) as Arc<dyn Clock>,
-        });
         Ok(KafkaPipeline {
             name: spec.name.clone(),
             processing,
             patterns,
+            engine_spec,
             config,
             engine,
             source,
@@ -539,8 +543,6 @@ impl KafkaPipeline {
             committed: HashMap::new(),
             ends: HashMap::new(),
             ends_read: None,
-            max_future,
-            bounds,
         })
     }
 
@@ -652,7 +654,8 @@ impl KafkaPipeline {
             self.engine
                 .set_patterns(patterns.clone())
                 .map_err(|e| anyhow::anyhow!("the new patterns: {e}"))?;
-            self.changelog.fingerprint = fingerprint(&patterns, &self.config);
+            self.changelog.fingerprint =
+                fingerprint(&patterns, &self.config, self.engine_spec.window.as_ref());
             self.patterns = patterns;
             // Every partition's next marker carries the new fingerprint.
             self.touched.extend(self.assigned.iter().cloned());
@@ -755,7 +758,7 @@ impl KafkaPipeline {
         }
         self.outs.clear();
         self.recent.clear();
-        self.engine = new_engine(&self.config, &self.patterns, self.max_future, self.bounds)?;
+        self.engine = new_engine(&self.engine_spec, &self.patterns, self.processing.clone())?;
         self.homes.clear();
         self.start.clear();
         self.touched.clear();
@@ -989,11 +992,9 @@ impl KafkaPipeline {
                     self.used.insert(key.clone(), self.epoch);
                 }
                 let pushed = match &self.processing {
-                    Some(_) => {
-                        self.engine
-                            .push_keyed(key.clone(), ts, &value, &mut self.outs);
-                        Ok(())
-                    }
+                    Some(_) => self
+                        .engine
+                        .push_keyed(key.clone(), ts, &value, &mut self.outs),
                     None => self.engine.push(value, &mut self.outs),
                 };
                 match pushed {
@@ -1061,7 +1062,10 @@ impl KafkaPipeline {
             let Some(part) = self.homes.get(&key).cloned() else {
                 continue;
             };
-            let snapshot = self.engine.snapshot_key(&key);
+            let snapshot = self
+                .engine
+                .snapshot_key(&key)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             if snapshot.is_none() {
                 self.homes.remove(&key);
                 self.used.remove(&key);
@@ -1170,17 +1174,16 @@ fn now_ms() -> i64 {
 }
 
 fn new_engine(
-    config: &EngineConfig,
+    spec: &PipelineSpec,
     patterns: &[Arc<CompiledPattern>],
-    max_future: Option<i64>,
-    bounds: StateBounds,
-) -> anyhow::Result<JsonEngine> {
-    let mut engine =
-        JsonEngine::new(config.clone(), patterns.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    engine.set_max_future(max_future);
+    processing: Option<Arc<dyn Clock>>,
+) -> anyhow::Result<PipelineEngine> {
+    let clock = processing.unwrap_or_else(|| Arc::new(SystemClock));
+    let mut engine = PipelineEngine::with_clock(spec, patterns.to_vec(), clock)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.external_watermark();
     // Keys and partial matches the bounds drop count as changed: the checkpoint deletes them
     // from the changelog too.
-    engine.set_bounds(bounds);
     engine.track_changes(true);
     Ok(engine)
 }
@@ -1329,7 +1332,7 @@ impl Spill {
     }
 
     /// Moves `key` out of memory (its state is in the store); false if it had no state.
-    fn evict(&mut self, engine: &mut JsonEngine, key: &str) -> anyhow::Result<bool> {
+    fn evict(&mut self, engine: &mut PipelineEngine, key: &str) -> anyhow::Result<bool> {
         let Some(due) = engine.due_of(key) else {
             return Ok(false);
         };
@@ -1350,7 +1353,7 @@ impl Spill {
     }
 
     /// Brings `key` back into memory if it was evicted; true if it was.
-    fn load(&mut self, engine: &mut JsonEngine, key: &str) -> anyhow::Result<bool> {
+    fn load(&mut self, engine: &mut PipelineEngine, key: &str) -> anyhow::Result<bool> {
         let Some(due) = self.evicted.remove(key) else {
             return Ok(false);
         };
@@ -1366,7 +1369,7 @@ impl Spill {
     }
 
     /// Brings back every evicted key.
-    fn load_all(&mut self, engine: &mut JsonEngine) -> anyhow::Result<Vec<String>> {
+    fn load_all(&mut self, engine: &mut PipelineEngine) -> anyhow::Result<Vec<String>> {
         let keys: Vec<String> = self.evicted.keys().cloned().collect();
         for key in &keys {
             self.load(engine, key)?;
@@ -1375,7 +1378,11 @@ impl Spill {
     }
 
     /// Brings back every evicted key with something due at or before `watermark`.
-    fn load_due(&mut self, engine: &mut JsonEngine, watermark: i64) -> anyhow::Result<Vec<String>> {
+    fn load_due(
+        &mut self,
+        engine: &mut PipelineEngine,
+        watermark: i64,
+    ) -> anyhow::Result<Vec<String>> {
         let mut loaded = Vec::new();
         while let Some((due, key)) = self.by_due.first().cloned() {
             if due > watermark {

@@ -526,13 +526,7 @@ pub const WINDOW_FIELDS: [&str; 2] = ["window_start", "window_end"];
 
 impl WindowStageSpec {
     /// Checks what serde cannot; paths start with `window`.
-    fn validate(
-        &self,
-        key_by: &str,
-        kafka_source: bool,
-        selected: &PatternSelection,
-        errors: &mut Vec<SpecError>,
-    ) {
+    fn validate(&self, key_by: &str, selected: &PatternSelection, errors: &mut Vec<SpecError>) {
         let kind = self.kind.name();
         let duration = |errors: &mut Vec<SpecError>, field: &str, v: Option<WindowSize>| {
             if let Some(v) = v {
@@ -707,13 +701,6 @@ impl WindowStageSpec {
                     ));
                 }
             }
-        }
-        if kafka_source {
-            errors.push(SpecError::new(
-                "window",
-                "a window stage runs on http and file sources for now: a Kafka pipeline's \
-                 checkpoints (the changelog) do not hold window state yet",
-            ));
         }
     }
 }
@@ -1069,7 +1056,15 @@ impl PipelineSpec {
             }
         }
         if let Some(window) = &self.window {
-            window.validate(&self.key_by, kafka_source, &self.patterns, &mut errors);
+            window.validate(&self.key_by, &self.patterns, &mut errors);
+            if kafka_source && self.state.backend == StateBackend::Rocksdb {
+                errors.push(SpecError::new(
+                    "state.backend",
+                    "a Kafka pipeline with a window stage keeps its state in memory \
+                     (checkpointed to the changelog): the rocksdb backend does not take window \
+                     state",
+                ));
+            }
         }
         if self.state.backend == StateBackend::Rocksdb && !kafka_source {
             errors.push(SpecError::new(

@@ -200,6 +200,24 @@ where
         self.len == 0
     }
 
+    /// The live timers of one key, in no particular order.
+    pub fn of_key(&self, key: &K) -> &[(Timestamp, N)] {
+        self.live.get(key).map_or(&[], |timers| timers.as_slice())
+    }
+
+    /// Removes every timer of one key; returns how many there were.
+    pub fn remove_key(&mut self, key: &K) -> usize {
+        let Some(timers) = self.live.remove(key) else {
+            return 0;
+        };
+        self.len -= timers.len();
+        self.clean_top();
+        if self.heap.len() > 2 * self.len + 1024 {
+            self.compact();
+        }
+        timers.len()
+    }
+
     /// The live timers, sorted.
     pub fn to_sorted_vec(&self) -> Vec<(Timestamp, K, N)> {
         let mut v: Vec<_> = self
@@ -287,6 +305,22 @@ impl<K: Hash + Eq + Ord + Clone, N: Eq + Ord + Clone> TimerService<K, N> {
     /// Deletes a processing-time timer, if present.
     pub fn delete_processing_time_timer(&mut self, key: &K, namespace: &N, timestamp: Timestamp) {
         self.processing.remove(key, namespace, timestamp);
+    }
+
+    /// The event-time timers of one key (for a per-key snapshot).
+    pub fn event_timers_of(&self, key: &K) -> &[(Timestamp, N)] {
+        self.event.of_key(key)
+    }
+
+    /// The processing-time timers of one key (for a per-key snapshot).
+    pub fn processing_timers_of(&self, key: &K) -> &[(Timestamp, N)] {
+        self.processing.of_key(key)
+    }
+
+    /// Deletes every timer of one key, in both domains.
+    pub fn remove_key(&mut self, key: &K) {
+        self.event.remove_key(key);
+        self.processing.remove_key(key);
     }
 
     /// Moves the watermark forward (never backwards). Then call [`TimerService::pop_event_timer`]

@@ -22,9 +22,11 @@ use std::sync::Arc;
 
 use cep_patterns::{
     CompiledPattern, EngineStats, FieldPath, JsonEngine, KeyView, Output, PartialMatchInfo,
-    PatternError, PatternErrors, RecordError, Replace,
+    PatternError, PatternErrors, RecordError, Replace, StateBounds,
 };
-use cep_runtime::window::{AggregateContents, ListContents, WindowOperator, WindowSpec};
+use cep_runtime::window::{
+    AggregateContents, ListContents, WindowKeyState, WindowOperator, WindowSpec,
+};
 use cep_runtime::{
     Clock, CountTrigger, GlobalWindow, GlobalWindows, MemoryBackend, Operator, OutputTag,
     PurgingTrigger, SessionWindows, SideOutputs, SlidingWindows, SystemClock, TimeWindow,
@@ -474,6 +476,225 @@ impl PipelineEngine {
         }
         stats
     }
+}
+
+/// Keyed state, key by key: what a Kafka pipeline's changelog keeps. Without a window stage a
+/// key's snapshot is the [`JsonEngine`]'s own; with one it is [`WINDOWED_SNAPSHOT`] followed by
+/// three length-prefixed parts: the key's state in the engine over events, in the engine over
+/// window results, and its windows (the runtime operator's entries and timers, MessagePack).
+impl PipelineEngine {
+    /// The key of an event (see [`JsonEngine::key_of`]).
+    pub fn key_of(&self, event: &Value) -> Result<String, RecordError> {
+        self.events.key_of(event)
+    }
+
+    /// The key and event time of an event (see [`JsonEngine::key_and_time`]).
+    pub fn key_and_time(&self, event: &Value) -> Result<(String, i64), RecordError> {
+        self.events.key_and_time(event)
+    }
+
+    /// Takes an event whose key and time the caller has read (a Kafka source in processing
+    /// time); the watermark does not move.
+    pub fn push_keyed(
+        &mut self,
+        key: String,
+        ts: Timestamp,
+        event: &Value,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RecordError> {
+        self.take(key, ts, event, out)
+    }
+
+    /// Leaves the watermark to [`advance_watermark`](Self::advance_watermark) alone: a Kafka
+    /// pipeline's comes from its partitions, not from the highest time seen. (The engines' own
+    /// are switched off by their configuration.)
+    pub fn external_watermark(&mut self) {
+        if let Some(stage) = &mut self.window {
+            stage.out_of_orderness = i64::MAX;
+        }
+    }
+
+    /// Bounds the state of the pattern engines (see [`JsonEngine::set_bounds`]); window state
+    /// is bounded by its windows.
+    pub fn set_bounds(&mut self, bounds: StateBounds) {
+        self.events.set_bounds(bounds);
+        if let Some(stage) = &mut self.window {
+            stage.results.set_bounds(bounds);
+        }
+    }
+
+    /// Starts recording which keys change (see [`take_changed`](Self::take_changed)).
+    pub fn track_changes(&mut self, on: bool) {
+        self.events.track_changes(on);
+        if let Some(stage) = &mut self.window {
+            stage.results.track_changes(on);
+            match &mut stage.windows {
+                Windows::Time(op) => op.track_changes(on),
+                Windows::Count(op) => op.track_changes(on),
+                Windows::SlidingCount(op) => op.track_changes(on),
+            }
+        }
+    }
+
+    /// The keys whose state may have changed since the last call, in any of the engines or the
+    /// windows.
+    pub fn take_changed(&mut self) -> Vec<String> {
+        let mut changed = self.events.take_changed();
+        if let Some(stage) = &mut self.window {
+            changed.extend(stage.results.take_changed());
+            changed.extend(match &mut stage.windows {
+                Windows::Time(op) => op.take_changed(),
+                Windows::Count(op) => op.take_changed(),
+                Windows::SlidingCount(op) => op.take_changed(),
+            });
+            changed.sort_unstable();
+            changed.dedup();
+        }
+        changed
+    }
+
+    /// The state of `key`, or `None` if it holds nothing; restored by
+    /// [`restore_key`](Self::restore_key) of an engine of the same spec.
+    pub fn snapshot_key(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError> {
+        let Some(stage) = &self.window else {
+            return Ok(self.events.snapshot_key(key));
+        };
+        let owned = key.to_string();
+        let windows = match &stage.windows {
+            Windows::Time(op) => encode_windows(op.snapshot_key(&owned)),
+            Windows::Count(op) => encode_windows(op.snapshot_key(&owned)),
+            Windows::SlidingCount(op) => encode_windows(op.snapshot_key(&owned)),
+        }?;
+        let events = self.events.snapshot_key(key);
+        let results = stage.results.snapshot_key(key);
+        if events.is_none() && results.is_none() && windows.is_none() {
+            return Ok(None);
+        }
+        let mut bytes = WINDOWED_SNAPSHOT.to_vec();
+        for part in [&events, &results, &windows] {
+            let part = part.as_deref().unwrap_or_default();
+            bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Replaces `key`'s state with a [`snapshot_key`](Self::snapshot_key)'s.
+    pub fn restore_key(&mut self, key: &str, snapshot: &[u8]) -> Result<(), RecordError> {
+        let Some(stage) = &mut self.window else {
+            return self.events.restore_key(key, snapshot);
+        };
+        let unreadable = |what: &str| RecordError {
+            message: format!("unreadable state of key '{key}': {what}"),
+        };
+        let mut rest = snapshot
+            .strip_prefix(WINDOWED_SNAPSHOT)
+            .ok_or_else(|| unreadable("not the state of a pipeline with a window stage"))?;
+        let mut parts = [&[][..]; 3];
+        for part in &mut parts {
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| unreadable("cut short"))?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(unreadable("cut short"));
+            }
+            (*part, rest) = tail.split_at(len);
+        }
+        let [events, results, windows] = parts;
+        self.events.remove_key(key);
+        if !events.is_empty() {
+            self.events.restore_key(key, events)?;
+        }
+        stage.results.remove_key(key);
+        if !results.is_empty() {
+            stage.results.restore_key(key, results)?;
+        }
+        let owned = key.to_string();
+        match &mut stage.windows {
+            Windows::Time(op) => restore_windows(op, &owned, windows),
+            Windows::Count(op) => restore_windows(op, &owned, windows),
+            Windows::SlidingCount(op) => restore_windows(op, &owned, windows),
+        }
+        .map_err(|e| unreadable(&e))
+    }
+
+    /// Drops `key`'s state everywhere; true if it had any.
+    pub fn remove_key(&mut self, key: &str) -> bool {
+        let mut had = self.events.remove_key(key);
+        if let Some(stage) = &mut self.window {
+            had |= stage.results.remove_key(key);
+            let owned = key.to_string();
+            had |= match &mut stage.windows {
+                Windows::Time(op) => remove_windows(op, &owned),
+                Windows::Count(op) => remove_windows(op, &owned),
+                Windows::SlidingCount(op) => remove_windows(op, &owned),
+            };
+        }
+        had
+    }
+
+    /// The number of keys with state in the engine over events (with a window stage, the
+    /// larger of the two engines').
+    pub fn key_count(&self) -> usize {
+        let n = self.events.key_count();
+        match &self.window {
+            Some(stage) => n.max(stage.results.key_count()),
+            None => n,
+        }
+    }
+
+    /// When `key` next has something to do (see [`JsonEngine::due_of`]); with a window stage
+    /// `None` (its keys are never moved out of memory).
+    pub fn due_of(&self, key: &str) -> Option<i64> {
+        match &self.window {
+            Some(_) => None,
+            None => self.events.due_of(key),
+        }
+    }
+}
+
+/// The first bytes of a key's snapshot with a window stage (JSON snapshots start with `{`).
+const WINDOWED_SNAPSHOT: &[u8] = b"cep-w1";
+
+fn encode_windows<W: cep_runtime::Window>(
+    state: cep_runtime::Result<Option<WindowKeyState<W>>>,
+) -> Result<Option<Vec<u8>>, RecordError> {
+    match state.map_err(runtime_error)? {
+        Some(s) => rmp_serde::to_vec(&s).map(Some).map_err(|e| RecordError {
+            message: format!("window state: {e}"),
+        }),
+        None => Ok(None),
+    }
+}
+
+fn restore_windows<A, C>(
+    op: &mut WindowOperator<String, Element, A, C>,
+    key: &String,
+    bytes: &[u8],
+) -> Result<(), String>
+where
+    A: cep_runtime::WindowAssigner,
+    C: cep_runtime::window::WindowContents<String, Element, A::W>,
+{
+    op.remove_key(key).map_err(|e| e.to_string())?;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let state: WindowKeyState<A::W> = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+    op.restore_key(key, state).map_err(|e| e.to_string())
+}
+
+fn remove_windows<A, C>(op: &mut WindowOperator<String, Element, A, C>, key: &String) -> bool
+where
+    A: cep_runtime::WindowAssigner,
+    C: cep_runtime::window::WindowContents<String, Element, A::W>,
+{
+    let had = op.snapshot_key(key).ok().flatten().is_some();
+    if let Err(e) = op.remove_key(key) {
+        tracing::error!("window stage: {e}");
+    }
+    had
 }
 
 /// Splits `patterns` into those `selection` names (over window results) and the others (over

@@ -16,7 +16,7 @@ pub use assigner::{
 };
 pub use operator::{
     AggregateContents, ListContents, ProcessWindowFunction, ReduceContents, WindowContents,
-    WindowOperator, WindowSpec,
+    WindowKeyState, WindowOperator, WindowSpec,
 };
 pub use trigger::{
     CountTrigger, EventTimeTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerContext,

@@ -132,6 +132,12 @@ pub trait Trigger<T, W: Window>: Send + Sync {
     fn clear(&self, _window: &W, _ctx: &mut TriggerContext<'_>) -> Result<()> {
         Ok(())
     }
+
+    /// The names of the keyed states the trigger keeps, so that one key's state can be copied out
+    /// of the operator and back (per-key snapshots).
+    fn state_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Fires once the watermark passes the window's end, and again for every late element within the
@@ -305,6 +311,10 @@ impl<T, W: Window> Trigger<T, W> for CountTrigger {
     fn clear(&self, _: &W, ctx: &mut TriggerContext<'_>) -> Result<()> {
         self.state.clear(ctx.state())
     }
+
+    fn state_names(&self) -> Vec<String> {
+        vec![self.state.name().to_owned()]
+    }
 }
 
 /// Turns every `Fire` of the inner trigger into `FireAndPurge` (Flink's `PurgingTrigger`).
@@ -374,6 +384,10 @@ impl<T: 'static, W: Window> Trigger<T, W> for PurgingTrigger<T, W> {
 
     fn clear(&self, window: &W, ctx: &mut TriggerContext<'_>) -> Result<()> {
         self.inner.clear(window, ctx)
+    }
+
+    fn state_names(&self) -> Vec<String> {
+        self.inner.state_names()
     }
 }
 
