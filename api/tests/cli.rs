@@ -293,10 +293,10 @@ fn run_takes_a_window_stage_from_flags() {
     assert!(stderr.contains("--window-pattern nope"), "{stderr}");
 }
 
-/// `cep kafka` takes the same window flags, and refuses them with the reason: a Kafka
-/// pipeline's checkpoints do not hold window state yet.
+/// `cep kafka` takes the same window flags; a window stage's state is checkpointed from memory,
+/// so the rocksdb backend is refused with the reason, before connecting.
 #[test]
-fn kafka_refuses_a_window_stage_before_connecting() {
+fn kafka_refuses_a_window_stage_with_the_rocksdb_backend() {
     let dir = tmpdir("kafka-window");
     let hot = write(
         &dir,
@@ -320,13 +320,19 @@ fn kafka_refuses_a_window_stage_before_connecting() {
             "tumbling:10s",
             "--aggregate",
             "avg_temp=avg:temp",
+            "--state-backend",
+            "rocksdb",
+            "--data-dir",
         ])
+        .arg(dir.join("data"))
         .output()
         .unwrap();
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains("window: a window stage runs on http and file sources"),
+        stderr.contains(
+            "state.backend: a Kafka pipeline with a window stage keeps its state in memory"
+        ),
         "{stderr}"
     );
 }

@@ -1429,7 +1429,10 @@ mod tests {
             "source": {"type": "kafka", "bootstrap": "b", "topics": ["in"], "group": "g"},
             "window": {"type": "tumbling", "size": "1s"}
         });
-        assert_eq!(paths(kafka), ["window"]);
+        parse(kafka.clone()).expect("a window stage on a Kafka source");
+        let mut rocksdb = kafka;
+        rocksdb["state"] = json!({"backend": "rocksdb"});
+        assert_eq!(paths(rocksdb), ["state.backend"]);
     }
 
     #[test]
