@@ -1837,3 +1837,192 @@ fn key_ttl_in_a_kafka_pipeline_survives_a_restart() {
     assert_eq!(outputs(), ["match paid o2"]);
     second.stop();
 }
+
+/// Replacing a pattern of a Kafka pipeline in the service: with `drain`, the old version's
+/// partial match runs on to its match, labelled with its version, beside the new version, and
+/// across a restart of the pipeline (the changelog holds both versions' state, the markers the
+/// versions); it goes once it holds nothing. With `restart`, the partial matches of the replaced
+/// version are dropped. Processing time, with a manual clock.
+#[test]
+fn pattern_replacement_in_a_kafka_pipeline_drains_across_a_restart() {
+    use cep_patterns::Replace;
+    use cep_pipeline::running::{Environment, OutputFilter, Pipeline, PipelineRecord};
+    use cep_pipeline::{Clock, ManualClock};
+    use std::sync::Arc;
+
+    const T: i64 = 1_767_258_000_000;
+    let (broker, topics, dir, _) = setup("drain");
+    let clock = Arc::new(ManualClock::new(T));
+    let env = Environment {
+        clock: clock.clone() as Arc<dyn Clock>,
+        ..Environment::in_memory(1000, dir.path().join("data"))
+    };
+    let fails = |times: u32, within: &str, version: u64| {
+        let spec = json!({"name": "fails", "within": within, "stages": [
+            {"name": "f", "where": "type == 'fail'", "times": times, "consecutive": true}]});
+        Arc::new(
+            compile(&PatternSpec::from_json(&spec.to_string()).unwrap())
+                .unwrap()
+                .with_version(version),
+        )
+    };
+    let spec = cep_pipeline::parse(json!({
+        "name": "drain",
+        "source": {"type": "kafka", "bootstrap": broker.bootstrap, "topics": [topics.input],
+                   "group": "drain-group", "commit_interval": "200ms"},
+        "key_by": "user",
+        "time": {"mode": "processing"},
+        "sinks": [{"type": "kafka", "matches_topic": topics.matches}, {"type": "recent"}]
+    }))
+    .unwrap();
+    let start = |patterns| {
+        Pipeline::start(
+            PipelineRecord {
+                spec: spec.clone(),
+                paused: false,
+            },
+            patterns,
+            &env,
+        )
+        .unwrap()
+    };
+    // The status, with the engine's statistics (reported with each epoch, and every 2 s).
+    let status = |p: &Pipeline| {
+        let mut s = p.kafka_status().unwrap();
+        s["stats"] = p.stats();
+        s
+    };
+    let wait_for = |p: &Pipeline, what: &str, done: &dyn Fn(&Value) -> bool| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !done(&status(p)) {
+            assert!(Instant::now() < until, "{what}: {}", status(p));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // `pattern vVERSION key [n of each event]`, in the order of the output log.
+    let outputs = |p: &Pipeline| -> Vec<String> {
+        p.recent(&OutputFilter::default(), 100)
+            .outputs
+            .iter()
+            .map(|o| {
+                let ns: Vec<String> = o["events"]["f"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["n"].to_string())
+                    .collect();
+                format!(
+                    "{} v{} {} [{}]",
+                    o["pattern"].as_str().unwrap(),
+                    o["version"],
+                    o["key"].as_str().unwrap(),
+                    ns.join(",")
+                )
+            })
+            .collect()
+    };
+    let versions = |s: &Value| -> Vec<String> {
+        s["stats"]["patterns"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        let draining = p["draining"].as_bool().unwrap_or(false);
+                        format!("v{} draining={draining}", p["version"])
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ev = |user: &str, n: u32| json!({"user": user, "type": "fail", "n": n, "ts": 1});
+
+    // Version 1 (three failures): `a` fails twice and holds two partial matches (from each).
+    let first = start(vec![fails(3, "10s", 1)]);
+    produce(&broker, &topics, &[ev("a", 1), ev("a", 2)]);
+    wait_for(&first, "2 records", &|s| s["records"].as_u64() >= Some(2));
+    clock.advance(1);
+    wait_for(&first, "a's partial matches", &|s| {
+        s["stats"]["partial_matches"].as_u64() == Some(2)
+    });
+    // Version 2 (two failures) drains version 1.
+    first
+        .set_patterns(vec![fails(2, "10s", 2)], Replace::Drain)
+        .unwrap();
+    wait_for(&first, "both versions", &|s| {
+        versions(s) == ["v2 draining=false", "v1 draining=true"]
+    });
+    first.stop();
+    drop(first);
+
+    // Restarted: both versions come back from the changelog, with a's partial matches.
+    let second = start(vec![fails(2, "10s", 2)]);
+    wait_for(&second, "restored", &|s| {
+        s["state"] == "running"
+            && versions(s) == ["v2 draining=false", "v1 draining=true"]
+            && s["stats"]["partial_matches"].as_u64() == Some(2)
+    });
+    produce(&broker, &topics, &[ev("a", 3)]);
+    wait_for(&second, "1 record", &|s| s["records"].as_u64() >= Some(1));
+    clock.advance(1);
+    // Version 1's partial match from the first failure completes; version 2 starts from the
+    // third failure only.
+    let until = Instant::now() + Duration::from_secs(30);
+    while outputs(&second).is_empty() {
+        assert!(Instant::now() < until, "no output: {}", status(&second));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    produce(&broker, &topics, &[ev("a", 4)]);
+    wait_for(&second, "2 records", &|s| s["records"].as_u64() >= Some(2));
+    clock.advance(1);
+    wait_for(&second, "version 1 retired", &|s| {
+        versions(s) == ["v2 draining=false"]
+    });
+    let until = Instant::now() + Duration::from_secs(30);
+    while outputs(&second).len() < 3 {
+        assert!(Instant::now() < until, "one output: {}", status(&second));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The fourth failure completes version 2's match and version 1's from the second failure,
+    // its last partial match: version 1 holds nothing and goes.
+    assert_eq!(
+        outputs(&second),
+        [
+            "fails v1 a [1,2,3]",
+            "fails v2 a [3,4]",
+            "fails v1 a [2,3,4]"
+        ]
+    );
+
+    // `b` holds a partial match of version 2 (as does `a`, from its last failure); version 3
+    // restarts them: b's first failure is gone.
+    produce(&broker, &topics, &[ev("b", 1)]);
+    wait_for(&second, "3 records", &|s| s["records"].as_u64() >= Some(3));
+    clock.advance(1);
+    wait_for(&second, "b's partial match", &|s| {
+        s["stats"]["partial_matches"].as_u64() == Some(2)
+    });
+    second
+        .set_patterns(vec![fails(2, "20s", 3)], Replace::Restart)
+        .unwrap();
+    wait_for(&second, "version 3 alone", &|s| {
+        versions(s) == ["v3 draining=false"] && s["stats"]["partial_matches"].as_u64() == Some(0)
+    });
+    produce(&broker, &topics, &[ev("b", 2), ev("b", 3)]);
+    wait_for(&second, "5 records", &|s| s["records"].as_u64() >= Some(5));
+    clock.advance(1);
+    let until = Instant::now() + Duration::from_secs(30);
+    while outputs(&second).len() < 4 {
+        assert!(Instant::now() < until, "three outputs: {}", status(&second));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        outputs(&second),
+        [
+            "fails v1 a [1,2,3]",
+            "fails v2 a [3,4]",
+            "fails v1 a [2,3,4]",
+            "fails v3 b [2,3]"
+        ]
+    );
+    second.stop();
+}

@@ -93,7 +93,7 @@ fn fingerprint(spec: &PipelineSpec) -> Value {
 
 /// Compiles logged pattern versions: `{"spec", "version", "draining"}` (a bare spec: version 0,
 /// active).
-fn compile_all(logged: &[Value]) -> anyhow::Result<Vec<(Arc<CompiledPattern>, bool)>> {
+pub(crate) fn compile_all(logged: &[Value]) -> anyhow::Result<Vec<(Arc<CompiledPattern>, bool)>> {
     logged
         .iter()
         .map(|v| {
@@ -114,7 +114,7 @@ fn compile_all(logged: &[Value]) -> anyhow::Result<Vec<(Arc<CompiledPattern>, bo
 }
 
 /// Pattern versions as logged.
-fn logged(slots: &[(Arc<CompiledPattern>, bool)]) -> Vec<Value> {
+pub(crate) fn logged(slots: &[(Arc<CompiledPattern>, bool)]) -> Vec<Value> {
     slots
         .iter()
         .map(|(p, draining)| {

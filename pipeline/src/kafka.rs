@@ -30,7 +30,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, Output};
+use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, Output, Replace};
 use cep_runtime::kafka::{
     output_id, parse_json_object, rdkafka, AssignmentChange, DeadLetter, KafkaSink, KafkaSource,
     SinkConfig, SourceConfig, SourceRecord,
@@ -38,6 +38,7 @@ use cep_runtime::kafka::{
 use cep_runtime::{Clock, SystemClock};
 use serde_json::{json, Value};
 
+use crate::journal::{compile_all, logged};
 use crate::running::{Environment, Outputs};
 use crate::spec::{
     Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PipelineSpec, SourceSpec, StateBackend,
@@ -149,9 +150,9 @@ pub struct Hooks {
     pub keep_recent: bool,
     /// What the thread reports.
     pub status: Arc<Mutex<KafkaStatus>>,
-    /// The patterns to run (the latest handed over), and whether the thread has yet to take
-    /// them.
-    pub patterns: Arc<Mutex<(Vec<Arc<CompiledPattern>>, bool)>>,
+    /// The patterns to run (the latest handed over), and if the thread has yet to take them,
+    /// how changed ones replace theirs.
+    pub patterns: Arc<Mutex<(Vec<Arc<CompiledPattern>>, Option<Replace>)>>,
     /// Questions about keys.
     pub questions: Arc<Mutex<mpsc::Receiver<KeyQuestion>>>,
     /// The service's clock (processing time).
@@ -189,7 +190,7 @@ impl KafkaHandle {
                 state: "starting",
                 ..KafkaStatus::default()
             })),
-            patterns: Arc::new(Mutex::new((patterns.clone(), false))),
+            patterns: Arc::new(Mutex::new((patterns.clone(), None))),
             questions: Arc::new(Mutex::new(questions)),
             clock: env.clock.clone(),
         };
@@ -219,9 +220,9 @@ impl KafkaHandle {
         lock(&self.hooks.status)
     }
 
-    /// Hands new patterns to the pipeline.
-    pub fn set_patterns(&self, patterns: Vec<Arc<CompiledPattern>>) {
-        *lock(&self.hooks.patterns) = (patterns, true);
+    /// Hands new patterns to the pipeline; changed ones drain or restart as `mode` says.
+    pub fn set_patterns(&self, patterns: Vec<Arc<CompiledPattern>>, mode: Replace) {
+        *lock(&self.hooks.patterns) = (patterns, Some(mode));
     }
 
     /// Asks the pipeline for the partial matches of `key`; the answer comes on the receiver.
@@ -278,7 +279,7 @@ fn supervise(spec: PipelineSpec, data_dir: PathBuf, hooks: Hooks, stop: &AtomicB
         // A (re)start runs the latest patterns.
         let patterns = {
             let mut latest = lock(&hooks.patterns);
-            latest.1 = false;
+            latest.1 = None;
             latest.0.clone()
         };
         let result = KafkaPipeline::new(&spec, patterns.clone(), &data_dir, Some(hooks.clone()))
@@ -641,18 +642,21 @@ impl KafkaPipeline {
         };
         let update = {
             let mut latest = lock(&hooks.patterns);
-            std::mem::replace(&mut latest.1, false).then(|| latest.0.clone())
+            latest.1.take().map(|mode| (latest.0.clone(), mode))
         };
         let questions: Vec<KeyQuestion> = lock(&hooks.questions).try_iter().collect();
-        if let Some(patterns) = update {
+        if let Some((patterns, mut mode)) = update {
             if let Some(spill) = &mut self.spill {
                 // Every key's state is rewritten for the new patterns: all of it in memory.
                 for key in spill.load_all(&mut self.engine)? {
                     self.used.insert(key, self.epoch);
                 }
+                // Whether a draining version still holds something is known of the keys in
+                // memory only: with the RocksDB backend, changed patterns restart.
+                mode = Replace::Restart;
             }
             self.engine
-                .set_patterns(patterns.clone())
+                .set_patterns_mode(patterns.clone(), mode)
                 .map_err(|e| anyhow::anyhow!("the new patterns: {e}"))?;
             self.changelog.fingerprint =
                 fingerprint(&patterns, &self.config, self.engine_spec.window.as_ref());
@@ -771,7 +775,23 @@ impl KafkaPipeline {
         self.source.reset_processed();
         self.assigned = parts.iter().cloned().collect();
 
-        let restored = self.changelog.read(&parts)?;
+        let mut restored = self.changelog.read(&parts)?;
+        // The pattern versions of the first partition's checkpoint (with a version draining,
+        // more than the active ones); a partition checkpointed with others starts over.
+        let layout = restored
+            .iter()
+            .find_map(|(_, s)| s.marker.as_ref())
+            .and_then(|m| m.slots.clone());
+        if let Some(slots) = &layout {
+            compile_all(slots)
+                .and_then(|s| {
+                    self.engine
+                        .restore_slots(s)
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                })
+                .context("restoring the pattern versions of the checkpoint")?;
+        }
+        self.drop_other_layouts(&mut restored, layout.as_ref());
         let mut seeds = Vec::new();
         let mut watermark: Option<i64> = None;
         let mut keys = 0;
@@ -810,6 +830,33 @@ impl KafkaPipeline {
         Ok(())
     }
 
+    /// The pattern versions for a marker: all of them while one drains, else none (the active
+    /// ones are the fingerprint's).
+    fn slots(&self) -> Option<Vec<Value>> {
+        self.engine
+            .is_draining()
+            .then(|| logged(&self.engine.slots()))
+    }
+
+    /// Drops the keys of partitions checkpointed with other pattern versions than `layout`
+    /// (their snapshots have a part per version): they start over, as after a restart-mode
+    /// replacement. Only partitions checkpointed by processes that drained differently differ.
+    fn drop_other_layouts(&self, restored: &mut [(Part, PartState)], layout: Option<&Vec<Value>>) {
+        for (part, state) in restored.iter_mut() {
+            let Some(marker) = &state.marker else {
+                continue;
+            };
+            if marker.slots.as_ref() != layout && !state.keys.is_empty() {
+                tracing::warn!(
+                    "{part:?} was checkpointed with other pattern versions draining; its {} keys \
+                     start over",
+                    state.keys.len()
+                );
+                state.keys.clear();
+            }
+        }
+    }
+
     /// Puts a key's state read from the changelog into the engine (and the RocksDB backend,
     /// which keeps the most recently used keys in memory), at home in `part`.
     fn restore_key(&mut self, key: String, snapshot: &[u8], part: &Part) -> anyhow::Result<()> {
@@ -838,7 +885,8 @@ impl KafkaPipeline {
     /// where it is: an added partition's records at or below it are late.
     fn restore_added(&mut self, parts: Vec<Part>) -> anyhow::Result<()> {
         let begun = Instant::now();
-        let restored = self.changelog.read(&parts)?;
+        let mut restored = self.changelog.read(&parts)?;
+        self.drop_other_layouts(&mut restored, self.slots().as_ref());
         // The engine's watermark cannot go back. If it is past where an added partition's
         // previous owner had got (its last marker), records of that partition the previous owner
         // would have matched would be late here: then start over on every partition, from the
@@ -1058,6 +1106,12 @@ impl KafkaPipeline {
     /// in one transaction with the offsets (exactly-once).
     fn checkpoint(&mut self, last: bool) -> anyhow::Result<()> {
         let topic = self.changelog.topic.clone();
+        if self.engine.is_draining() && self.engine.retire_drained() {
+            // A drained version went: every key's state changed shape, every marker says so.
+            tracing::info!(pipeline = %self.name, "a drained pattern version retired");
+            self.touched.extend(self.assigned.iter().cloned());
+        }
+        let slots = self.slots();
         for key in self.engine.take_changed() {
             let Some(part) = self.homes.get(&key).cloned() else {
                 continue;
@@ -1102,6 +1156,7 @@ impl KafkaPipeline {
                 max_ts: max_ts.get(&part).copied(),
                 watermark: self.engine.watermark(),
                 fingerprint: self.changelog.fingerprint.clone(),
+                slots: slots.clone(),
             };
             let bytes = serde_json::to_vec(&marker)?;
             self.sink.send_to(
@@ -1207,6 +1262,11 @@ struct Marker {
     max_ts: Option<i64>,
     watermark: i64,
     fingerprint: String,
+    /// While a replaced pattern's previous version drains, every version the engine runs (as
+    /// the HTTP journal logs them): the keys' snapshots have a part for each. The fingerprint is
+    /// that of the active versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slots: Option<Vec<Value>>,
 }
 
 /// A changelog record: key and value (`None`: a tombstone).
@@ -1583,6 +1643,7 @@ mod tests {
                 max_ts: Some(10),
                 watermark: 5,
                 fingerprint: fingerprint.into(),
+                slots: None,
             })
             .unwrap(),
         )

@@ -806,7 +806,8 @@ impl Pipeline {
     /// Switches the evaluated patterns. A changed pattern's partial matches drain (run on to
     /// their match or timeout beside the new version) or restart (are dropped), as `mode`
     /// says; a removed pattern's go. An HTTP pipeline logs the change, in order with its events.
-    /// A Kafka pipeline restarts changed patterns (its changelog holds one version of each).
+    /// A Kafka pipeline hands the change to its thread, which checkpoints every version it runs
+    /// (with the RocksDB backend, changed patterns restart).
     pub fn set_patterns(
         &self,
         patterns: Vec<Arc<CompiledPattern>>,
@@ -833,7 +834,7 @@ impl Pipeline {
             Driver::Kafka(handle) => {
                 JsonEngine::new(config, patterns.clone())?;
                 if let Some(h) = handle {
-                    h.set_patterns(patterns.clone());
+                    h.set_patterns(patterns.clone(), mode);
                 }
             }
         }

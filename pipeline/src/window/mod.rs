@@ -403,6 +403,34 @@ impl PipelineEngine {
         a || b
     }
 
+    /// Every pattern version the engines run, with whether it is draining (see
+    /// [`JsonEngine::slots`]): those over events, then those over window results.
+    pub fn slots(&self) -> Vec<(Arc<CompiledPattern>, bool)> {
+        let mut slots = self.events.slots();
+        if let Some(stage) = &self.window {
+            slots.extend(stage.results.slots());
+        }
+        slots
+    }
+
+    /// Sets the pattern versions of a fresh engine (see [`JsonEngine::restore_slots`]), each to
+    /// the engine of its input, before its keys are restored.
+    pub fn restore_slots(
+        &mut self,
+        slots: Vec<(Arc<CompiledPattern>, bool)>,
+    ) -> Result<(), PatternErrors> {
+        match &mut self.window {
+            None => self.events.restore_slots(slots),
+            Some(stage) => {
+                let (over_results, over_events): (Vec<_>, Vec<_>) = slots
+                    .into_iter()
+                    .partition(|(p, _)| stage.selection.includes(p.name()));
+                self.events.restore_slots(over_events)?;
+                stage.results.restore_slots(over_results)
+            }
+        }
+    }
+
     /// Whether some pattern version is draining.
     pub fn is_draining(&self) -> bool {
         self.events.is_draining()
