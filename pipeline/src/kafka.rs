@@ -152,12 +152,16 @@ pub struct Hooks {
     pub status: Arc<Mutex<KafkaStatus>>,
     /// The patterns to run (the latest handed over), and if the thread has yet to take them,
     /// how changed ones replace theirs.
-    pub patterns: Arc<Mutex<(Vec<Arc<CompiledPattern>>, Option<Replace>)>>,
+    pub patterns: Arc<Mutex<PatternUpdate>>,
     /// Questions about keys.
     pub questions: Arc<Mutex<mpsc::Receiver<KeyQuestion>>>,
     /// The service's clock (processing time).
     pub clock: Arc<dyn Clock>,
 }
+
+/// The latest patterns handed to a pipeline's thread, and how changed ones replace theirs if it
+/// has yet to take them.
+pub type PatternUpdate = (Vec<Arc<CompiledPattern>>, Option<Replace>);
 
 /// A Kafka pipeline running on its own thread inside `cep serve`. A failure is reported in its
 /// status and the pipeline starts again (from its last checkpoint) after a pause.
