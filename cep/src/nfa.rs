@@ -459,6 +459,21 @@ impl<E> Nfa<E> {
         dropped.len()
     }
 
+    /// Drops the oldest partial matches (by first event), one at a time, until the events the
+    /// key keeps in the shared buffer for this pattern are at most `max` (or no partial match is
+    /// left: completed matches waiting to be emitted keep theirs). Returns how many it dropped.
+    pub fn trim_buffer(&self, st: &mut NfaState<E>, max: usize) -> usize {
+        let mut dropped = 0;
+        while st.buffered_events() > max {
+            let count = st.partial_count();
+            if count == 0 {
+                break;
+            }
+            dropped += self.trim(st, count - 1);
+        }
+        dropped
+    }
+
     fn is_start(&self, cs: &CState) -> bool {
         self.states[cs.state as usize].kind == Kind::Start
     }

@@ -78,12 +78,16 @@ pub struct StateBounds {
     /// A key whose latest event is this far behind the watermark (ms) is dropped, with its
     /// partial matches (not reported as timeouts).
     pub key_ttl: Option<i64>,
+    /// Events a key keeps in the shared buffer per pattern (what its partial matches hold):
+    /// beyond it the oldest partial matches (by first event) are dropped until it is within.
+    /// For looping stages, where one partial match can hold any number of events.
+    pub max_buffered_events: Option<usize>,
 }
 
 /// What the bounds dropped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
-    /// Partial matches dropped by `max_partial_matches`.
+    /// Partial matches dropped by `max_partial_matches` and `max_buffered_events`.
     pub partial_matches: u64,
     /// Keys dropped by `max_keys`.
     pub evicted_keys: u64,
@@ -370,6 +374,9 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 }
                 if let Some(max) = self.bounds.max_partial_matches {
                     self.dropped.partial_matches += nfa.trim(st, max) as u64;
+                }
+                if let Some(max) = self.bounds.max_buffered_events {
+                    self.dropped.partial_matches += nfa.trim_buffer(st, max) as u64;
                 }
                 flush(p, &slot.key, &mut self.matches, &mut self.timeouts, out);
             }

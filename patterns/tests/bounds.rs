@@ -113,3 +113,77 @@ fn an_idle_key_goes_after_its_ttl_without_a_timeout() {
     push(&mut e, "clock", 9000, "X", &mut out);
     assert_eq!(matched_a(&out), [1500]);
 }
+
+/// One or more `A`s (relaxed), then a `B`: every `A` starts a partial match and extends the
+/// earlier ones, so the key's shared buffer keeps every `A` until a `B` comes.
+fn looping(bounds: StateBounds) -> JsonEngine {
+    let doc = json!({
+        "name": "run",
+        "stages": [{"name": "a", "where": "type == 'A'", "one_or_more": true},
+                   {"name": "b", "where": "type == 'B'", "contiguity": "followed_by"}]
+    });
+    let pattern = Arc::new(compile(&PatternSpec::from_json(&doc.to_string()).unwrap()).unwrap());
+    let config = EngineConfig {
+        key_by: "key".into(),
+        time_field: "ts".into(),
+        time_format: TimeFormat::EpochMs,
+        out_of_orderness_ms: 0,
+    };
+    let mut e = JsonEngine::new(config, vec![pattern]).unwrap();
+    e.set_bounds(bounds);
+    e
+}
+
+/// The `A` times of each match, sorted.
+fn runs(out: &[Output]) -> Vec<Vec<i64>> {
+    let mut r: Vec<Vec<i64>> = out
+        .iter()
+        .filter(|o| o.kind == OutputKind::Match)
+        .map(|o| {
+            serde_json::to_value(o.events.as_ref().unwrap()).unwrap()["a"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["ts"].as_i64().unwrap())
+                .collect()
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn beyond_max_buffered_events_the_oldest_partial_matches_go() {
+    let run = |max: Option<usize>| {
+        let mut e = looping(StateBounds {
+            max_buffered_events: max,
+            ..StateBounds::default()
+        });
+        let mut out = Vec::new();
+        let mut most = 0;
+        for i in 0..10 {
+            push(&mut e, "k", 1000 + i, "A", &mut out);
+            // The stat counts the latest A too, waiting for the watermark.
+            most = most.max(e.stats().buffered_events);
+        }
+        push(&mut e, "k", 2000, "B", &mut out);
+        push(&mut e, "clock", 3000, "X", &mut out);
+        (runs(&out), most, e.stats().dropped_partial_matches)
+    };
+    // Unbounded: the buffer grows with the run, and every run of consecutive As matches (the
+    // loop's relaxed contiguity skips no matching A): 10 * 11 / 2 of them.
+    let (all, most, dropped) = run(None);
+    assert_eq!(all.len(), 55);
+    assert_eq!(most, 10);
+    assert_eq!(dropped, 0);
+    // At most 3 events: only partial matches from the last three As are left, with the runs
+    // over them; the rest were dropped and counted.
+    let (bounded, most, dropped) = run(Some(3));
+    assert_eq!(most, 3 + 1);
+    assert!(dropped > 0);
+    let last3: Vec<Vec<i64>> = all
+        .into_iter()
+        .filter(|r| r.iter().all(|t| *t >= 1007))
+        .collect();
+    assert_eq!(bounded, last3);
+}

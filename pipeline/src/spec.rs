@@ -727,6 +727,11 @@ pub struct StateSpec {
     /// (counted in `stats.evicted_keys`). None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<usize>,
+    /// Events a key keeps per pattern in the shared buffer (those its partial matches hold);
+    /// beyond it its oldest partial matches are dropped until it is within (counted in
+    /// `stats.dropped_partial_matches`). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_buffered_events: Option<usize>,
     /// A key without events for this long (in event time: its latest event this far behind the
     /// watermark) is dropped with its partial matches, not reported as timeouts (counted in
     /// `stats.expired_keys`). None: keys stay while they hold something.
@@ -741,6 +746,7 @@ impl StateSpec {
             max_partial_matches: self.max_partial_matches,
             max_keys: self.max_keys,
             key_ttl: self.key_ttl.map(|d| d.0),
+            max_buffered_events: self.max_buffered_events,
         }
     }
 }
@@ -1087,6 +1093,12 @@ impl PipelineSpec {
         if self.state.max_keys == Some(0) {
             errors.push(SpecError::new("state.max_keys", "must be at least 1"));
         }
+        if self.state.max_buffered_events == Some(0) {
+            errors.push(SpecError::new(
+                "state.max_buffered_events",
+                "must be at least 1",
+            ));
+        }
         if self.state.key_ttl.is_some_and(|d| d.0 <= 0) {
             errors.push(SpecError::new("state.key_ttl", "must be positive"));
         }
@@ -1235,7 +1247,7 @@ mod tests {
     fn state_bounds_are_read_and_checked_where_they_are() {
         let spec = parse(
             json!({"state": {"max_partial_matches": 100, "max_keys": 1000000,
-                                          "key_ttl": "1h"}}),
+                                          "key_ttl": "1h", "max_buffered_events": 500}}),
         )
         .unwrap();
         assert_eq!(
@@ -1244,6 +1256,7 @@ mod tests {
                 max_partial_matches: Some(100),
                 max_keys: Some(1_000_000),
                 key_ttl: Some(3_600_000),
+                max_buffered_events: Some(500),
             }
         );
         let paths = |v| {
@@ -1253,10 +1266,14 @@ mod tests {
                 .collect::<Vec<String>>()
         };
         assert_eq!(
-            paths(json!({"state": {"max_partial_matches": 0, "max_keys": 0, "key_ttl": "0ms"}})),
+            paths(
+                json!({"state": {"max_partial_matches": 0, "max_keys": 0, "key_ttl": "0ms",
+                                   "max_buffered_events": 0}})
+            ),
             [
                 "state.max_partial_matches",
                 "state.max_keys",
+                "state.max_buffered_events",
                 "state.key_ttl"
             ]
         );
