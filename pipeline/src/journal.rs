@@ -173,10 +173,9 @@ impl Journal {
                 .map_err(|e| anyhow::anyhow!("{e}"))
         };
         let fresh = engine_of(patterns.to_vec())?;
-        // Processing time reads the clock: it cannot be replayed, so it is not logged. A window
-        // stage is replayed but not checkpointed (its log is kept whole).
+        // Processing time reads the clock: it cannot be replayed, so it is not logged.
         let logs = store.durability() != Durability::Off && fresh.is_replayable();
-        let checkpointable = fresh.plain().is_some();
+        let checkpointable = fresh.is_replayable();
         let mut journal = Journal {
             store: store.clone(),
             keys: keys.clone(),
@@ -212,14 +211,13 @@ impl Journal {
                 .collect();
                 let engine = if checkpointable {
                     let mut engine = engine_of(Vec::new())?;
-                    let plain = engine.plain_mut().expect("checkpointable");
-                    plain
+                    engine
                         .restore_slots(slots)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let mut failed = None;
                     store.scan_with(&keys.state_prefix(), &keys.state_prefix(), |k, v| {
                         let key = String::from_utf8_lossy(k);
-                        match plain.restore_key(&key, v) {
+                        match engine.restore_key(&key, v) {
                             Ok(()) => {
                                 restored_keys += 1;
                                 true
@@ -233,7 +231,7 @@ impl Journal {
                     if let Some(e) = failed {
                         anyhow::bail!("restoring the checkpoint: {e}");
                     }
-                    plain.restore_time(meta.max_ts, meta.watermark, &mut scratch);
+                    engine.restore_time(meta.max_ts, meta.watermark, &mut scratch);
                     engine
                 } else {
                     // Written when the pipeline started from nothing: its patterns then.
@@ -269,8 +267,8 @@ impl Journal {
                 (fresh, from)
             }
         };
-        if let Some(plain) = engine.plain_mut() {
-            plain.track_changes(true);
+        if checkpointable {
+            engine.track_changes(true);
         }
         if from != u64::MAX {
             let limit = engine.max_future();
@@ -488,30 +486,44 @@ impl Journal {
     }
 
     /// Writes a checkpoint into `batch`: the keys changed since the last one, the clock, the
-    /// counters; and drops the log it covers. Nothing without a log, or with a window stage.
+    /// counters; and drops the log it covers. Nothing without a log (processing time, no
+    /// durability).
     pub(crate) fn checkpoint(
         &mut self,
         batch: &mut WriteBatch,
         engine: &mut PipelineEngine,
         outputs: &Outputs,
     ) {
-        let Some(plain) = engine.plain_mut() else {
+        if !self.checkpointable {
             return;
-        };
-        let changed = plain.take_changed();
+        }
+        let changed = engine.take_changed();
         if !self.logs {
             return;
         }
+        let mut snapshots = Vec::with_capacity(changed.len());
         for key in changed {
-            match plain.snapshot_key(&key) {
+            match engine.snapshot_key(&key) {
+                Ok(snapshot) => snapshots.push((key, snapshot)),
+                Err(e) => {
+                    // The changed keys are taken: without them no later checkpoint would be
+                    // whole. The log is kept whole from now on, as without checkpoints.
+                    tracing::error!(error = %e.message, "checkpoints stop; the log is kept whole");
+                    self.checkpointable = false;
+                    return;
+                }
+            }
+        }
+        for (key, snapshot) in snapshots {
+            match snapshot {
                 Some(snapshot) => batch.put(self.keys.state(&key), snapshot),
                 None => batch.delete(self.keys.state(&key)),
             }
         }
         let meta = self.meta(
-            plain.max_timestamp(),
-            plain.watermark(),
-            &plain.slots(),
+            engine.max_timestamp(),
+            engine.watermark(),
+            &engine.slots(),
             outputs,
         );
         self.write_meta(batch, meta);
@@ -560,9 +572,7 @@ impl Journal {
             *last += 1;
         }
         batch.delete_range(prefix, end);
-        if let Some(plain) = engine.plain_mut() {
-            plain.take_changed();
-        }
+        engine.take_changed();
         self.ids = Ids::default();
         self.running = active(patterns);
         let slots: Vec<(Arc<CompiledPattern>, bool)> =
@@ -575,6 +585,6 @@ impl Journal {
     pub(crate) fn respec(&mut self, spec: &PipelineSpec, engine: &PipelineEngine) {
         self.fingerprint = fingerprint(spec);
         self.logs = self.store.durability() != Durability::Off && engine.is_replayable();
-        self.checkpointable = engine.plain().is_some();
+        self.checkpointable = engine.is_replayable();
     }
 }

@@ -754,9 +754,7 @@ impl Pipeline {
             (SourceSpec::Http | SourceSpec::File { .. }, Some(j)) => {
                 let mut engine =
                     PipelineEngine::with_clock(&spec, patterns.clone(), self.env.clock.clone())?;
-                if let Some(plain) = engine.plain_mut() {
-                    plain.track_changes(true);
-                }
+                engine.track_changes(engine.is_replayable());
                 j.respec(&spec, &engine);
                 let mut batch = WriteBatch::default();
                 j.reset(&mut batch, &mut engine, &patterns, &self.outputs);
@@ -784,9 +782,7 @@ impl Pipeline {
                         patterns.clone(),
                         self.env.clock.clone(),
                     )?;
-                    if let Some(plain) = fresh.plain_mut() {
-                        plain.track_changes(true);
-                    }
+                    fresh.track_changes(fresh.is_replayable());
                     **engine = fresh;
                     let mut batch = WriteBatch::default();
                     j.reset(&mut batch, engine, &patterns, &self.outputs);

@@ -220,10 +220,11 @@ fn a_pattern_change_before_a_crash_is_the_one_running_after_it() {
     assert_eq!(p.outputs().counters.to_json()["events_in"], 20);
 }
 
-/// A pipeline with a window stage keeps its whole log (its window state is not checkpointed)
-/// and replays it: restarted anywhere, it gives the outputs of a run that never stopped.
+/// A pipeline with a window stage checkpoints its windows key by key with its partial matches
+/// (and drops the log before the checkpoint): restored and its log replayed anywhere, it gives
+/// the outputs of a run that never stopped.
 #[test]
-fn a_window_pipeline_replays_its_log_after_a_restart() {
+fn a_window_pipeline_restores_its_checkpoint_after_a_restart() {
     let window_spec = || {
         cep_pipeline::parse(json!({
             "name": "w", "key_by": "key", "watermark": {"out_of_orderness": "200ms", "max_future": "off"},

@@ -459,17 +459,6 @@ impl PipelineEngine {
         self.processing.is_none()
     }
 
-    /// The plain engine, when there is nothing else (no window stage, event time): what a
-    /// checkpoint snapshots key by key.
-    pub fn plain(&self) -> Option<&JsonEngine> {
-        (self.window.is_none() && self.processing.is_none()).then_some(&self.events)
-    }
-
-    /// See [`plain`](Self::plain).
-    pub fn plain_mut(&mut self) -> Option<&mut JsonEngine> {
-        (self.window.is_none() && self.processing.is_none()).then_some(&mut self.events)
-    }
-
     /// What `key` holds: its partial matches (over events and over window results) and its
     /// events waiting for the watermark (in the engine of the patterns over events).
     pub fn key_view(&self, key: &str) -> KeyView {
@@ -669,6 +658,26 @@ impl PipelineEngine {
         match &self.window {
             Some(stage) => n.max(stage.results.key_count()),
             None => n,
+        }
+    }
+
+    /// The highest event time taken (what the watermark follows): a checkpoint keeps it.
+    pub fn max_timestamp(&self) -> i64 {
+        match &self.window {
+            Some(stage) => stage.max_ts,
+            None => self.events.max_timestamp(),
+        }
+    }
+
+    /// Restores the event-time clock of a checkpoint after its keys (see
+    /// [`JsonEngine::restore_time`]): nothing fires that had not fired before the checkpoint.
+    pub fn restore_time(&mut self, max_timestamp: i64, watermark: i64, out: &mut Vec<Output>) {
+        match &mut self.window {
+            None => self.events.restore_time(max_timestamp, watermark, out),
+            Some(stage) => {
+                stage.max_ts = stage.max_ts.max(max_timestamp);
+                self.advance_watermark(watermark, out);
+            }
         }
     }
 
