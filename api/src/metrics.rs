@@ -139,6 +139,12 @@ pub fn render(state: &AppState) -> String {
         "1 if the pipeline's intake is paused.",
     );
     let mut patterns = Family::new("cep_patterns", "gauge", "Registered patterns.");
+    let mut dropped = Family::new(
+        "cep_state_dropped_total",
+        "counter",
+        "State dropped by the pipeline's state bounds: partial matches (max_partial_matches, \
+         max_buffered_events), keys evicted (max_keys) and expired (key_ttl).",
+    );
     let mut lag = Family::new(
         "cep_kafka_partition_lag",
         "gauge",
@@ -181,6 +187,15 @@ pub fn render(state: &AppState) -> String {
         if let Some(n) = number(&stats, "buffered_events") {
             buffered.add(&[("pipeline", p)], n);
         }
+        for (field, reason) in [
+            ("dropped_partial_matches", "partial_matches"),
+            ("evicted_keys", "evicted_keys"),
+            ("expired_keys", "expired_keys"),
+        ] {
+            if let Some(n) = number(&stats, field) {
+                dropped.add(&[("pipeline", p), ("reason", reason)], n);
+            }
+        }
         let wm = pipeline.watermark();
         if wm != i64::MIN {
             watermark.add(&[("pipeline", p)], wm as f64);
@@ -210,8 +225,8 @@ pub fn render(state: &AppState) -> String {
     }
     let mut out = String::new();
     for family in [
-        &events_in, &rejected, &matches, &timeouts, &late, &partials, &keys, &buffered, &watermark,
-        &paused, &patterns, &lag, &committed,
+        &events_in, &rejected, &matches, &timeouts, &late, &partials, &keys, &buffered, &dropped,
+        &watermark, &paused, &patterns, &lag, &committed,
     ] {
         family.write(&mut out);
     }

@@ -573,3 +573,44 @@ async fn sse_reconnect_with_last_event_id_gets_what_it_missed() {
     drop(stream);
     s.stop().await;
 }
+
+/// What a pipeline's state bounds drop is counted in its stats and in `/metrics`.
+#[tokio::test]
+async fn state_bounds_count_what_they_drop_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    // `A` then any later `B`, no window: each `A` starts a partial match that waits for ever.
+    s.register(&json!({
+        "name": "ab",
+        "stages": [{"name": "a", "where": "type == 'A'"},
+                   {"name": "b", "where": "type == 'B'", "contiguity": "followed_by_any"}]
+    }))
+    .await;
+    let (status, body) = s
+        .post(
+            "/api/v1/pipelines",
+            &json!({"name": "bounded", "patterns": ["ab"], "key_by": "key",
+                    "state": {"max_partial_matches": 2}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"key": "k", "ts": 1000 + i, "type": "A"}))
+        .chain([json!({"key": "k", "ts": 2000, "type": "B"})])
+        .collect();
+    let report = s.events("bounded", &Value::Array(events)).await;
+    assert_eq!(report["accepted"], 6, "{report}");
+    // Five partial matches, two kept: three dropped (the last `A` waits for the watermark
+    // until the `B`, which matches the two kept).
+    let (_, metrics) = s.text("/metrics").await;
+    assert!(
+        metrics
+            .contains("cep_state_dropped_total{pipeline=\"bounded\",reason=\"partial_matches\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cep_state_dropped_total{pipeline=\"bounded\",reason=\"evicted_keys\"} 0"),
+        "{metrics}"
+    );
+    s.stop().await;
+}
