@@ -9,6 +9,8 @@
 #
 #   CEP_BIN=target/release/cep CEP_EXAMPLES=target/release/examples scripts/measure-kafka-throughput.sh [EVENTS]
 #
+# GUARANTEES="at-least-once" measures one guarantee only.
+#
 # Starts a test broker (scripts/kafka-broker.sh) unless KAFKA_BOOTSTRAP is set. (The pipeline
 # must join before the events are produced: noida-db, the test broker, answers a query for a
 # partition's beginning with its end, so a new group would start after them.) Numbers are in
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 events=${1:-500000}
 source scripts/kafka-measure-common.sh
 
-for guarantee in at-least-once exactly-once; do
+for guarantee in ${GUARANTEES:-at-least-once exactly-once}; do
     input=tp-logins-$guarantee-$run
     group=tp-$guarantee-$run
     alerts=tp-alerts-$guarantee-$run
@@ -45,11 +47,15 @@ for guarantee in at-least-once exactly-once; do
         --wait-topic "$input" --timeout 600 "$alerts" >"$work/$guarantee.count"
     t2=$(now_ms)
     cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    # CPU per thread name: the pipeline's own thread (`cep`) and librdkafka's.
+    threads=$(for t in /proc/"$pid"/task/*; do
+        awk '{sub(/.*\) /, ""); print $12 + $13}' "$t/stat" | sed "s|^|$(cat "$t/comm") |"
+    done | awk '{a[$1] += $2} END {for (k in a) if (a[k] > 0) printf "%s %.2f s; ", k, a[k] / 100}')
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print (b - a) / 100}')
     echo "$guarantee: $events events produced in $((t1 - t0)) ms ($((events * 1000 / (t1 - t0 + 1))) events/s);" \
         "all committed by the pipeline $((t2 - t0)) ms after the first ($((events * 1000 / (t2 - t0 + 1))) events/s end to end," \
         "$((t2 - t1)) ms after the last); pipeline CPU $cpu s ($(awk -v c="$cpu" -v n="$events" 'BEGIN {printf "%.2f", c * 1e6 / n}') µs per event);" \
-        "alerts: $(awk '{print $NF}' "$work/$guarantee.count")"
+        "alerts: $(awk '{print $NF}' "$work/$guarantee.count"); CPU by thread: $threads"
 done

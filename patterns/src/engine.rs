@@ -418,6 +418,23 @@ impl std::fmt::Debug for JsonEngine {
     }
 }
 
+/// An event read from JSON text by [`JsonEngine::parse_str`], not yet taken.
+#[derive(Debug)]
+pub struct ParsedEvent {
+    /// Its key.
+    pub key: String,
+    /// Its event time (ms).
+    pub ts: i64,
+    event: JsonEvent,
+}
+
+impl ParsedEvent {
+    /// The event as a JSON value.
+    pub fn value(&self) -> Value {
+        self.event.value()
+    }
+}
+
 impl JsonEngine {
     /// An engine for these patterns.
     pub fn new(
@@ -604,6 +621,15 @@ impl JsonEngine {
     /// text is what outputs show. Malformed JSON and values that are not objects are rejected
     /// with the same messages as when decoding the text into a `Value` first.
     pub fn push_str(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        let parsed = self.parse_str(text)?;
+        self.push_parsed(parsed, out);
+        Ok(())
+    }
+
+    /// The first half of [`push_str`](Self::push_str): reads an event's key and time from its
+    /// text (and the fields the conditions read), for a caller that routes or checks it by them
+    /// before [`push_parsed`](Self::push_parsed) takes it.
+    pub fn parse_str(&self, text: &str) -> Result<ParsedEvent, RecordError> {
         let mut fields = FieldList::new();
         if !decode_fields(&self.wanted, text, &mut fields) {
             return Err(Self::reject(text));
@@ -624,8 +650,17 @@ impl JsonEngine {
         let raw = RawValue::from_string(text.trim().to_string()).map_err(|e| RecordError {
             message: format!("malformed JSON: {e}"),
         })?;
-        self.accept(key, ts, JsonEvent::new(row, raw), out);
-        Ok(())
+        Ok(ParsedEvent {
+            key,
+            ts,
+            event: JsonEvent::new(row, raw),
+        })
+    }
+
+    /// The second half of [`push_str`](Self::push_str): takes an event read by
+    /// [`parse_str`](Self::parse_str) (of this engine: its row follows this engine's patterns).
+    pub fn push_parsed(&mut self, parsed: ParsedEvent, out: &mut Vec<Output>) {
+        self.accept(parsed.key, parsed.ts, parsed.event, out);
     }
 
     /// Why `text` was refused by [`decode_fields`].

@@ -19,7 +19,8 @@ pub use cep::StateBounds;
 pub use compile::{compile, CompiledPattern, JsonEvent};
 pub use engine::{
     json_type, EngineConfig, EngineStats, FieldPath, JsonEngine, KeyView, MatchEvents, Output,
-    OutputKind, PartialMatchInfo, PatternStats, RecordError, Replace, TimeFormat, WaitingEvent,
+    OutputKind, ParsedEvent, PartialMatchInfo, PatternStats, RecordError, Replace, TimeFormat,
+    WaitingEvent,
 };
 pub use spec::{
     AfterMatchSpec, ContiguitySpec, DurationMs, PatternError, PatternErrors, PatternSpec,

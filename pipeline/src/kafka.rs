@@ -30,7 +30,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, Output, Replace};
+use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, Output, ParsedEvent, Replace};
 use cep_runtime::kafka::{
     output_id, parse_json_object, rdkafka, AssignmentChange, DeadLetter, KafkaSink, KafkaSource,
     SinkConfig, SourceConfig, SourceRecord,
@@ -335,6 +335,14 @@ struct Counters {
 
 /// An input partition.
 type Part = (String, i32);
+
+/// A record read, before the engine takes it.
+enum Taken {
+    /// Read as text (key, time and the conditions' fields decoded).
+    Text(ParsedEvent),
+    /// Decoded whole.
+    Value(Value),
+}
 
 /// A Kafka-in, Kafka-out pipeline (see the module's documentation).
 pub struct KafkaPipeline {
@@ -996,32 +1004,32 @@ impl KafkaPipeline {
             return Ok(());
         }
         self.counters.records += 1;
-        self.touched.insert(part.clone());
-        let read = parse_json_object(&record)
-            .map(|mut v| {
-                if self.record_time {
-                    if let (Some(obj), Some(ts)) = (v.as_object_mut(), record.timestamp) {
-                        obj.insert(KAFKA_TIMESTAMP_FIELD.into(), ts.into());
-                    }
-                }
-                v
+        if !self.touched.contains(&part) {
+            self.touched.insert(part.clone());
+        }
+        // Without a window stage, in event time, a record is read as text: only the fields the
+        // key, the time and the conditions need are decoded, and the text is what outputs show.
+        let text = (self.engine.takes_text() && !self.record_time)
+            .then(|| {
+                record
+                    .payload
+                    .as_deref()
+                    .and_then(|b| std::str::from_utf8(b).ok())
             })
-            .and_then(|v| match &self.processing {
-                // Processing time: the record's time is the clock's when it is taken (1 ms after
-                // the watermark if the clock has not moved past it).
-                Some(clock) => {
-                    let key = self.engine.key_of(&v).map_err(|e| e.message)?;
-                    let ts = clock.now().max(self.engine.watermark().saturating_add(1));
-                    Ok((v, key, ts))
-                }
-                None => self
-                    .engine
-                    .key_and_time(&v)
-                    .map(|(key, ts)| (v, key, ts))
-                    .map_err(|e| e.message),
-            });
+            .flatten();
+        let read = match text {
+            Some(text) => self
+                .engine
+                .parse_str(text)
+                .map(|p| {
+                    let (key, ts) = (p.key.clone(), p.ts);
+                    (Taken::Text(p), key, ts)
+                })
+                .map_err(|e| e.message),
+            None => self.read_value(&record),
+        };
         match read {
-            Ok((value, key, ts)) => {
+            Ok((taken, key, ts)) => {
                 self.source.observe(&record, ts);
                 match self.homes.get(&key) {
                     Some(home) if *home == part => {}
@@ -1043,11 +1051,12 @@ impl KafkaPipeline {
                     }
                     self.used.insert(key.clone(), self.epoch);
                 }
-                let pushed = match &self.processing {
-                    Some(_) => self
-                        .engine
-                        .push_keyed(key.clone(), ts, &value, &mut self.outs),
-                    None => self.engine.push(value, &mut self.outs),
+                let pushed = match taken {
+                    Taken::Text(parsed) => self.engine.push_parsed(parsed, &mut self.outs),
+                    Taken::Value(value) => match &self.processing {
+                        Some(_) => self.engine.push_keyed(key, ts, &value, &mut self.outs),
+                        None => self.engine.push(value, &mut self.outs),
+                    },
                 };
                 match pushed {
                     Ok(()) => {
@@ -1064,6 +1073,35 @@ impl KafkaPipeline {
         }
         self.source.mark_processed(&record);
         Ok(())
+    }
+
+    /// Reads a record as a JSON value (with the record's timestamp added, if the pipeline's
+    /// time is the record's), and its key and time (the clock's, in processing time).
+    fn read_value(&self, record: &SourceRecord) -> Result<(Taken, String, i64), String> {
+        parse_json_object(record)
+            .map(|mut v| {
+                if self.record_time {
+                    if let (Some(obj), Some(ts)) = (v.as_object_mut(), record.timestamp) {
+                        obj.insert(KAFKA_TIMESTAMP_FIELD.into(), ts.into());
+                    }
+                }
+                v
+            })
+            .and_then(|v| match &self.processing {
+                // Processing time: the record's time is the clock's when it is taken (1 ms after
+                // the watermark if the clock has not moved past it).
+                Some(clock) => {
+                    let key = self.engine.key_of(&v).map_err(|e| e.message)?;
+                    let ts = clock.now().max(self.engine.watermark().saturating_add(1));
+                    Ok((v, key, ts))
+                }
+                None => self
+                    .engine
+                    .key_and_time(&v)
+                    .map(|(key, ts)| (v, key, ts))
+                    .map_err(|e| e.message),
+            })
+            .map(|(v, key, ts)| (Taken::Value(v), key, ts))
     }
 
     fn dead_letter(&mut self, record: &SourceRecord, reason: &str) -> anyhow::Result<()> {

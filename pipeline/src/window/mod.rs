@@ -21,8 +21,8 @@ mod aggregate;
 use std::sync::Arc;
 
 use cep_patterns::{
-    CompiledPattern, EngineStats, FieldPath, JsonEngine, KeyView, Output, PartialMatchInfo,
-    PatternError, PatternErrors, RecordError, Replace, StateBounds,
+    CompiledPattern, EngineStats, FieldPath, JsonEngine, KeyView, Output, ParsedEvent,
+    PartialMatchInfo, PatternError, PatternErrors, RecordError, Replace, StateBounds,
 };
 use cep_runtime::window::{
     AggregateContents, ListContents, WindowKeyState, WindowOperator, WindowSpec,
@@ -508,6 +508,32 @@ impl PipelineEngine {
     /// The key and event time of an event (see [`JsonEngine::key_and_time`]).
     pub fn key_and_time(&self, event: &Value) -> Result<(String, i64), RecordError> {
         self.events.key_and_time(event)
+    }
+
+    /// Whether [`push_parsed`](Self::push_parsed) takes events as text, without decoding them
+    /// whole: without a window stage, in event time.
+    pub fn takes_text(&self) -> bool {
+        self.window.is_none() && self.processing.is_none()
+    }
+
+    /// Reads an event's key and time from its text (see [`JsonEngine::parse_str`]).
+    pub fn parse_str(&self, text: &str) -> Result<ParsedEvent, RecordError> {
+        self.events.parse_str(text)
+    }
+
+    /// Takes an event read by [`parse_str`](Self::parse_str), as [`push`](Self::push) would
+    /// (decoded whole when the engine does not [`take text`](Self::takes_text)).
+    pub fn push_parsed(
+        &mut self,
+        parsed: ParsedEvent,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RecordError> {
+        if self.takes_text() {
+            self.events.push_parsed(parsed, out);
+            Ok(())
+        } else {
+            self.push(parsed.value(), out)
+        }
     }
 
     /// Takes an event whose key and time the caller has read (a Kafka source in processing
