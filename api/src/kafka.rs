@@ -192,6 +192,7 @@ impl KafkaArgs {
                 dir: self.data_dir.clone(),
                 ..StateSpec::default()
             },
+            workers: 1,
             sinks: vec![SinkSpec::Kafka(KafkaSinkSpec {
                 bootstrap: None,
                 topic: self.topic.clone(),

@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// a terminal.
     #[arg(long)]
     pub progress: bool,
+    /// Worker threads that evaluate the keys (each key on one of them), 1 to 64: the lines are
+    /// read in batches and each batch's events go to their keys' workers. Outputs of different
+    /// keys within a batch come in time order.
+    #[arg(long, default_value = "1")]
+    pub workers: usize,
     /// A window stage ahead of the patterns.
     #[command(flatten)]
     pub window: WindowArgs,
@@ -99,6 +104,7 @@ impl RunArgs {
             window: self.window.spec()?,
             patterns: PatternSelection::All,
             state: StateSpec::default(),
+            workers: self.workers,
             sinks: vec![SinkSpec::File {
                 path: PathBuf::from(&self.output),
             }],

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use cep_patterns::CompiledPattern;
 
+use crate::shards::Engine;
 use crate::spec::{PipelineSpec, SinkSpec, SourceSpec};
-use crate::window::PipelineEngine;
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,7 +59,8 @@ pub fn run(
     if patterns.is_empty() {
         bail!("no patterns");
     }
-    let mut engine = PipelineEngine::new(spec, patterns).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut engine = Engine::new(spec, patterns, Arc::new(cep_runtime::SystemClock))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let size = (input != Path::new("-"))
         .then(|| std::fs::metadata(input).ok().map(|m| m.len()))
         .flatten();
@@ -80,37 +81,61 @@ pub fn run(
     };
     let mut summary = Summary::default();
     let mut outs = Vec::new();
-    let mut line = String::new();
     let mut read = 0u64;
     let mut last_report = Instant::now();
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .with_context(|| format!("reading line {}", summary.lines + 1))?;
-        if n == 0 {
-            break;
+    // Lines are taken in batches (for workers, see `Engine::push_batch`): line numbers and texts.
+    let batch_lines = if engine.workers() > 1 { 4096 } else { 1 };
+    let mut batch: Vec<(u64, String)> = Vec::with_capacity(batch_lines);
+    let mut spare: Vec<String> = Vec::new();
+    let mut done = false;
+    while !done {
+        batch.clear();
+        while batch.len() < batch_lines {
+            let mut line = spare.pop().unwrap_or_default();
+            line.clear();
+            let n = reader
+                .read_line(&mut line)
+                .with_context(|| format!("reading line {}", summary.lines + 1))?;
+            if n == 0 {
+                done = true;
+                break;
+            }
+            read += n as u64;
+            summary.lines += 1;
+            let len = line.trim_end_matches(['\n', '\r']).len();
+            line.truncate(len);
+            if line.trim().is_empty() {
+                spare.push(line);
+                continue;
+            }
+            batch.push((summary.lines, line));
         }
-        read += n as u64;
-        summary.lines += 1;
-        let text = line.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            continue;
-        }
-        match engine.push_str(text, &mut outs) {
-            Ok(()) => summary.events += 1,
-            Err(e) => {
-                summary.skipped += 1;
-                errors(summary.lines, &e.to_string());
+        let results = if batch_lines == 1 {
+            batch
+                .iter()
+                .map(|(_, text)| engine.push_str(text, &mut outs))
+                .collect()
+        } else {
+            let texts: Vec<&str> = batch.iter().map(|(_, l)| l.as_str()).collect();
+            engine.push_batch(&texts, &mut outs)
+        };
+        for ((line_no, _), result) in batch.iter().zip(results) {
+            match result {
+                Ok(()) => summary.events += 1,
+                Err(e) => {
+                    summary.skipped += 1;
+                    errors(*line_no, &e.to_string());
+                }
             }
         }
+        spare.extend(batch.drain(..).map(|(_, l)| l));
         for o in outs.drain(..) {
             serde_json::to_writer(&mut output, &o)?;
             output.write_all(b"\n")?;
             summary.outputs += 1;
         }
         if let Some(p) = &mut progress {
-            if summary.lines % 4096 == 0 && last_report.elapsed() >= p.every {
+            if (batch_lines > 1 || summary.lines % 4096 == 0) && last_report.elapsed() >= p.every {
                 (p.report)(&summary, size, read, false);
                 last_report = Instant::now();
             }

@@ -19,9 +19,9 @@ use rocksdb::WriteBatch;
 use serde_json::{json, Value};
 
 use crate::running::Outputs;
+use crate::shards::Engine;
 use crate::spec::PipelineSpec;
 use crate::store::{seq_of, CheckpointMeta, Durability, Keys, Store, WalEntry};
-use crate::window::PipelineEngine;
 
 /// How many idempotency keys a pipeline remembers.
 const IDS: usize = 10_000;
@@ -84,11 +84,16 @@ pub(crate) struct Journal {
 
 /// What the engine's state depends on besides the patterns.
 fn fingerprint(spec: &PipelineSpec) -> Value {
-    json!({
+    let mut f = json!({
         "key_by": spec.key_by,
         "time": spec.time,
         "out_of_orderness": spec.watermark.out_of_orderness,
-    })
+    });
+    if spec.workers > 1 {
+        // Keys are spread over the workers by their number.
+        f["workers"] = json!(spec.workers);
+    }
+    f
 }
 
 /// Compiles logged pattern versions: `{"spec", "version", "draining"}` (a bare spec: version 0,
@@ -147,7 +152,7 @@ impl Journal {
         patterns: &[Arc<CompiledPattern>],
         outputs: &Outputs,
         clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<(PipelineEngine, Journal)> {
+    ) -> anyhow::Result<(Engine, Journal)> {
         let started = Instant::now();
         let keys = Keys::new(&spec.name);
         let fingerprint = fingerprint(spec);
@@ -169,8 +174,7 @@ impl Journal {
             .and_then(seq_of)
             .unwrap_or(0);
         let engine_of = |patterns: Vec<Arc<CompiledPattern>>| {
-            PipelineEngine::with_clock(spec, patterns, clock.clone())
-                .map_err(|e| anyhow::anyhow!("{e}"))
+            Engine::new(spec, patterns, clock.clone()).map_err(|e| anyhow::anyhow!("{e}"))
         };
         let fresh = engine_of(patterns.to_vec())?;
         // Processing time reads the clock: it cannot be replayed, so it is not logged.
@@ -211,8 +215,15 @@ impl Journal {
                 .collect();
                 let engine = if checkpointable {
                     let mut engine = engine_of(Vec::new())?;
+                    let per_worker = match &meta.worker_patterns {
+                        Some(lists) => lists
+                            .iter()
+                            .map(|l| compile_all(l))
+                            .collect::<anyhow::Result<Vec<_>>>()?,
+                        None => vec![slots.clone()],
+                    };
                     engine
-                        .restore_slots(slots)
+                        .restore_slots(per_worker)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let mut failed = None;
                     store.scan_with(&keys.state_prefix(), &keys.state_prefix(), |k, v| {
@@ -336,7 +347,7 @@ impl Journal {
 
     fn replay(
         &mut self,
-        engine: &mut PipelineEngine,
+        engine: &mut Engine,
         entry: WalEntry,
         outputs: &Outputs,
         keep: bool,
@@ -349,10 +360,9 @@ impl Journal {
                 rejected,
                 events,
             } => {
-                for e in &events {
-                    // Accepted once, so accepted again: the engine is the same.
-                    let _ = engine.push_str(e.get(), &mut out);
-                }
+                // Accepted once, so accepted again: the engine is the same.
+                let texts: Vec<&str> = events.iter().map(|e| e.get()).collect();
+                let _ = engine.push_batch(&texts, &mut out);
                 outputs.count_input(accepted, rejected);
                 if let Some(id) = id {
                     self.ids.insert(id, accepted, rejected);
@@ -440,7 +450,7 @@ impl Journal {
     pub(crate) fn set_patterns(
         &mut self,
         batch: &mut WriteBatch,
-        engine: &mut PipelineEngine,
+        engine: &mut Engine,
         patterns: Vec<Arc<CompiledPattern>>,
         mode: Replace,
     ) -> anyhow::Result<()> {
@@ -460,11 +470,7 @@ impl Journal {
     }
 
     /// Drops the draining pattern versions that hold nothing, and logs it.
-    pub(crate) fn retire_drained(
-        &mut self,
-        batch: &mut WriteBatch,
-        engine: &mut PipelineEngine,
-    ) -> bool {
+    pub(crate) fn retire_drained(&mut self, batch: &mut WriteBatch, engine: &mut Engine) -> bool {
         if !engine.retire_drained() {
             return false;
         }
@@ -491,7 +497,7 @@ impl Journal {
     pub(crate) fn checkpoint(
         &mut self,
         batch: &mut WriteBatch,
-        engine: &mut PipelineEngine,
+        engine: &mut Engine,
         outputs: &Outputs,
     ) {
         if !self.checkpointable {
@@ -520,12 +526,16 @@ impl Journal {
                 None => batch.delete(self.keys.state(&key)),
             }
         }
-        let meta = self.meta(
+        let mut meta = self.meta(
             engine.max_timestamp(),
             engine.watermark(),
             &engine.slots(),
             outputs,
         );
+        let per_worker: Vec<Vec<Value>> = engine.worker_slots().iter().map(|s| logged(s)).collect();
+        if per_worker.iter().any(|l| *l != meta.patterns) {
+            meta.worker_patterns = Some(per_worker);
+        }
         self.write_meta(batch, meta);
     }
 
@@ -543,6 +553,7 @@ impl Journal {
             watermark,
             fingerprint: self.fingerprint.clone(),
             patterns: logged(slots),
+            worker_patterns: None,
             counters: outputs.counters_json(),
             ids: self.ids.to_list(),
         }
@@ -562,7 +573,7 @@ impl Journal {
     pub(crate) fn reset(
         &mut self,
         batch: &mut WriteBatch,
-        engine: &mut PipelineEngine,
+        engine: &mut Engine,
         patterns: &[Arc<CompiledPattern>],
         outputs: &Outputs,
     ) {
@@ -582,7 +593,7 @@ impl Journal {
     }
 
     /// Takes a new spec (with its fresh engine): a fresh state from now on.
-    pub(crate) fn respec(&mut self, spec: &PipelineSpec, engine: &PipelineEngine) {
+    pub(crate) fn respec(&mut self, spec: &PipelineSpec, engine: &Engine) {
         self.fingerprint = fingerprint(spec);
         self.logs = self.store.durability() != Durability::Off && engine.is_replayable();
         self.checkpointable = engine.is_replayable();

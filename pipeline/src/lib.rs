@@ -16,6 +16,7 @@ pub mod file;
 mod journal;
 pub mod kafka;
 pub mod running;
+pub mod shards;
 pub mod spec;
 pub mod store;
 pub mod window;

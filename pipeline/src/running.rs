@@ -24,9 +24,9 @@ use tokio::sync::broadcast;
 
 use crate::journal::Journal;
 use crate::kafka::KafkaHandle;
+use crate::shards::Engine;
 use crate::spec::{PipelineSpec, SourceSpec, TimeMode};
 use crate::store::{now_ms, seq_of, Keys, Store};
-use crate::window::PipelineEngine;
 
 /// A page of outputs (`GET .../matches`).
 #[derive(Debug, Serialize)]
@@ -562,7 +562,7 @@ struct Running {
 enum Driver {
     /// Events come from `POST .../events`.
     Http {
-        engine: Box<PipelineEngine>,
+        engine: Box<Engine>,
         /// When events last arrived and the watermark right after them (for idleness).
         last_events: Option<(Instant, i64)>,
         /// The log and checkpoints, in the service.
@@ -663,7 +663,7 @@ impl Pipeline {
             }
             SourceSpec::Http | SourceSpec::File { .. } => {
                 // Checked first: a spec the engine refuses is refused before the store is read.
-                let fresh = PipelineEngine::with_clock(spec, patterns.to_vec(), env.clock.clone())?;
+                let fresh = Engine::new(spec, patterns.to_vec(), env.clock.clone())?;
                 let (engine, journal) = match &env.store {
                     Some(store) => {
                         let (engine, journal) =
@@ -752,8 +752,7 @@ impl Pipeline {
         };
         let driver = match (&spec.source, journal.as_mut()) {
             (SourceSpec::Http | SourceSpec::File { .. }, Some(j)) => {
-                let mut engine =
-                    PipelineEngine::with_clock(&spec, patterns.clone(), self.env.clock.clone())?;
+                let mut engine = Engine::new(&spec, patterns.clone(), self.env.clock.clone())?;
                 engine.track_changes(engine.is_replayable());
                 j.respec(&spec, &engine);
                 let mut batch = WriteBatch::default();
@@ -777,11 +776,7 @@ impl Pipeline {
                 } = &mut driver
                 {
                     // A new engine: whatever an earlier life of this pipeline left goes.
-                    let mut fresh = PipelineEngine::with_clock(
-                        &spec,
-                        patterns.clone(),
-                        self.env.clock.clone(),
-                    )?;
+                    let mut fresh = Engine::new(&spec, patterns.clone(), self.env.clock.clone())?;
                     fresh.track_changes(fresh.is_replayable());
                     **engine = fresh;
                     let mut batch = WriteBatch::default();
@@ -880,48 +875,63 @@ impl Pipeline {
                 return Ok(report);
             }
         }
-        let mut kept: Vec<String> = Vec::new();
-        let mut accepted: Vec<&str> = Vec::new();
-        let mut compacted: Vec<usize> = Vec::new();
-        for (index, record) in records {
-            let result = match record {
+        // Each record as one line (the log, the outputs and the live feed are line based): a
+        // record written over several lines is compacted first.
+        let mut compacted: Vec<Option<String>> = Vec::new();
+        let mut lines: Vec<(usize, &str, usize)> = Vec::new();
+        let records: Vec<(usize, Result<&str, String>)> = records;
+        for (index, record) in &records {
+            match record {
                 Ok(text) if text.contains(['\n', '\r']) => {
-                    // Kept as one line: the log, the outputs and the live feed are line based.
                     match serde_json::from_str::<Value>(text) {
                         Ok(v) => {
-                            let line = v.to_string();
-                            let r = engine.push_str(&line, &mut outputs);
-                            if r.is_ok() {
-                                compacted.push(accepted.len());
-                                accepted.push("");
-                                kept.push(line);
-                            }
-                            r.map(|_| None).map_err(|e| e.to_string())
+                            lines.push((*index, "", compacted.len()));
+                            compacted.push(Some(v.to_string()));
                         }
-                        Err(e) => Err(format!("malformed JSON: {e}")),
+                        Err(e) => {
+                            report.rejected += 1;
+                            report.errors.push(RecordRejection {
+                                index: *index,
+                                reason: format!("malformed JSON: {e}"),
+                            });
+                        }
                     }
                 }
-                Ok(text) => engine
-                    .push_str(text, &mut outputs)
-                    .map(|_| Some(text))
-                    .map_err(|e| e.to_string()),
-                Err(reason) => Err(reason),
-            };
-            match result {
-                Ok(Some(text)) => {
-                    report.accepted += 1;
-                    accepted.push(text);
-                }
-                Ok(None) => report.accepted += 1,
+                Ok(text) => lines.push((*index, text, usize::MAX)),
                 Err(reason) => {
                     report.rejected += 1;
-                    report.errors.push(RecordRejection { index, reason });
+                    report.errors.push(RecordRejection {
+                        index: *index,
+                        reason: reason.clone(),
+                    });
                 }
             }
         }
-        for (slot, line) in compacted.into_iter().zip(&kept) {
-            accepted[slot] = line;
+        let texts: Vec<&str> = lines
+            .iter()
+            .map(|&(_, text, c)| match compacted.get(c) {
+                Some(Some(line)) => line.as_str(),
+                _ => text,
+            })
+            .collect();
+        let results = engine.push_batch(&texts, &mut outputs);
+        let mut accepted: Vec<&str> = Vec::with_capacity(texts.len());
+        for ((&(index, _, _), text), result) in lines.iter().zip(&texts).zip(results) {
+            match result {
+                Ok(()) => {
+                    report.accepted += 1;
+                    accepted.push(text);
+                }
+                Err(e) => {
+                    report.rejected += 1;
+                    report.errors.push(RecordRejection {
+                        index,
+                        reason: e.to_string(),
+                    });
+                }
+            }
         }
+        report.errors.sort_by_key(|r| r.index);
         // In processing time, the batch is matched now.
         engine.on_clock(&mut outputs);
         if report.accepted > 0 {

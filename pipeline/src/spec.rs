@@ -58,9 +58,21 @@ pub struct PipelineSpec {
     /// Where keyed state lives while the pipeline runs.
     #[serde(default)]
     pub state: StateSpec,
+    /// How many worker threads evaluate the pipeline's keys (each key on one of them): 1 (the
+    /// default) to 64. HTTP and file sources in event time.
+    #[serde(default = "one_worker", skip_serializing_if = "is_one_worker")]
+    pub workers: usize,
     /// Where matches, timeouts and late events go.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkSpec>,
+}
+
+fn one_worker() -> usize {
+    1
+}
+
+fn is_one_worker(n: &usize) -> bool {
+    *n == 1
 }
 
 fn default_key_by() -> String {
@@ -957,6 +969,7 @@ impl PipelineSpec {
             window: None,
             patterns: PatternSelection::All,
             state: StateSpec::default(),
+            workers: 1,
             sinks: default_sinks(),
         }
     }
@@ -1092,6 +1105,26 @@ impl PipelineSpec {
         }
         if self.state.max_keys == Some(0) {
             errors.push(SpecError::new("state.max_keys", "must be at least 1"));
+        }
+        if self.workers == 0 || self.workers > crate::shards::MAX_WORKERS {
+            errors.push(SpecError::new(
+                "workers",
+                format!("must be 1 to {}", crate::shards::MAX_WORKERS),
+            ));
+        } else if self.workers > 1 {
+            if kafka_source {
+                errors.push(SpecError::new(
+                    "workers",
+                    "a Kafka pipeline spreads over the processes of its consumer group, not over \
+                     workers: 1",
+                ));
+            }
+            if self.time.mode == TimeMode::Processing {
+                errors.push(SpecError::new(
+                    "workers",
+                    "processing time runs on one worker: 1",
+                ));
+            }
         }
         if self.state.max_buffered_events == Some(0) {
             errors.push(SpecError::new(

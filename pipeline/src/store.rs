@@ -168,6 +168,10 @@ pub struct CheckpointMeta {
     pub fingerprint: serde_json::Value,
     /// The pattern versions the state was built with: `{"spec", "version", "draining"}`.
     pub patterns: Vec<serde_json::Value>,
+    /// With several workers, each worker's pattern versions (a draining version leaves each
+    /// worker on its own), when they differ from `patterns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_patterns: Option<Vec<Vec<serde_json::Value>>>,
     /// Counters of the pipeline.
     pub counters: serde_json::Value,
     /// Recent idempotency keys and their answers, oldest first.

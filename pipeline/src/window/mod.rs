@@ -510,6 +510,14 @@ impl PipelineEngine {
         self.events.key_and_time(event)
     }
 
+    /// Refuses an event time the window stage cannot take (see `MAX_EVENT_TIME`).
+    pub fn check_time(&self, ts: Timestamp) -> Result<(), RecordError> {
+        match &self.window {
+            Some(_) => check_window_time(ts),
+            None => Ok(()),
+        }
+    }
+
     /// Whether [`push_parsed`](Self::push_parsed) takes events as text, without decoding them
     /// whole: without a window stage, in event time.
     pub fn takes_text(&self) -> bool {
@@ -760,6 +768,18 @@ where
     had
 }
 
+fn check_window_time(ts: Timestamp) -> Result<(), RecordError> {
+    if ts.unsigned_abs() > MAX_EVENT_TIME {
+        return Err(RecordError {
+            message: format!(
+                "time {ts} is out of the range a window stage takes (±{MAX_EVENT_TIME} ms, about \
+                 127,000 years around 1970)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Splits `patterns` into those `selection` names (over window results) and the others (over
 /// events).
 fn split(
@@ -903,14 +923,7 @@ impl WindowStage {
     /// Puts an event into its windows; true if it is later than the allowed lateness for all
     /// of them.
     fn process(&mut self, key: String, ts: Timestamp, event: &Value) -> Result<bool, RecordError> {
-        if ts.unsigned_abs() > MAX_EVENT_TIME {
-            return Err(RecordError {
-                message: format!(
-                    "time {ts} is out of the range a window stage takes (±{MAX_EVENT_TIME} ms, \
-                     about 127,000 years around 1970)"
-                ),
-            });
-        }
+        check_window_time(ts)?;
         self.events_in += 1;
         let element = Element {
             ts,
