@@ -2,11 +2,12 @@
 //! data directory) and several clients posting batched NDJSON of the login workload to one
 //! pipeline, with fresh, rising timestamps.
 //!
-//! Run with: cargo run --release -p cep-api --example ingest_load -- [DURABILITY] [EVENTS] [BATCH] [CLIENTS] [PATTERNS]
+//! Run with: cargo run --release -p cep-api --example ingest_load -- [DURABILITY] [EVENTS] [BATCH] [CLIENTS] [PATTERNS] [WORKERS]
 //!
 //! DURABILITY is write (default), fsync or off; the defaults are 1,000,000 events in batches of
 //! 1,000 from 4 clients, and 1 pattern (the login pattern; with more, copies of it under other
-//! names). Prints events/s, requests/s and the outputs made.
+//! names), on 1 worker thread (the pipeline's `workers`). Prints events/s, requests/s and the
+//! outputs made.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let batch: usize = arg(3, 1_000);
     let clients: usize = arg(4, 4);
     let patterns: usize = arg(5, 1);
+    let workers: usize = arg(6, 1);
     let dir = tempfile::tempdir()?;
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse()?,
@@ -60,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
     // Out-of-orderness covers the batches in flight at once, so that no event is late.
     let r = client
         .post(format!("{base}/api/v1/pipelines"))
-        .json(&json!({"name": "load", "watermark": {"out_of_orderness": "60s"}}))
+        .json(
+            &json!({"name": "load", "watermark": {"out_of_orderness": "60s"},
+                      "workers": workers}),
+        )
         .send()
         .await?;
     anyhow::ensure!(

@@ -336,3 +336,67 @@ fn kafka_refuses_a_window_stage_with_the_rocksdb_backend() {
         "{stderr}"
     );
 }
+
+/// `cep run --workers N` gives the outputs of one worker (sorted: outputs of different keys
+/// within a batch may come in another order), and reports bad lines by their number.
+#[test]
+fn run_with_workers_gives_the_outputs_of_one() {
+    let dir = tmpdir("workers");
+    let pattern = write(&dir, "login.json", LOGIN);
+    let mut s = 11u64;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as i64
+    };
+    let mut text = String::new();
+    for i in 0..9000 {
+        if i == 5000 {
+            text.push_str("{\"user\":\"u1\",\"ts\":\n");
+        }
+        let ts = 1_000 + 20 * i - next() % 300;
+        let ty = if next() % 4 == 0 { "ok" } else { "fail" };
+        text.push_str(&format!(
+            "{{\"user\":\"u{}\",\"ts\":{ts},\"type\":\"{ty}\"}}\n",
+            next() % 40
+        ));
+    }
+    let input = write(&dir, "events.jsonl", &text);
+    let run = |workers: &str| {
+        let out = dir.join(format!("out-{workers}.jsonl"));
+        let o = cep()
+            .args(["run", "--pattern"])
+            .arg(&pattern)
+            .arg("--input")
+            .arg(&input)
+            .args(["--key-by", "user", "--time-field", "ts"])
+            .args([
+                "--out-of-orderness",
+                "100ms",
+                "--workers",
+                workers,
+                "--output",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(stderr.contains("line 5001: malformed JSON"), "{stderr}");
+        let mut lines: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let one = run("1");
+    let count = |kind: &str| {
+        one.iter()
+            .filter(|l| l.contains(&format!("\"kind\":\"{kind}\"")))
+            .count()
+    };
+    assert!(count("match") > 100 && count("late") > 10, "{}", one.len());
+    assert!(run("4") == one, "4 workers");
+}

@@ -368,10 +368,37 @@ impl Sharded {
         let mut results = Vec::with_capacity(texts.len());
         // Per worker: its events, each with the pipeline's watermark before it.
         let mut work: Vec<Vec<(ParsedEvent, i64)>> = (0..n).map(|_| Vec::new()).collect();
-        for text in texts {
-            let read = self.workers[0]
-                .parse_str(text)
-                .and_then(|p| self.workers[0].check_time(p.ts).map(|()| p));
+        let read_one = |w: &PipelineEngine, text: &str| {
+            w.parse_str(text)
+                .and_then(|p| w.check_time(p.ts).map(|()| p))
+        };
+        // Reading is spread over the workers too (each reads a slice of the batch; the workers'
+        // patterns, and so what they read, are the same).
+        let read: Vec<Result<ParsedEvent, RecordError>> = if texts.len() >= PARALLEL_FROM {
+            let per = texts.len().div_ceil(n);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = self
+                    .workers
+                    .iter_mut()
+                    .zip(texts.chunks(per))
+                    .map(|(w, chunk)| {
+                        scope.spawn(move || {
+                            chunk.iter().map(|t| read_one(&*w, t)).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        } else {
+            texts
+                .iter()
+                .map(|t| read_one(&self.workers[0], t))
+                .collect()
+        };
+        for read in read {
             match read {
                 Ok(parsed) => {
                     let before = self.watermark;

@@ -1480,6 +1480,16 @@ mod tests {
             "window": {"type": "tumbling", "size": "1s"}
         });
         parse(kafka.clone()).expect("a window stage on a Kafka source");
+        let mut workers = kafka.clone();
+        workers["workers"] = json!(2);
+        assert_eq!(paths(workers), ["workers"]);
+        assert_eq!(paths(json!({"workers": 0})), ["workers"]);
+        assert_eq!(paths(json!({"workers": 65})), ["workers"]);
+        assert_eq!(
+            paths(json!({"workers": 2, "time": {"mode": "processing"}})),
+            ["workers"]
+        );
+        assert_eq!(parse(json!({"workers": 8})).unwrap().workers, 8);
         let mut rocksdb = kafka;
         rocksdb["state"] = json!({"backend": "rocksdb"});
         assert_eq!(paths(rocksdb), ["state.backend"]);
