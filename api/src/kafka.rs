@@ -15,6 +15,7 @@ use cep_pipeline::{
     KAFKA_TIMESTAMP_FIELD,
 };
 
+use crate::bounds_args::BoundsArgs;
 use crate::run::load_patterns;
 use crate::window_args::WindowArgs;
 
@@ -115,6 +116,9 @@ pub struct KafkaArgs {
     /// A window stage ahead of the patterns.
     #[command(flatten)]
     pub window: WindowArgs,
+    /// Bounds on the state kept.
+    #[command(flatten)]
+    pub bounds: BoundsArgs,
 }
 
 /// `--state-backend`.
@@ -183,14 +187,18 @@ impl KafkaArgs {
             },
             window: self.window.spec()?,
             patterns: PatternSelection::All,
-            state: StateSpec {
-                backend: match self.state_backend {
-                    StateBackendArg::Memory => StateBackend::Memory,
-                    StateBackendArg::Rocksdb => StateBackend::Rocksdb,
-                },
-                max_keys_in_memory: Some(self.max_keys_in_memory),
-                dir: self.data_dir.clone(),
-                ..StateSpec::default()
+            state: {
+                let mut state = StateSpec {
+                    backend: match self.state_backend {
+                        StateBackendArg::Memory => StateBackend::Memory,
+                        StateBackendArg::Rocksdb => StateBackend::Rocksdb,
+                    },
+                    max_keys_in_memory: Some(self.max_keys_in_memory),
+                    dir: self.data_dir.clone(),
+                    ..StateSpec::default()
+                };
+                self.bounds.apply(&mut state);
+                state
             },
             workers: 1,
             sinks: vec![SinkSpec::Kafka(KafkaSinkSpec {

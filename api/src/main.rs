@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bounds_args;
 mod check;
 mod kafka;
 mod run;

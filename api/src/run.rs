@@ -14,6 +14,7 @@ use cep_pipeline::{
     WatermarkSpec,
 };
 
+use crate::bounds_args::BoundsArgs;
 use crate::window_args::WindowArgs;
 
 /// Options of `cep run`.
@@ -52,6 +53,9 @@ pub struct RunArgs {
     /// A window stage ahead of the patterns.
     #[command(flatten)]
     pub window: WindowArgs,
+    /// Bounds on the state kept.
+    #[command(flatten)]
+    pub bounds: BoundsArgs,
 }
 
 /// Reads and compiles one pattern file.
@@ -103,7 +107,11 @@ impl RunArgs {
             },
             window: self.window.spec()?,
             patterns: PatternSelection::All,
-            state: StateSpec::default(),
+            state: {
+                let mut state = StateSpec::default();
+                self.bounds.apply(&mut state);
+                state
+            },
             workers: self.workers,
             sinks: vec![SinkSpec::File {
                 path: PathBuf::from(&self.output),

@@ -400,3 +400,50 @@ fn run_with_workers_gives_the_outputs_of_one() {
     assert!(count("match") > 100 && count("late") > 10, "{}", one.len());
     assert!(run("4") == one, "4 workers");
 }
+
+/// `cep run` takes the state bounds as flags: what they drop is gone from the outputs, and a
+/// bound of 0 is refused with the spec's reason.
+#[test]
+fn run_takes_state_bounds_from_flags() {
+    let dir = tmpdir("bounds");
+    let ab = write(
+        &dir,
+        "ab.json",
+        r#"{"name":"ab","stages":[{"name":"a","where":"type == 'A'"},{"name":"b","where":"type == 'B'","contiguity":"followed_by_any"}]}"#,
+    );
+    let mut text = String::new();
+    for i in 0..5 {
+        text.push_str(&format!(
+            "{{\"key\":\"k\",\"ts\":{},\"type\":\"A\"}}\n",
+            1000 + i
+        ));
+    }
+    text.push_str("{\"key\":\"k\",\"ts\":2000,\"type\":\"B\"}\n");
+    let input = write(&dir, "events.jsonl", &text);
+    let run = |flags: &[&str]| {
+        let o = cep()
+            .args(["run", "--pattern"])
+            .arg(&ab)
+            .arg("--input")
+            .arg(&input)
+            .args(["--key-by", "key", "--time-field", "ts"])
+            .args(flags)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).lines().count(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(run(&[]).1, 5);
+    // The two newest `A`s keep their partial matches.
+    assert_eq!(run(&["--max-partial-matches", "2"]).1, 2);
+    assert_eq!(run(&["--max-buffered-events", "3"]).1, 3);
+    let (code, _, stderr) = run(&["--max-keys", "0"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("state.max_keys: must be at least 1"),
+        "{stderr}"
+    );
+}
