@@ -10,11 +10,18 @@ use serde_json::json;
 
 /// `A` then any later `B`, no window: every `A` starts a partial match that waits for ever.
 fn engine(bounds: StateBounds) -> JsonEngine {
-    let doc = json!({
-        "name": "ab",
-        "stages": [{"name": "a", "where": "type == 'A'"},
-                   {"name": "b", "where": "type == 'B'", "contiguity": "followed_by_any"}]
-    });
+    engine_of(
+        json!({
+            "name": "ab",
+            "stages": [{"name": "a", "where": "type == 'A'"},
+                       {"name": "b", "where": "type == 'B'", "contiguity": "followed_by_any"}]
+        }),
+        bounds,
+    )
+}
+
+/// An engine of one pattern, keyed by `key`, in event time without out-of-orderness.
+fn engine_of(doc: serde_json::Value, bounds: StateBounds) -> JsonEngine {
     let pattern = Arc::new(compile(&PatternSpec::from_json(&doc.to_string()).unwrap()).unwrap());
     let config = EngineConfig {
         key_by: "key".into(),
@@ -117,21 +124,14 @@ fn an_idle_key_goes_after_its_ttl_without_a_timeout() {
 /// One or more `A`s (relaxed), then a `B`: every `A` starts a partial match and extends the
 /// earlier ones, so the key's shared buffer keeps every `A` until a `B` comes.
 fn looping(bounds: StateBounds) -> JsonEngine {
-    let doc = json!({
-        "name": "run",
-        "stages": [{"name": "a", "where": "type == 'A'", "one_or_more": true},
-                   {"name": "b", "where": "type == 'B'", "contiguity": "followed_by"}]
-    });
-    let pattern = Arc::new(compile(&PatternSpec::from_json(&doc.to_string()).unwrap()).unwrap());
-    let config = EngineConfig {
-        key_by: "key".into(),
-        time_field: "ts".into(),
-        time_format: TimeFormat::EpochMs,
-        out_of_orderness_ms: 0,
-    };
-    let mut e = JsonEngine::new(config, vec![pattern]).unwrap();
-    e.set_bounds(bounds);
-    e
+    engine_of(
+        json!({
+            "name": "run",
+            "stages": [{"name": "a", "where": "type == 'A'", "one_or_more": true},
+                       {"name": "b", "where": "type == 'B'", "contiguity": "followed_by"}]
+        }),
+        bounds,
+    )
 }
 
 /// The `A` times of each match, sorted.

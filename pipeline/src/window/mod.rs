@@ -248,10 +248,10 @@ impl PipelineEngine {
             let key = self.events.key_of(&event)?;
             let ts = clock.now().max(self.watermark().saturating_add(1));
             self.stamped = self.stamped.max(ts);
-            return self.take(key, ts, &event, out);
+            return self.push_keyed(key, ts, &event, out);
         }
         let (key, ts) = self.events.key_and_time(&event)?;
-        self.take(key, ts, &event, out)?;
+        self.push_keyed(key, ts, &event, out)?;
         if let Some(stage) = &mut self.window {
             stage.max_ts = stage.max_ts.max(ts);
             let watermark = stage
@@ -263,9 +263,9 @@ impl PipelineEngine {
         Ok(())
     }
 
-    /// Hands an event with its key and time to the window stage and the patterns over events;
-    /// the watermark does not move.
-    fn take(
+    /// Hands an event with its key and time (read by the caller: processing time, a Kafka
+    /// source) to the window stage and the patterns over events; the watermark does not move.
+    pub fn push_keyed(
         &mut self,
         key: String,
         ts: Timestamp,
@@ -542,18 +542,6 @@ impl PipelineEngine {
         } else {
             self.push(parsed.value(), out)
         }
-    }
-
-    /// Takes an event whose key and time the caller has read (a Kafka source in processing
-    /// time); the watermark does not move.
-    pub fn push_keyed(
-        &mut self,
-        key: String,
-        ts: Timestamp,
-        event: &Value,
-        out: &mut Vec<Output>,
-    ) -> Result<(), RecordError> {
-        self.take(key, ts, event, out)
     }
 
     /// Leaves the watermark to [`advance_watermark`](Self::advance_watermark) alone: a Kafka
