@@ -9,8 +9,10 @@
 //! Two paths: typed events with the Rust DSL through `CepOperator`, or (`--json`) each event
 //! written as a JSON line, parsed and pushed through `JsonEngine` and the outputs serialized, as
 //! `cep run` does. With `--threads T`, keys are hash-partitioned over `T` workers, each with its
-//! own operator; as the generator is a pure function of `i`, every worker runs it and keeps the
-//! events of its own keys (a router without the channel), so the events of a key keep their order.
+//! own operator. The input is partitioned before the clock starts, as a partitioned source (Kafka
+//! partitions, Flink's keyBy) hands each worker its keys' events: the indices of each worker's
+//! events, in order (4 bytes an event, part of the peak RSS), made by the workers together; each
+//! worker then generates only its own events, so the events of a key keep their order.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -330,7 +332,65 @@ struct Counts {
     timeouts: u64,
 }
 
-fn run_typed(nfa: Arc<Nfa<Ev>>, args: &BenchArgs, login: bool, worker: usize) -> Counts {
+/// The event indices of each worker, in order (see the module docs); `None` for one worker.
+/// Made in parallel: each thread partitions a slice of the stream, and each worker's list is the
+/// slices' lists in order.
+fn partition_input(args: &BenchArgs) -> anyhow::Result<Option<Vec<Vec<u32>>>> {
+    let threads = args.threads;
+    if threads <= 1 {
+        return Ok(None);
+    }
+    if args.events > u64::from(u32::MAX) {
+        bail!("--events beyond {} need --threads 1", u32::MAX);
+    }
+    let chunk = args.events.div_ceil(threads as u64);
+    let parts: Vec<Vec<Vec<u32>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads as u64)
+            .map(|c| {
+                s.spawn(move || {
+                    let mut lists: Vec<Vec<u32>> = (0..threads).map(|_| Vec::new()).collect();
+                    let end = ((c + 1) * chunk).min(args.events);
+                    for i in c * chunk..end {
+                        let key = event(i, args.keys, false).key;
+                        lists[partition(key, threads)].push(i as u32);
+                    }
+                    lists
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("partitioning"))
+            .collect()
+    });
+    let mut workers: Vec<Vec<u32>> = (0..threads).map(|_| Vec::new()).collect();
+    for lists in parts {
+        for (w, list) in lists.into_iter().enumerate() {
+            workers[w].extend(list);
+        }
+    }
+    Ok(Some(workers))
+}
+
+/// The indices of the events worker `worker` takes: all of them for one worker.
+fn indices<'a>(
+    args: &BenchArgs,
+    input: Option<&'a [Vec<u32>]>,
+    worker: usize,
+) -> Box<dyn Iterator<Item = u64> + 'a> {
+    match input {
+        Some(lists) => Box::new(lists[worker].iter().map(|&i| u64::from(i))),
+        None => Box::new(0..args.events),
+    }
+}
+
+fn run_typed(
+    nfa: Arc<Nfa<Ev>>,
+    args: &BenchArgs,
+    login: bool,
+    input: Option<&[Vec<u32>]>,
+    worker: usize,
+) -> Counts {
     let mut op: CepOperator<u64, Ev> = CepOperator::new(vec![nfa]);
     let mut out = Vec::new();
     let mut c = Counts::default();
@@ -343,11 +403,8 @@ fn run_typed(nfa: Arc<Nfa<Ev>>, args: &BenchArgs, login: bool, worker: usize) ->
             }
         }
     };
-    for i in 0..args.events {
+    for i in indices(args, input, worker) {
         let e = event(i, args.keys, login);
-        if partition(e.key, args.threads) != worker {
-            continue;
-        }
         let (key, ts) = (e.key, e.ts);
         op.process_element(key, e, ts, &mut out);
         // The watermark of bounded out-of-orderness 0.
@@ -380,7 +437,13 @@ fn write_line(line: &mut String, e: &Ev) {
     line.push('}');
 }
 
-fn run_json(spec: &PatternSpec, args: &BenchArgs, login: bool, worker: usize) -> Counts {
+fn run_json(
+    spec: &PatternSpec,
+    args: &BenchArgs,
+    login: bool,
+    input: Option<&[Vec<u32>]>,
+    worker: usize,
+) -> Counts {
     let pattern = Arc::new(compile(spec).expect("checked before the workers start"));
     let config = EngineConfig {
         key_by: "key".into(),
@@ -406,11 +469,8 @@ fn run_json(spec: &PatternSpec, args: &BenchArgs, login: bool, worker: usize) ->
             sink.push(b'\n');
         }
     };
-    for i in 0..args.events {
+    for i in indices(args, input, worker) {
         let e = event(i, args.keys, login);
-        if partition(e.key, args.threads) != worker {
-            continue;
-        }
         write_line(&mut line, &e);
         if let Err(err) = engine.push_str(&line, &mut outs) {
             panic!("event {i} rejected: {err}");
@@ -501,6 +561,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     }
     let login = args.workload == "login_fail";
     let threads = args.threads;
+    let input = partition_input(&args)?;
+    let input = input.as_deref();
     let start;
     let cpu_start;
     let counts: Vec<Counts> = if args.json {
@@ -509,13 +571,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         cpu_start = cpu_seconds();
         start = Instant::now();
         if threads == 1 {
-            vec![run_json(&spec, &args, login, 0)]
+            vec![run_json(&spec, &args, login, input, 0)]
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads)
                     .map(|w| {
                         let (spec, args) = (&spec, &args);
-                        s.spawn(move || run_json(spec, args, login, w))
+                        s.spawn(move || run_json(spec, args, login, input, w))
                     })
                     .collect();
                 handles
@@ -529,13 +591,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         cpu_start = cpu_seconds();
         start = Instant::now();
         if threads == 1 {
-            vec![run_typed(nfa, &args, login, 0)]
+            vec![run_typed(nfa, &args, login, input, 0)]
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads)
                     .map(|w| {
                         let (nfa, args) = (nfa.clone(), &args);
-                        s.spawn(move || run_typed(nfa, args, login, w))
+                        s.spawn(move || run_typed(nfa, args, login, input, w))
                     })
                     .collect();
                 handles
