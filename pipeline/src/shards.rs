@@ -1,9 +1,11 @@
 //! A pipeline's engine, on one thread or spread over worker threads by key ([`Engine`]).
 //!
 //! With `workers` > 1 the pipeline runs that many [`PipelineEngine`]s, each owning the keys
-//! whose hash falls to it, as `cep bench --threads` spreads keys over its workers. A batch of
-//! events is read on the calling thread (key, time and the conditions' fields), then each worker
-//! takes its keys' events on its own thread. The watermark stays the pipeline's: the highest
+//! whose hash falls to it, as `cep bench --threads` spreads keys over its workers, on a pool of
+//! as many threads kept for the engine's life (rayon). A batch of events is read by the workers
+//! (key, time and the conditions' fields; a slice each), routed by key, then each worker takes
+//! its keys' events. Batches smaller than `PARALLEL_FROM` stay on the calling thread. The
+//! watermark stays the pipeline's: the highest
 //! event time taken so far, less the out-of-orderness; before each event a worker moves its
 //! watermark to where the pipeline's was before that event, and after the batch to where it is
 //! after it. So each key sees what it would on one thread: the same events in the same order,
@@ -23,6 +25,7 @@ use cep_patterns::{
     PatternErrors, RecordError, Replace,
 };
 use cep_runtime::Clock;
+use rayon::prelude::*;
 
 use crate::spec::PipelineSpec;
 use crate::window::PipelineEngine;
@@ -45,6 +48,9 @@ pub enum Engine {
 /// Worker engines, each with the keys whose hash falls to it.
 pub struct Sharded {
     workers: Vec<PipelineEngine>,
+    /// The threads the workers run on, kept for the engine's life (a request does not start
+    /// threads).
+    pool: rayon::ThreadPool,
     /// The pipeline's out-of-orderness (the workers' own watermarks are switched off).
     out_of_orderness: i64,
     /// The highest event time taken.
@@ -92,7 +98,19 @@ impl Engine {
                 Ok(e)
             })
             .collect::<Result<Vec<_>, PatternErrors>>()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.len())
+            .thread_name(|i| format!("cep-worker-{i}"))
+            .build()
+            .map_err(|e| {
+                PatternErrors(vec![cep_patterns::PatternError {
+                    path: "workers".into(),
+                    column: None,
+                    message: format!("cannot start the worker threads: {e}"),
+                }])
+            })?;
         Ok(Engine::Sharded(Sharded {
+            pool,
             workers,
             out_of_orderness: spec.watermark.out_of_orderness.0,
             max_ts: i64::MIN,
@@ -376,22 +394,15 @@ impl Sharded {
         // patterns, and so what they read, are the same).
         let read: Vec<Result<ParsedEvent, RecordError>> = if texts.len() >= PARALLEL_FROM {
             let per = texts.len().div_ceil(n);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = self
-                    .workers
-                    .iter_mut()
-                    .zip(texts.chunks(per))
-                    .map(|(w, chunk)| {
-                        scope.spawn(move || {
-                            chunk.iter().map(|t| read_one(&*w, t)).collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            let workers = &mut self.workers;
+            let chunks: Vec<Vec<_>> = self.pool.install(|| {
+                workers
+                    .par_iter_mut()
+                    .zip(texts.par_chunks(per))
+                    .map(|(w, chunk)| chunk.iter().map(|t| read_one(&*w, t)).collect())
                     .collect()
-            })
+            });
+            chunks.into_iter().flatten().collect()
         } else {
             texts
                 .iter()
@@ -441,16 +452,12 @@ impl Sharded {
             outs
         };
         let done: Vec<Vec<Output>> = if total >= PARALLEL_FROM {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = self
-                    .workers
-                    .iter_mut()
+            let workers = &mut self.workers;
+            self.pool.install(|| {
+                workers
+                    .par_iter_mut()
                     .zip(work)
-                    .map(|(w, items)| scope.spawn(move || run(w, items)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .map(|(w, items)| run(w, items))
                     .collect()
             })
         } else {
