@@ -751,7 +751,7 @@
           h('div', { id: 'pl-kafka' })),
         h('section', {},
           h('h2', {}, 'Create or replace a pipeline'),
-          h('p', { class: 'muted' }, 'The form writes the JSON below (an HTTP pipeline); edit the JSON for everything else (Kafka source and sinks, state, idleness: docs/pipelines.md).'),
+          h('p', { class: 'muted' }, 'The form writes the JSON below (an HTTP pipeline); edit the JSON for everything else (Kafka source and sinks, window stage, state bounds, workers, idleness: docs/pipelines.md).'),
           h('div', { class: 'row', id: 'pl-form', oninput: () => this.formToJson(), onchange: () => this.formToJson() },
             h('label', {}, 'name ', h('input', { id: 'plf-name', size: 12, value: 'logins' })),
             h('label', {}, 'key_by ', h('input', { id: 'plf-key-by', size: 10, value: 'key' })),
