@@ -33,6 +33,9 @@ use crate::window::PipelineEngine;
 /// The most workers a pipeline takes.
 pub const MAX_WORKERS: usize = 64;
 
+/// The most elements a worker's batch buffers keep between batches.
+const KEEP_CAPACITY: usize = 1 << 16;
+
 /// Batches smaller than this are taken on the calling thread, worker by worker: starting
 /// threads would cost more than it saves.
 const PARALLEL_FROM: usize = 256;
@@ -57,6 +60,10 @@ pub struct Sharded {
     max_ts: i64,
     /// The pipeline's watermark.
     watermark: i64,
+    /// Per worker, its events of the batch and its outputs: kept between batches with their
+    /// capacity, so that a batch moves its outputs once instead of through growing vectors.
+    work: Vec<Vec<(ParsedEvent, i64)>>,
+    outs: Vec<Vec<Output>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -115,6 +122,8 @@ impl Engine {
             out_of_orderness: spec.watermark.out_of_orderness.0,
             max_ts: i64::MIN,
             watermark: i64::MIN,
+            work: Vec::new(),
+            outs: Vec::new(),
         }))
     }
 
@@ -385,7 +394,8 @@ impl Sharded {
         let n = self.workers.len();
         let mut results = Vec::with_capacity(texts.len());
         // Per worker: its events, each with the pipeline's watermark before it.
-        let mut work: Vec<Vec<(ParsedEvent, i64)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut work = std::mem::take(&mut self.work);
+        work.resize_with(n, Vec::new);
         let read_one = |w: &PipelineEngine, text: &str| {
             w.parse_str(text)
                 .and_then(|p| w.check_time(p.ts).map(|()| p))
@@ -434,43 +444,54 @@ impl Sharded {
     fn fan_out(&mut self, mut work: Vec<Vec<(ParsedEvent, i64)>>, out: &mut Vec<Output>) {
         let watermark = self.watermark;
         let total: usize = work.iter().map(Vec::len).sum();
-        work.resize_with(self.workers.len(), Vec::new);
-        let run = |w: &mut PipelineEngine, items: Vec<(ParsedEvent, i64)>| {
-            let mut outs = Vec::new();
-            for (parsed, before) in items {
+        let n = self.workers.len();
+        work.resize_with(n, Vec::new);
+        let mut outs = std::mem::take(&mut self.outs);
+        outs.resize_with(n, Vec::new);
+        let run = |w: &mut PipelineEngine,
+                   items: &mut Vec<(ParsedEvent, i64)>,
+                   outs: &mut Vec<Output>| {
+            for (parsed, before) in items.drain(..) {
                 if before > w.watermark() {
-                    w.advance_watermark(before, &mut outs);
+                    w.advance_watermark(before, outs);
                 }
                 // Key and time were read and checked: a worker takes what was read.
-                if let Err(e) = w.push_parsed(parsed, &mut outs) {
+                if let Err(e) = w.push_parsed(parsed, outs) {
                     tracing::error!("a worker refused an event it was given: {}", e.message);
                 }
             }
             if watermark > w.watermark() {
-                w.advance_watermark(watermark, &mut outs);
+                w.advance_watermark(watermark, outs);
             }
-            outs
         };
-        let done: Vec<Vec<Output>> = if total >= PARALLEL_FROM {
+        if total >= PARALLEL_FROM {
             let workers = &mut self.workers;
             self.pool.install(|| {
                 workers
                     .par_iter_mut()
-                    .zip(work)
-                    .map(|(w, items)| run(w, items))
-                    .collect()
-            })
+                    .zip(work.par_iter_mut())
+                    .zip(outs.par_iter_mut())
+                    .for_each(|((w, items), o)| run(w, items, o));
+            });
         } else {
-            self.workers
-                .iter_mut()
-                .zip(work)
-                .map(|(w, items)| run(w, items))
-                .collect()
-        };
+            for ((w, items), o) in self.workers.iter_mut().zip(&mut work).zip(&mut outs) {
+                run(w, items, o);
+            }
+        }
         let start = out.len();
-        for outs in done {
-            out.extend(outs);
+        out.reserve(outs.iter().map(Vec::len).sum());
+        for o in &mut outs {
+            out.append(o);
         }
         out[start..].sort_by_key(|o| o.timestamp);
+        // What a huge batch (the end of the input) grew is not kept.
+        for o in &mut outs {
+            o.shrink_to(KEEP_CAPACITY);
+        }
+        for w in &mut work {
+            w.shrink_to(KEEP_CAPACITY);
+        }
+        self.work = work;
+        self.outs = outs;
     }
 }
