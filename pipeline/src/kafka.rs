@@ -30,7 +30,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cep_patterns::{CompiledPattern, DurationMs, EngineConfig, Output, ParsedEvent, Replace};
+use cep_patterns::{CompiledPattern, Output, ParsedEvent, Replace};
 use cep_runtime::kafka::{
     output_id, parse_json_object, rdkafka, AssignmentChange, DeadLetter, KafkaSink, KafkaSource,
     SinkConfig, SourceConfig, SourceRecord,
@@ -42,7 +42,7 @@ use crate::journal::{compile_all, logged};
 use crate::running::{Environment, Outputs};
 use crate::spec::{
     Guarantee, KafkaSinkSpec, KafkaSourceSpec, Membership, PipelineSpec, SourceSpec, StateBackend,
-    TimeMode, WindowStageSpec, KAFKA_TIMESTAMP_FIELD,
+    TimeMode, KAFKA_TIMESTAMP_FIELD,
 };
 use crate::window::PipelineEngine;
 
@@ -350,9 +350,7 @@ pub struct KafkaPipeline {
     /// In processing time (`time.mode`), the clock that stamps records and moves the watermark.
     processing: Option<Arc<dyn Clock>>,
     patterns: Vec<Arc<CompiledPattern>>,
-    /// The pipeline's spec with the engines' own watermark switched off (see `new`).
-    engine_spec: PipelineSpec,
-    config: EngineConfig,
+    spec: PipelineSpec,
     engine: PipelineEngine,
     source: KafkaSource,
     sink: KafkaSink,
@@ -394,18 +392,15 @@ pub struct KafkaPipeline {
 const ENDS_EVERY: Duration = Duration::from_secs(2);
 
 /// What the checkpointed state belongs to: a changed pipeline cannot take it over.
-fn fingerprint(
-    patterns: &[Arc<CompiledPattern>],
-    config: &EngineConfig,
-    window: Option<&WindowStageSpec>,
-) -> String {
+fn fingerprint(patterns: &[Arc<CompiledPattern>], spec: &PipelineSpec) -> String {
+    let config = spec.engine_config();
     let mut what = json!({
         "patterns": patterns.iter().map(|p| p.spec()).collect::<Vec<_>>(),
         "key_by": config.key_by,
         "time_field": config.time_field,
         "time_format": config.time_format,
     });
-    if let Some(window) = window {
+    if let Some(window) = &spec.window {
         // Window state is kept as the stage's windows and aggregates lay it out.
         what["window"] = serde_json::to_value(window).unwrap_or(Value::Null);
     }
@@ -444,17 +439,11 @@ impl KafkaPipeline {
             }
         };
         let record_time = spec.time.field == KAFKA_TIMESTAMP_FIELD;
-        // The engines' own watermark (highest timestamp seen, globally) is switched off by an
-        // unbounded out-of-orderness: the pipeline drives the watermark from its per-partition
-        // watermarks with `advance_watermark`.
-        let mut engine_spec = spec.clone();
-        engine_spec.watermark.out_of_orderness = DurationMs(i64::MAX);
-        let config = engine_spec.engine_config();
         let processing = (spec.time.mode == TimeMode::Processing).then(|| match &hooks {
             Some(h) => h.clock.clone(),
             None => Arc::new(SystemClock) as Arc<dyn Clock>,
         });
-        let engine = new_engine(&engine_spec, &patterns, processing.clone())?;
+        let engine = new_engine(spec, &patterns, processing.clone())?;
 
         let instance_id = match source_spec.membership {
             Membership::Static => instance_id(source_spec, spec.kafka_sink()),
@@ -495,7 +484,7 @@ impl KafkaPipeline {
                 .unwrap_or_else(|| format!("{}-cep-changelog", source_spec.group)),
             bootstrap: source_spec.bootstrap.clone(),
             options: source_spec.options.clone(),
-            fingerprint: fingerprint(&patterns, &config, spec.window.as_ref()),
+            fingerprint: fingerprint(&patterns, spec),
             on_change: if hooks.is_some() {
                 OnChange::StartOver
             } else {
@@ -531,8 +520,7 @@ impl KafkaPipeline {
             name: spec.name.clone(),
             processing,
             patterns,
-            engine_spec,
-            config,
+            spec: spec.clone(),
             engine,
             source,
             sink,
@@ -670,8 +658,7 @@ impl KafkaPipeline {
             self.engine
                 .set_patterns_mode(patterns.clone(), mode)
                 .map_err(|e| anyhow::anyhow!("the new patterns: {e}"))?;
-            self.changelog.fingerprint =
-                fingerprint(&patterns, &self.config, self.engine_spec.window.as_ref());
+            self.changelog.fingerprint = fingerprint(&patterns, &self.spec);
             self.patterns = patterns;
             // Every partition's next marker carries the new fingerprint.
             self.touched.extend(self.assigned.iter().cloned());
@@ -774,7 +761,7 @@ impl KafkaPipeline {
         }
         self.outs.clear();
         self.recent.clear();
-        self.engine = new_engine(&self.engine_spec, &self.patterns, self.processing.clone())?;
+        self.engine = new_engine(&self.spec, &self.patterns, self.processing.clone())?;
         self.homes.clear();
         self.start.clear();
         self.touched.clear();
@@ -1276,9 +1263,9 @@ fn new_engine(
     processing: Option<Arc<dyn Clock>>,
 ) -> anyhow::Result<PipelineEngine> {
     let clock = processing.unwrap_or_else(|| Arc::new(SystemClock));
-    let mut engine = PipelineEngine::with_clock(spec, patterns.to_vec(), clock)
+    // The engine's watermark is the pipeline's, from its per-partition watermarks.
+    let mut engine = PipelineEngine::driven(spec, patterns.to_vec(), clock)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    engine.external_watermark();
     // Keys and partial matches the bounds drop count as changed: the checkpoint deletes them
     // from the changelog too.
     engine.track_changes(true);

@@ -21,14 +21,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use cep_patterns::{
-    CompiledPattern, DurationMs, EngineStats, KeyView, Output, ParsedEvent, PartialMatchInfo,
-    PatternErrors, RecordError, Replace,
+    CompiledPattern, EngineStats, KeyView, Output, ParsedEvent, PartialMatchInfo, PatternErrors,
+    RecordError, Replace,
 };
 use cep_runtime::Clock;
 use rayon::prelude::*;
 
 use crate::spec::PipelineSpec;
-use crate::window::PipelineEngine;
+use crate::window::{bounded_watermark, PipelineEngine};
 
 /// The most workers a pipeline takes.
 pub const MAX_WORKERS: usize = 64;
@@ -94,16 +94,9 @@ impl Engine {
                 spec, patterns, clock,
             )?)));
         }
-        // The workers' own watermarks are off: the pipeline moves them.
-        let mut worker_spec = spec.clone();
-        worker_spec.watermark.out_of_orderness = DurationMs(i64::MAX);
+        // The pipeline moves the workers' watermarks.
         let workers = (0..spec.workers.min(MAX_WORKERS))
-            .map(|_| {
-                let mut e =
-                    PipelineEngine::with_clock(&worker_spec, patterns.clone(), clock.clone())?;
-                e.external_watermark();
-                Ok(e)
-            })
+            .map(|_| PipelineEngine::driven(spec, patterns.clone(), clock.clone()))
             .collect::<Result<Vec<_>, PatternErrors>>()?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers.len())
@@ -150,7 +143,10 @@ impl Engine {
 
     /// Takes one event given as JSON text.
     pub fn push_str(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        self.push_batch(&[text], out).pop().unwrap_or(Ok(()))
+        match self {
+            Engine::One(e) => e.push_str(text, out),
+            Engine::Sharded(s) => s.push_batch(&[text], out).pop().unwrap_or(Ok(())),
+        }
     }
 
     /// Moves the watermark (see [`PipelineEngine::advance_watermark`]).
@@ -160,7 +156,7 @@ impl Engine {
             Engine::Sharded(s) => {
                 if watermark > s.watermark {
                     s.watermark = watermark;
-                    s.fan_out(Vec::new(), out);
+                    s.fan_out(out);
                 }
             }
         }
@@ -211,6 +207,14 @@ impl Engine {
         }
     }
 
+    /// A worker, for what they all share (their settings).
+    fn first(&self) -> &PipelineEngine {
+        match self {
+            Engine::One(e) => e,
+            Engine::Sharded(s) => &s.workers[0],
+        }
+    }
+
     fn owner(&self, key: &str) -> &PipelineEngine {
         match self {
             Engine::One(e) => e,
@@ -237,10 +241,9 @@ impl Engine {
         match self {
             Engine::One(e) => e.set_patterns_mode(patterns, mode),
             Engine::Sharded(s) => {
-                // The first worker checks them: the others are built from the same patterns.
-                let (first, rest) = s.workers.split_first_mut().expect("workers");
-                first.set_patterns_mode(patterns.clone(), mode)?;
-                for w in rest {
+                // The workers have the same patterns: if one refuses them, the first does,
+                // before any has changed.
+                for w in &mut s.workers {
                     w.set_patterns_mode(patterns.clone(), mode)?;
                 }
                 Ok(())
@@ -265,10 +268,7 @@ impl Engine {
 
     /// The pattern versions (of the first worker; see [`worker_slots`](Self::worker_slots)).
     pub fn slots(&self) -> Vec<(Arc<CompiledPattern>, bool)> {
-        match self {
-            Engine::One(e) => e.slots(),
-            Engine::Sharded(s) => s.workers[0].slots(),
-        }
+        self.first().slots()
     }
 
     /// The pattern versions of each worker.
@@ -308,12 +308,12 @@ impl Engine {
 
     /// The event-time guard.
     pub fn max_future(&self) -> Option<i64> {
-        self.owner("").max_future()
+        self.first().max_future()
     }
 
     /// Whether replaying the same inputs gives the same state and outputs.
     pub fn is_replayable(&self) -> bool {
-        self.owner("").is_replayable()
+        self.first().is_replayable()
     }
 
     /// Starts recording which keys change.
@@ -424,10 +424,7 @@ impl Sharded {
                 Ok(parsed) => {
                     let before = self.watermark;
                     self.max_ts = self.max_ts.max(parsed.ts);
-                    let wm = self
-                        .max_ts
-                        .saturating_sub(self.out_of_orderness)
-                        .saturating_sub(1);
+                    let wm = bounded_watermark(self.max_ts, self.out_of_orderness);
                     self.watermark = self.watermark.max(wm);
                     work[worker_of(&parsed.key, n)].push((parsed, before));
                     results.push(Ok(()));
@@ -435,17 +432,19 @@ impl Sharded {
                 Err(e) => results.push(Err(e)),
             }
         }
-        self.fan_out(work, out);
+        self.work = work;
+        self.fan_out(out);
         results
     }
 
-    /// Hands each worker its events and then the pipeline's watermark, on worker threads when
-    /// there is enough to do; their outputs go to `out` in time order.
-    fn fan_out(&mut self, mut work: Vec<Vec<(ParsedEvent, i64)>>, out: &mut Vec<Output>) {
+    /// Hands each worker its events (`self.work`) and then the pipeline's watermark, on the
+    /// pool when there is enough to do; their outputs go to `out` in time order.
+    fn fan_out(&mut self, out: &mut Vec<Output>) {
         let watermark = self.watermark;
-        let total: usize = work.iter().map(Vec::len).sum();
         let n = self.workers.len();
+        let mut work = std::mem::take(&mut self.work);
         work.resize_with(n, Vec::new);
+        let total: usize = work.iter().map(Vec::len).sum();
         let mut outs = std::mem::take(&mut self.outs);
         outs.resize_with(n, Vec::new);
         let run = |w: &mut PipelineEngine,

@@ -317,10 +317,9 @@ impl<K: Hash + Eq + Ord + Clone, N: Eq + Ord + Clone> TimerService<K, N> {
         self.processing.of_key(key)
     }
 
-    /// Deletes every timer of one key, in both domains.
-    pub fn remove_key(&mut self, key: &K) {
-        self.event.remove_key(key);
-        self.processing.remove_key(key);
+    /// Deletes every timer of one key, in both domains; returns how many there were.
+    pub fn remove_key(&mut self, key: &K) -> usize {
+        self.event.remove_key(key) + self.processing.remove_key(key)
     }
 
     /// Moves the watermark forward (never backwards). Then call [`TimerService::pop_event_timer`]

@@ -201,6 +201,20 @@ impl PipelineEngine {
         Self::with_clock(spec, patterns, Arc::new(SystemClock))
     }
 
+    /// An engine whose watermark only [`advance_watermark`](Self::advance_watermark) moves,
+    /// not the highest time it takes: a Kafka pipeline's comes from its partitions, a worker's
+    /// from its pipeline. (An unbounded out-of-orderness switches the stage's and the engines'
+    /// own off.)
+    pub fn driven(
+        spec: &PipelineSpec,
+        patterns: Vec<Arc<CompiledPattern>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<PipelineEngine, PatternErrors> {
+        let mut spec = spec.clone();
+        spec.watermark.out_of_orderness = cep_patterns::DurationMs(i64::MAX);
+        Self::with_clock(&spec, patterns, clock)
+    }
+
     /// Like [`new`](Self::new), with the clock of processing time (`time.mode`).
     pub fn with_clock(
         spec: &PipelineSpec,
@@ -254,10 +268,7 @@ impl PipelineEngine {
         self.push_keyed(key, ts, &event, out)?;
         if let Some(stage) = &mut self.window {
             stage.max_ts = stage.max_ts.max(ts);
-            let watermark = stage
-                .max_ts
-                .saturating_sub(stage.out_of_orderness)
-                .saturating_sub(1);
+            let watermark = bounded_watermark(stage.max_ts, stage.out_of_orderness);
             self.move_watermark(watermark, out)?;
         }
         Ok(())
@@ -544,15 +555,6 @@ impl PipelineEngine {
         }
     }
 
-    /// Leaves the watermark to [`advance_watermark`](Self::advance_watermark) alone: a Kafka
-    /// pipeline's comes from its partitions, not from the highest time seen. (The engines' own
-    /// are switched off by their configuration.)
-    pub fn external_watermark(&mut self) {
-        if let Some(stage) = &mut self.window {
-            stage.out_of_orderness = i64::MAX;
-        }
-    }
-
     /// Bounds the state of the pattern engines (see [`JsonEngine::set_bounds`]); window state
     /// is bounded by its windows.
     pub fn set_bounds(&mut self, bounds: StateBounds) {
@@ -567,11 +569,7 @@ impl PipelineEngine {
         self.events.track_changes(on);
         if let Some(stage) = &mut self.window {
             stage.results.track_changes(on);
-            match &mut stage.windows {
-                Windows::Time(op) => op.track_changes(on),
-                Windows::Count(op) => op.track_changes(on),
-                Windows::SlidingCount(op) => op.track_changes(on),
-            }
+            stage.windows.keyed_mut().track(on);
         }
     }
 
@@ -581,11 +579,7 @@ impl PipelineEngine {
         let mut changed = self.events.take_changed();
         if let Some(stage) = &mut self.window {
             changed.extend(stage.results.take_changed());
-            changed.extend(match &mut stage.windows {
-                Windows::Time(op) => op.take_changed(),
-                Windows::Count(op) => op.take_changed(),
-                Windows::SlidingCount(op) => op.take_changed(),
-            });
+            changed.extend(stage.windows.keyed_mut().changed());
             changed.sort_unstable();
             changed.dedup();
         }
@@ -598,12 +592,7 @@ impl PipelineEngine {
         let Some(stage) = &self.window else {
             return Ok(self.events.snapshot_key(key));
         };
-        let owned = key.to_string();
-        let windows = match &stage.windows {
-            Windows::Time(op) => encode_windows(op.snapshot_key(&owned)),
-            Windows::Count(op) => encode_windows(op.snapshot_key(&owned)),
-            Windows::SlidingCount(op) => encode_windows(op.snapshot_key(&owned)),
-        }?;
+        let windows = stage.windows.keyed().snapshot(key)?;
         let events = self.events.snapshot_key(key);
         let results = stage.results.snapshot_key(key);
         if events.is_none() && results.is_none() && windows.is_none() {
@@ -649,13 +638,11 @@ impl PipelineEngine {
         if !results.is_empty() {
             stage.results.restore_key(key, results)?;
         }
-        let owned = key.to_string();
-        match &mut stage.windows {
-            Windows::Time(op) => restore_windows(op, &owned, windows),
-            Windows::Count(op) => restore_windows(op, &owned, windows),
-            Windows::SlidingCount(op) => restore_windows(op, &owned, windows),
-        }
-        .map_err(|e| unreadable(&e))
+        stage
+            .windows
+            .keyed_mut()
+            .restore(key, windows)
+            .map_err(|e| unreadable(&e))
     }
 
     /// Drops `key`'s state everywhere; true if it had any.
@@ -663,12 +650,7 @@ impl PipelineEngine {
         let mut had = self.events.remove_key(key);
         if let Some(stage) = &mut self.window {
             had |= stage.results.remove_key(key);
-            let owned = key.to_string();
-            had |= match &mut stage.windows {
-                Windows::Time(op) => remove_windows(op, &owned),
-                Windows::Count(op) => remove_windows(op, &owned),
-                Windows::SlidingCount(op) => remove_windows(op, &owned),
-            };
+            had |= stage.windows.keyed_mut().remove(key);
         }
         had
     }
@@ -716,44 +698,82 @@ impl PipelineEngine {
 /// The first bytes of a key's snapshot with a window stage (JSON snapshots start with `{`).
 const WINDOWED_SNAPSHOT: &[u8] = b"cep-w1";
 
-fn encode_windows<W: cep_runtime::Window>(
-    state: cep_runtime::Result<Option<WindowKeyState<W>>>,
-) -> Result<Option<Vec<u8>>, RecordError> {
-    match state.map_err(runtime_error)? {
-        Some(s) => rmp_serde::to_vec(&s).map(Some).map_err(|e| RecordError {
-            message: format!("window state: {e}"),
-        }),
-        None => Ok(None),
-    }
+/// What keyed state (`snapshot_key`, `restore_key`, `remove_key`, change tracking) needs of
+/// the stage's window operator, whatever its window type.
+trait KeyedWindows {
+    fn track(&mut self, on: bool);
+    fn changed(&mut self) -> Vec<String>;
+    /// The key's windows as MessagePack, or `None` if it has none.
+    fn snapshot(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError>;
+    /// Replaces the key's windows with a [`snapshot`](Self::snapshot)'s (empty: none).
+    fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), String>;
+    /// Drops the key's windows; true if it had any.
+    fn remove(&mut self, key: &str) -> bool;
 }
 
-fn restore_windows<A, C>(
-    op: &mut WindowOperator<String, Element, A, C>,
-    key: &String,
-    bytes: &[u8],
-) -> Result<(), String>
+impl<A, C> KeyedWindows for WindowOperator<String, Element, A, C>
 where
     A: cep_runtime::WindowAssigner,
     C: cep_runtime::window::WindowContents<String, Element, A::W>,
 {
-    op.remove_key(key).map_err(|e| e.to_string())?;
-    if bytes.is_empty() {
-        return Ok(());
+    fn track(&mut self, on: bool) {
+        self.track_changes(on);
     }
-    let state: WindowKeyState<A::W> = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
-    op.restore_key(key, state).map_err(|e| e.to_string())
+
+    fn changed(&mut self) -> Vec<String> {
+        self.take_changed()
+    }
+
+    fn snapshot(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError> {
+        match self.snapshot_key(&key.to_string()).map_err(runtime_error)? {
+            Some(s) => rmp_serde::to_vec(&s).map(Some).map_err(|e| RecordError {
+                message: format!("window state: {e}"),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), String> {
+        let key = key.to_string();
+        if bytes.is_empty() {
+            return self.remove_key(&key).map(drop).map_err(|e| e.to_string());
+        }
+        let state: WindowKeyState<A::W> =
+            rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        self.restore_key(&key, state).map_err(|e| e.to_string())
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        self.remove_key(&key.to_string()).unwrap_or_else(|e| {
+            // The window state is in memory, which does not fail.
+            tracing::error!("window stage: {e}");
+            false
+        })
+    }
 }
 
-fn remove_windows<A, C>(op: &mut WindowOperator<String, Element, A, C>, key: &String) -> bool
-where
-    A: cep_runtime::WindowAssigner,
-    C: cep_runtime::window::WindowContents<String, Element, A::W>,
-{
-    let had = op.snapshot_key(key).ok().flatten().is_some();
-    if let Err(e) = op.remove_key(key) {
-        tracing::error!("window stage: {e}");
+impl Windows {
+    fn keyed(&self) -> &dyn KeyedWindows {
+        match self {
+            Windows::Time(op) => &**op,
+            Windows::Count(op) => &**op,
+            Windows::SlidingCount(op) => &**op,
+        }
     }
-    had
+
+    fn keyed_mut(&mut self) -> &mut dyn KeyedWindows {
+        match self {
+            Windows::Time(op) => &mut **op,
+            Windows::Count(op) => &mut **op,
+            Windows::SlidingCount(op) => &mut **op,
+        }
+    }
+}
+
+/// The watermark of bounded out-of-orderness (Flink's `BoundedOutOfOrdernessWatermarks`): the
+/// highest time taken, less the bound, less 1 ms.
+pub(crate) fn bounded_watermark(max_ts: Timestamp, out_of_orderness: i64) -> Timestamp {
+    max_ts.saturating_sub(out_of_orderness).saturating_sub(1)
 }
 
 fn check_window_time(ts: Timestamp) -> Result<(), RecordError> {

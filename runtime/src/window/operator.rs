@@ -459,19 +459,18 @@ where
         Ok(())
     }
 
-    /// Drops everything of one key: state and timers.
-    pub fn remove_key(&mut self, key: &K) -> Result<()> {
+    /// Drops everything of one key: state and timers. Returns whether it held anything.
+    pub fn remove_key(&mut self, key: &K) -> Result<bool> {
+        let mut had = false;
         for prefix in self.key_prefixes(key)? {
-            self.state.backend_mut().delete_prefix(&prefix)?;
+            let backend = self.state.backend_mut();
+            backend.scan_prefix(&prefix, &mut |_, _| {
+                had = true;
+                false
+            })?;
+            backend.delete_prefix(&prefix)?;
         }
-        self.timers.remove_key(key);
-        Ok(())
-    }
-
-    /// Sets the watermark without firing anything: for a restore, where the windows the
-    /// watermark has closed were already emitted before the snapshot.
-    pub fn restore_watermark(&mut self, watermark: Timestamp) {
-        self.timers.advance_watermark(watermark);
+        Ok(self.timers.remove_key(key) > 0 || had)
     }
 
     fn event_time(&self) -> bool {
@@ -914,8 +913,18 @@ mod tests {
             if moved {
                 // Each key's part goes to a new operator by itself (through bytes, as in a
                 // changelog), and `c`'s is dropped from the old one first to show it is gone.
+                // A fresh operator at the old one's watermark (it has no timers to fire).
                 let mut fresh = op();
-                fresh.restore_watermark(o.timers().current_watermark());
+                let (mut none, mut side) = (Vec::new(), SideOutputs::new());
+                fresh
+                    .process_watermark(
+                        o.timers().current_watermark(),
+                        &mut Output {
+                            records: &mut none,
+                            side: &mut side,
+                        },
+                    )
+                    .unwrap();
                 // `b`'s only session closed at watermark 25 and its 9 came late: it holds
                 // nothing.
                 assert_eq!(o.snapshot_key(&"b".to_string()).unwrap(), None);
@@ -926,8 +935,9 @@ mod tests {
                         .unwrap()
                         .expect("the key holds windows");
                     let bytes = rmp_serde::to_vec(&snap).unwrap();
-                    o.remove_key(&key).unwrap();
+                    assert!(o.remove_key(&key).unwrap());
                     assert_eq!(o.snapshot_key(&key).unwrap(), None);
+                    assert!(!o.remove_key(&key).unwrap());
                     fresh
                         .restore_key(&key, rmp_serde::from_slice(&bytes).unwrap())
                         .unwrap();
