@@ -110,6 +110,7 @@ pub fn run(
             }
             batch.push((summary.lines, line));
         }
+        // One worker: each line straight to the engine (and its outputs out) as it is read.
         let results = if batch_lines == 1 {
             batch
                 .iter()

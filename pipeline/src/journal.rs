@@ -220,7 +220,7 @@ impl Journal {
                             .iter()
                             .map(|l| compile_all(l))
                             .collect::<anyhow::Result<Vec<_>>>()?,
-                        None => vec![slots.clone()],
+                        None => vec![slots],
                     };
                     engine
                         .restore_slots(per_worker)
@@ -532,7 +532,11 @@ impl Journal {
             &engine.slots(),
             outputs,
         );
-        let per_worker: Vec<Vec<Value>> = engine.worker_slots().iter().map(|s| logged(s)).collect();
+        // Workers retire drained versions each on its own: theirs are kept when they differ.
+        let per_worker: Vec<Vec<Value>> = match engine.workers() {
+            1 => Vec::new(),
+            _ => engine.worker_slots().iter().map(|s| logged(s)).collect(),
+        };
         if per_worker.iter().any(|l| *l != meta.patterns) {
             meta.worker_patterns = Some(per_worker);
         }

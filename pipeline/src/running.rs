@@ -9,6 +9,7 @@
 //!
 //! Lock order: a pipeline's `running`, then its outputs' ring, then the counters.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -877,46 +878,27 @@ impl Pipeline {
         }
         // Each record as one line (the log, the outputs and the live feed are line based): a
         // record written over several lines is compacted first.
-        let mut compacted: Vec<Option<String>> = Vec::new();
-        let mut lines: Vec<(usize, &str, usize)> = Vec::new();
-        let records: Vec<(usize, Result<&str, String>)> = records;
-        for (index, record) in &records {
-            match record {
-                Ok(text) if text.contains(['\n', '\r']) => {
-                    match serde_json::from_str::<Value>(text) {
-                        Ok(v) => {
-                            lines.push((*index, "", compacted.len()));
-                            compacted.push(Some(v.to_string()));
-                        }
-                        Err(e) => {
-                            report.rejected += 1;
-                            report.errors.push(RecordRejection {
-                                index: *index,
-                                reason: format!("malformed JSON: {e}"),
-                            });
-                        }
-                    }
-                }
-                Ok(text) => lines.push((*index, text, usize::MAX)),
+        let mut lines: Vec<(usize, Cow<'_, str>)> = Vec::new();
+        for (index, record) in records {
+            let line = match record {
+                Ok(text) if text.contains(['\n', '\r']) => serde_json::from_str::<Value>(text)
+                    .map(|v| Cow::Owned(v.to_string()))
+                    .map_err(|e| format!("malformed JSON: {e}")),
+                Ok(text) => Ok(Cow::Borrowed(text)),
+                Err(reason) => Err(reason),
+            };
+            match line {
+                Ok(line) => lines.push((index, line)),
                 Err(reason) => {
                     report.rejected += 1;
-                    report.errors.push(RecordRejection {
-                        index: *index,
-                        reason: reason.clone(),
-                    });
+                    report.errors.push(RecordRejection { index, reason });
                 }
             }
         }
-        let texts: Vec<&str> = lines
-            .iter()
-            .map(|&(_, text, c)| match compacted.get(c) {
-                Some(Some(line)) => line.as_str(),
-                _ => text,
-            })
-            .collect();
+        let texts: Vec<&str> = lines.iter().map(|(_, line)| line.as_ref()).collect();
         let results = engine.push_batch(&texts, &mut outputs);
         let mut accepted: Vec<&str> = Vec::with_capacity(texts.len());
-        for ((&(index, _, _), text), result) in lines.iter().zip(&texts).zip(results) {
+        for (((index, _), text), result) in lines.iter().zip(&texts).zip(results) {
             match result {
                 Ok(()) => {
                     report.accepted += 1;
@@ -925,12 +907,13 @@ impl Pipeline {
                 Err(e) => {
                     report.rejected += 1;
                     report.errors.push(RecordRejection {
-                        index,
+                        index: *index,
                         reason: e.to_string(),
                     });
                 }
             }
         }
+        // The records refused before and by the engine, in their order.
         report.errors.sort_by_key(|r| r.index);
         // In processing time, the batch is matched now.
         engine.on_clock(&mut outputs);
