@@ -140,14 +140,7 @@ fn hold_typed(keys: u64) -> Held {
 /// `hold`, JSON: the same through `JsonEngine`, one line per key as `cep run` reads it.
 fn hold_json(keys: u64) -> Held {
     let spec = PatternSpec::from_json(HOLD_JSON).expect("a valid pattern");
-    let pattern = Arc::new(compile(&spec).expect("a valid pattern"));
-    let config = EngineConfig {
-        key_by: "key".into(),
-        time_field: "ts".into(),
-        time_format: TimeFormat::EpochMs,
-        out_of_orderness_ms: 0,
-    };
-    let mut engine = JsonEngine::new(config, vec![pattern]).expect("a valid engine");
+    let mut engine = json_engine(&spec);
     let mut outs = Vec::new();
     let mut line = String::new();
     let mut text = 0u64;
@@ -437,6 +430,19 @@ fn write_line(line: &mut String, e: &Ev) {
     line.push('}');
 }
 
+/// The JSON engine of the bench's lines (key `key`, time `ts` in ms, no out-of-orderness) over
+/// `spec`, checked before the bench starts.
+fn json_engine(spec: &PatternSpec) -> JsonEngine {
+    let pattern = Arc::new(compile(spec).expect("checked before the bench starts"));
+    let config = EngineConfig {
+        key_by: "key".into(),
+        time_field: "ts".into(),
+        time_format: TimeFormat::EpochMs,
+        out_of_orderness_ms: 0,
+    };
+    JsonEngine::new(config, vec![pattern]).expect("checked before the bench starts")
+}
+
 fn run_json(
     spec: &PatternSpec,
     args: &BenchArgs,
@@ -444,14 +450,7 @@ fn run_json(
     input: Option<&[Vec<u32>]>,
     worker: usize,
 ) -> Counts {
-    let pattern = Arc::new(compile(spec).expect("checked before the workers start"));
-    let config = EngineConfig {
-        key_by: "key".into(),
-        time_field: "ts".into(),
-        time_format: TimeFormat::EpochMs,
-        out_of_orderness_ms: 0,
-    };
-    let mut engine = JsonEngine::new(config, vec![pattern]).expect("checked");
+    let mut engine = json_engine(spec);
     let mut outs = Vec::new();
     let mut line = String::new();
     // Outputs are serialized as `cep run` does; the bytes go nowhere.

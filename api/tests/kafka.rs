@@ -1588,23 +1588,35 @@ fn rocksdb_state_backend_with_two_keys_in_memory() {
     assert!(data.join("keyed-state").exists());
 }
 
+/// The environment of a pipeline run in the test as `cep serve` runs it (its data under `dir`),
+/// on a manual clock starting at `start`.
+fn manual_clock_env(
+    dir: &Path,
+    start: i64,
+) -> (
+    std::sync::Arc<cep_pipeline::ManualClock>,
+    cep_pipeline::running::Environment,
+) {
+    let clock = std::sync::Arc::new(cep_pipeline::ManualClock::new(start));
+    let env = cep_pipeline::running::Environment {
+        clock: clock.clone() as std::sync::Arc<dyn cep_pipeline::Clock>,
+        ..cep_pipeline::running::Environment::in_memory(1000, dir.join("data"))
+    };
+    (clock, env)
+}
+
 /// A Kafka pipeline in processing time (`"time": {"mode": "processing"}`), as `cep serve` runs
 /// it, on a manual clock: records are taken in arrival order at the clock's time (their own
 /// `ts` is not read), `within` counts wall-clock time, and matches and timeouts fire when the
 /// clock passes them. The broker is real; the clock, not sleeps, moves time.
 #[test]
 fn a_kafka_pipeline_in_processing_time() {
-    use cep_pipeline::running::{Environment, OutputFilter, Pipeline, PipelineRecord};
-    use cep_pipeline::{Clock, ManualClock};
+    use cep_pipeline::running::{OutputFilter, Pipeline, PipelineRecord};
     use std::sync::Arc;
 
     const T: i64 = 1_767_258_000_000;
     let (broker, topics, dir, _) = setup("ptime");
-    let clock = Arc::new(ManualClock::new(T));
-    let env = Environment {
-        clock: clock.clone() as Arc<dyn Clock>,
-        ..Environment::in_memory(1000, dir.path().join("data"))
-    };
+    let (clock, env) = manual_clock_env(dir.path(), T);
     let compiled =
         |v: Value| Arc::new(compile(&PatternSpec::from_json(&v.to_string()).unwrap()).unwrap());
     let patterns = vec![
@@ -1846,17 +1858,12 @@ fn key_ttl_in_a_kafka_pipeline_survives_a_restart() {
 #[test]
 fn pattern_replacement_in_a_kafka_pipeline_drains_across_a_restart() {
     use cep_patterns::Replace;
-    use cep_pipeline::running::{Environment, OutputFilter, Pipeline, PipelineRecord};
-    use cep_pipeline::{Clock, ManualClock};
+    use cep_pipeline::running::{OutputFilter, Pipeline, PipelineRecord};
     use std::sync::Arc;
 
     const T: i64 = 1_767_258_000_000;
     let (broker, topics, dir, _) = setup("drain");
-    let clock = Arc::new(ManualClock::new(T));
-    let env = Environment {
-        clock: clock.clone() as Arc<dyn Clock>,
-        ..Environment::in_memory(1000, dir.path().join("data"))
-    };
+    let (clock, env) = manual_clock_env(dir.path(), T);
     let fails = |times: u32, within: &str, version: u64| {
         let spec = json!({"name": "fails", "within": within, "stages": [
             {"name": "f", "where": "type == 'fail'", "times": times, "consecutive": true}]});
