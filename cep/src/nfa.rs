@@ -9,6 +9,7 @@ use std::sync::Arc;
 use smallvec::{smallvec, SmallVec};
 
 use crate::dewey::Dewey;
+use crate::linear::{LinState, Linear};
 use crate::pattern::{AfterMatchSkip, Leaf};
 use crate::pq::JavaPq;
 use crate::shared_buffer::{page_groups, EvRef, EventId, NodeId, Path, SharedBuffer};
@@ -120,12 +121,12 @@ pub struct Nfa<E> {
     name: String,
     pub(crate) states: Vec<State>,
     pub(crate) pages: Vec<Arc<str>>,
-    leaves: Vec<Arc<Leaf<E>>>,
+    pub(crate) leaves: Vec<Arc<Leaf<E>>>,
     /// The text of each leaf, where the pattern gave one ([`crate::Pattern::label`]).
     pub(crate) labels: Vec<Option<Arc<str>>>,
-    window: i64,
+    pub(crate) window: i64,
     window_times: Vec<Option<i64>>,
-    skip: AfterMatchSkip,
+    pub(crate) skip: AfterMatchSkip,
     skip_page: Option<u16>,
     start_states: Vec<StateId>,
     has_iterative: bool,
@@ -134,6 +135,9 @@ pub struct Nfa<E> {
     has_stop: bool,
     /// Per state, whether it has a proceed transition.
     proceeds: Vec<bool>,
+    /// The chain of stages, when the pattern never branches: its keys then run the linear
+    /// matcher (`crate::linear`).
+    pub(crate) linear: Option<Linear>,
 }
 
 /// Events of a match or partial match, by stage, in order.
@@ -159,6 +163,51 @@ impl<E> std::fmt::Debug for Nfa<E> {
 
 /// The per-key state of one pattern.
 pub struct NfaState<E> {
+    pub(crate) repr: Repr<E>,
+}
+
+/// Which matcher a key's state is for: the general automaton, or the linear matcher of a
+/// pattern that never branches (a key restored from a snapshot of the general automaton's
+/// state stays on it).
+pub(crate) enum Repr<E> {
+    General(Box<GenState<E>>),
+    Linear(LinState<E>),
+}
+
+impl<E> NfaState<E> {
+    /// Whether no partial match is under way and nothing is buffered.
+    pub fn is_idle(&self) -> bool {
+        match &self.repr {
+            Repr::General(g) => g.is_idle(),
+            Repr::Linear(l) => l.is_idle(),
+        }
+    }
+
+    /// Number of partial matches under way (start states excluded).
+    pub fn partial_count(&self) -> usize {
+        match &self.repr {
+            Repr::General(g) => g.partial_count(),
+            Repr::Linear(l) => l.partial_count(),
+        }
+    }
+
+    /// Number of events held for the partial matches.
+    pub fn buffered_events(&self) -> usize {
+        match &self.repr {
+            Repr::General(g) => g.buffered_events(),
+            Repr::Linear(l) => l.buffered_events(),
+        }
+    }
+
+    /// Whether the key runs on the linear matcher.
+    pub fn is_linear(&self) -> bool {
+        matches!(self.repr, Repr::Linear(_))
+    }
+}
+
+/// The per-key state of one pattern run by the general automaton (Flink's `NFAState` and
+/// `SharedBuffer`).
+pub(crate) struct GenState<E> {
     pub(crate) partial: JavaPq<CState>,
     pub(crate) completed: JavaPq<CState>,
     pub(crate) buffer: SharedBuffer<E>,
@@ -183,7 +232,7 @@ fn give_scratch(mut v: Vec<CState>) {
     SCRATCH.with(|s| s.set(v));
 }
 
-impl<E> NfaState<E> {
+impl<E> GenState<E> {
     /// Whether only the start states remain and nothing is buffered.
     pub fn is_idle(&self) -> bool {
         self.completed.is_empty()
@@ -299,6 +348,7 @@ impl<E> Nfa<E> {
             .iter()
             .map(|s| s.transitions.iter().any(|t| t.action == Action::Proceed))
             .collect();
+        let linear = Linear::of(&states, &leaves, &window_times, &skip, skip_page);
         Nfa {
             name,
             states,
@@ -313,6 +363,7 @@ impl<E> Nfa<E> {
             has_iterative,
             has_stop,
             proceeds,
+            linear,
         }
     }
 
@@ -389,12 +440,118 @@ impl<E> Nfa<E> {
     }
 
     /// A fresh per-key state.
+    /// The state of a key that has seen nothing.
     pub fn initial_state(&self) -> NfaState<E> {
+        let repr = if self.linear.is_some() {
+            Repr::Linear(LinState::new())
+        } else {
+            Repr::General(Box::new(self.initial_gen()))
+        };
+        NfaState { repr }
+    }
+
+    /// Whether keys run on the linear matcher (`crate::linear`): the pattern is a chain of
+    /// single-event stages joined by strict contiguity, with simple conditions.
+    pub fn is_linear(&self) -> bool {
+        self.linear.is_some()
+    }
+
+    /// The same pattern with every key on the general automaton, whatever its shape (tests
+    /// compare the two matchers with it).
+    pub fn general(mut self) -> Self {
+        self.linear = None;
+        self
+    }
+
+    /// Resets `st` to what [`Nfa::initial_state`] returns, keeping its allocations.
+    pub(crate) fn reset_state(&self, st: &mut NfaState<E>) {
+        match &mut st.repr {
+            Repr::Linear(l) if self.linear.is_some() => l.reset(),
+            Repr::General(g) if self.linear.is_none() => self.reset_gen(g),
+            _ => *st = self.initial_state(),
+        }
+    }
+
+    /// Stops `st` from starting partial matches: its start states go, the partial matches under
+    /// way stay (they run to their match or timeout). A pattern replaced in `drain` mode.
+    pub fn stop_starting(&self, st: &mut NfaState<E>) {
+        match &mut st.repr {
+            Repr::General(g) => self.stop_starting_gen(g),
+            Repr::Linear(l) => l.stop_starting(),
+        }
+    }
+
+    /// Keeps at most `max` partial matches in `st`: the oldest (by their first event) beyond it
+    /// are dropped with their hold on the events. Returns how many went.
+    pub fn trim(&self, st: &mut NfaState<E>, max: usize) -> usize {
+        match &mut st.repr {
+            Repr::General(g) => self.trim_gen(g, max),
+            Repr::Linear(l) => self.lin_trim(l, max),
+        }
+    }
+
+    /// Drops the oldest partial matches (by first event), one at a time, until the events the
+    /// key keeps for this pattern are at most `max` (or no partial match is left: completed
+    /// matches waiting to be emitted keep theirs). Returns how many it dropped.
+    pub fn trim_buffer(&self, st: &mut NfaState<E>, max: usize) -> usize {
+        match &mut st.repr {
+            Repr::General(g) => self.trim_buffer_gen(g, max),
+            Repr::Linear(l) => self.lin_trim_buffer(l, max),
+        }
+    }
+
+    /// The earliest time at which a partial match of `st` times out (`i64::MAX`: never).
+    #[inline]
+    pub fn next_due(&self, st: &NfaState<E>) -> i64 {
+        match &st.repr {
+            Repr::General(g) => g.due,
+            Repr::Linear(l) => self.lin_due(l),
+        }
+    }
+
+    /// Times out partial matches for which `ts` is too late; returns matches completed by a
+    /// trailing `not_followed_by` whose window ended, and the timed-out partial matches.
+    pub fn advance_time(
+        &self,
+        st: &mut NfaState<E>,
+        ts: i64,
+        matches: &mut Vec<Match<E>>,
+        timeouts: &mut Vec<Timeout<E>>,
+    ) {
+        match &mut st.repr {
+            Repr::General(g) => self.advance_time_gen(g, ts, matches, timeouts),
+            Repr::Linear(l) => self.lin_advance_time(l, ts, timeouts),
+        }
+    }
+
+    /// Feeds one event (with its timestamp) to the partial matches of `st`.
+    pub fn process(
+        &self,
+        st: &mut NfaState<E>,
+        event: &Arc<E>,
+        ts: i64,
+        matches: &mut Vec<Match<E>>,
+    ) {
+        match &mut st.repr {
+            Repr::General(g) => self.process_gen(g, event, ts, matches),
+            Repr::Linear(l) => self.lin_process(l, event, ts, matches),
+        }
+    }
+
+    /// The partial matches of `st`: state name, start time, events so far.
+    pub fn partial_matches(&self, st: &NfaState<E>) -> Vec<PartialMatch<E>> {
+        match &st.repr {
+            Repr::General(g) => self.partial_matches_gen(g),
+            Repr::Linear(l) => self.lin_partial_matches(l),
+        }
+    }
+
+    fn initial_gen(&self) -> GenState<E> {
         let mut partial = JavaPq::new();
         for &s in &self.start_states {
             partial.add(CState::start(s, Dewey::new(1)), cmp_cs);
         }
-        NfaState {
+        GenState {
             partial,
             completed: JavaPq::new(),
             buffer: SharedBuffer::default(),
@@ -403,7 +560,7 @@ impl<E> Nfa<E> {
     }
 
     /// Resets `st` to what [`Nfa::initial_state`] returns, keeping its allocations.
-    pub(crate) fn reset_state(&self, st: &mut NfaState<E>) {
+    fn reset_gen(&self, st: &mut GenState<E>) {
         let mut es = st.partial.take_vec();
         es.clear();
         let mut partial = JavaPq::from_vec(es);
@@ -420,13 +577,13 @@ impl<E> Nfa<E> {
 
     /// Stops `st` from starting partial matches: its start states go, the partial matches under
     /// way stay (they run to their match or timeout). A pattern replaced in `drain` mode.
-    pub fn stop_starting(&self, st: &mut NfaState<E>) {
+    fn stop_starting_gen(&self, st: &mut GenState<E>) {
         st.partial.remove_if(|cs| self.is_start(cs), cmp_cs);
     }
 
     /// Keeps at most `max` partial matches in `st`: the oldest (by their first event) beyond it
     /// are dropped with their hold on the shared buffer. Returns how many went.
-    pub fn trim(&self, st: &mut NfaState<E>, max: usize) -> usize {
+    fn trim_gen(&self, st: &mut GenState<E>, max: usize) -> usize {
         let count = st.partial_count();
         if count <= max {
             return 0;
@@ -462,14 +619,14 @@ impl<E> Nfa<E> {
     /// Drops the oldest partial matches (by first event), one at a time, until the events the
     /// key keeps in the shared buffer for this pattern are at most `max` (or no partial match is
     /// left: completed matches waiting to be emitted keep theirs). Returns how many it dropped.
-    pub fn trim_buffer(&self, st: &mut NfaState<E>, max: usize) -> usize {
+    fn trim_buffer_gen(&self, st: &mut GenState<E>, max: usize) -> usize {
         let mut dropped = 0;
         while st.buffered_events() > max {
             let count = st.partial_count();
             if count == 0 {
                 break;
             }
-            dropped += self.trim(st, count - 1);
+            dropped += self.trim_gen(st, count - 1);
         }
         dropped
     }
@@ -540,11 +697,6 @@ impl<E> Nfa<E> {
         due
     }
 
-    /// The earliest time at which a partial match of `st` times out (`i64::MAX`: never).
-    pub fn next_due(&self, st: &NfaState<E>) -> i64 {
-        st.due
-    }
-
     pub(crate) fn compute_due(&self, partial: &JavaPq<CState>) -> i64 {
         let mut due = i64::MAX;
         for cs in partial.as_slice() {
@@ -579,9 +731,9 @@ impl<E> Nfa<E> {
 
     /// Times out partial matches for which `ts` is too late; returns matches completed by a
     /// trailing `not_followed_by` whose window ended, and the timed-out partial matches.
-    pub fn advance_time(
+    fn advance_time_gen(
         &self,
-        st: &mut NfaState<E>,
+        st: &mut GenState<E>,
         ts: i64,
         matches: &mut Vec<Match<E>>,
         timeouts: &mut Vec<Timeout<E>>,
@@ -621,9 +773,9 @@ impl<E> Nfa<E> {
     }
 
     /// Feeds one event (with its timestamp) to the partial matches of `st`.
-    pub fn process(
+    fn process_gen(
         &self,
-        st: &mut NfaState<E>,
+        st: &mut GenState<E>,
         event: &Arc<E>,
         ts: i64,
         matches: &mut Vec<Match<E>>,
@@ -707,7 +859,7 @@ impl<E> Nfa<E> {
 
     fn process_matches(
         &self,
-        st: &mut NfaState<E>,
+        st: &mut GenState<E>,
         potential: &mut JavaPq<CState>,
         partial: &mut JavaPq<CState>,
         result: &mut Vec<Match<E>>,
@@ -815,7 +967,7 @@ impl<E> Nfa<E> {
         }
     }
 
-    fn decide(&self, st: &NfaState<E>, cs: &CState, ev: &mut Eval<'_, E>, ts: i64) -> Decision {
+    fn decide(&self, st: &GenState<E>, cs: &CState, ev: &mut Eval<'_, E>, ts: i64) -> Decision {
         let ctx = Context {
             buffer: &st.buffer,
             cs,
@@ -890,7 +1042,7 @@ impl<E> Nfa<E> {
     #[allow(clippy::too_many_arguments)]
     fn compute_next_states(
         &self,
-        st: &mut NfaState<E>,
+        st: &mut GenState<E>,
         cs: &CState,
         event: &Arc<E>,
         ts: i64,
@@ -979,7 +1131,7 @@ impl<E> Nfa<E> {
     }
 
     /// The partial matches of `st`: state name, start time, events so far.
-    pub fn partial_matches(&self, st: &NfaState<E>) -> Vec<PartialMatch<E>> {
+    fn partial_matches_gen(&self, st: &GenState<E>) -> Vec<PartialMatch<E>> {
         st.partial
             .as_slice()
             .iter()

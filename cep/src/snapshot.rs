@@ -17,7 +17,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::dewey::Dewey;
-use crate::nfa::{CState, Nfa, NfaState};
+use crate::linear::LinState;
+use crate::nfa::{CState, GenState, Nfa, NfaState, Repr};
 use crate::pq::JavaPq;
 use crate::shared_buffer::{EventId, NodeId, SharedBuffer};
 
@@ -50,6 +51,20 @@ struct NfaSnapshot {
     counters: Vec<(i64, u32)>,
     /// Sorted by node id.
     nodes: Vec<NodeSnapshot>,
+    /// The state of a key on the linear matcher (the fields above are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    linear: Option<LinSnapshot>,
+}
+
+/// A key's state on the linear matcher (`crate::linear`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct LinSnapshot {
+    /// The events held, oldest first: `(timestamp, index into the key's events)`.
+    events: Vec<(i64, u32)>,
+    /// Bit `k`: a partial match holds the last `k` events.
+    alive: u64,
+    /// Whether events start partial matches (false while the pattern drains).
+    starting: bool,
 }
 
 /// An event id: `(timestamp, arrival index)`.
@@ -147,6 +162,24 @@ pub(crate) fn snapshot_state<E, T>(
     st: &NfaState<E>,
     table: &mut EventTable<'_, E, T>,
 ) -> NfaSnapshotOf {
+    let st = match &st.repr {
+        Repr::General(g) => g,
+        Repr::Linear(l) => {
+            let (events, alive, starting) = l.parts();
+            return NfaSnapshotOf(NfaSnapshot {
+                partial: Vec::new(),
+                completed: Vec::new(),
+                buffered: Vec::new(),
+                counters: Vec::new(),
+                nodes: Vec::new(),
+                linear: Some(LinSnapshot {
+                    events: events.iter().map(|(ts, e)| (*ts, table.add(e))).collect(),
+                    alive,
+                    starting,
+                }),
+            });
+        }
+    };
     let b = &st.buffer;
     // Events are added to the table in id order (not in the buffer's storage order, which
     // depends on history), so that equal states give equal snapshots.
@@ -176,6 +209,7 @@ pub(crate) fn snapshot_state<E, T>(
         buffered,
         counters,
         nodes,
+        linear: None,
     })
 }
 
@@ -204,6 +238,22 @@ impl<T> KeySnapshot<T> {
     ) -> Result<NfaState<E>, SnapshotError> {
         let s = &self.patterns[p];
         let err = |m: String| SnapshotError(format!("pattern {}: {m}", nfa.name()));
+        if let Some(lin) = &s.linear {
+            let shape = nfa.linear.as_ref().ok_or_else(|| {
+                err("a state of the linear matcher, for a pattern that is not linear".into())
+            })?;
+            let mut held = Vec::with_capacity(lin.events.len());
+            for &(ts, i) in &lin.events {
+                let e = events
+                    .get(i as usize)
+                    .ok_or_else(|| err(format!("held event {i} does not exist")))?;
+                held.push((ts, e.clone()));
+            }
+            let st = LinState::from_parts(shape, held, lin.alive, lin.starting).map_err(err)?;
+            return Ok(NfaState {
+                repr: Repr::Linear(st),
+            });
+        }
         let version = |d: &[i32]| Dewey::from_digits(d).ok_or_else(|| err("empty version".into()));
         let check_page = |n: Nid| {
             if (n.2 as usize) < nfa.pages.len() {
@@ -253,10 +303,12 @@ impl<T> KeySnapshot<T> {
         let completed = JavaPq::from_vec(s.completed.iter().map(cs).collect::<Result<_, _>>()?);
         let due = nfa.compute_due(&partial);
         Ok(NfaState {
-            partial,
-            completed,
-            buffer,
-            due,
+            repr: Repr::General(Box::new(GenState {
+                partial,
+                completed,
+                buffer,
+                due,
+            })),
         })
     }
 }

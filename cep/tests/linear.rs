@@ -1,0 +1,234 @@
+//! The linear matcher (patterns that never branch) against the general automaton: random chains
+//! of strict stages, conditions, windows, skip strategies and state bounds, random streams over
+//! a few keys, cut at random points and continued from snapshots (through JSON). Both must give
+//! the same outputs in the same order, hold the same partial matches and events after every
+//! step, and show the same partial matches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cep::{AfterMatchSkip, CepOperator, KeySnapshot, Nfa, Output, OutputKind, Pattern, StateBounds};
+use proptest::prelude::*;
+
+/// `(key, value, timestamp, arrival)`
+type Ev = (u8, u8, i64, u32);
+
+/// A stage: the values it takes (`None`: any event), and how many in a row.
+type StageSpec = (Option<Vec<u8>>, u32);
+
+#[derive(Clone, Debug)]
+struct Spec {
+    stages: Vec<StageSpec>,
+    /// 0 no skip, 1 to next, 2 past last, 3 to first of stage, 4 to last of stage.
+    skip: (u8, usize),
+    window: Option<u64>,
+    bounds: (Option<usize>, Option<usize>),
+}
+
+fn compile(spec: &Spec) -> Option<Nfa<Ev>> {
+    let name = |i: usize| format!("s{i}");
+    let skip = match spec.skip.0 {
+        0 => AfterMatchSkip::NoSkip,
+        1 => AfterMatchSkip::SkipToNext,
+        2 => AfterMatchSkip::SkipPastLastEvent,
+        3 => AfterMatchSkip::SkipToFirst(name(spec.skip.1 % spec.stages.len())),
+        _ => AfterMatchSkip::SkipToLast(name(spec.skip.1 % spec.stages.len())),
+    };
+    let mut p: Option<Pattern<Ev>> = None;
+    for (i, (values, times)) in spec.stages.iter().enumerate() {
+        let mut q = match p {
+            None => Pattern::begin_with_skip(&name(i), skip.clone()),
+            Some(p) => p.next(&name(i)),
+        };
+        if let Some(vs) = values.clone() {
+            q = q.where_(move |e: &Ev| vs.contains(&e.1));
+        }
+        if *times > 1 {
+            q = q.times(*times).consecutive();
+        }
+        p = Some(q);
+    }
+    let mut p = p?;
+    if let Some(w) = spec.window {
+        p = p.within(Duration::from_millis(w));
+    }
+    p.compile("p").ok()
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let stage = (
+        prop::option::weighted(0.85, prop::collection::vec(0u8..3, 1..3)),
+        prop::sample::select(vec![1u32, 1, 1, 2, 3]),
+    );
+    (
+        prop::collection::vec(stage, 1..5),
+        (0u8..5, 0usize..4),
+        prop::option::weighted(0.8, 1u64..40),
+        (
+            prop::option::weighted(0.2, 1usize..3),
+            prop::option::weighted(0.2, 1usize..4),
+        ),
+    )
+        .prop_map(|(stages, skip, window, bounds)| Spec {
+            stages,
+            skip,
+            window,
+            bounds,
+        })
+}
+
+fn stream() -> impl Strategy<Value = Vec<Ev>> {
+    prop::collection::vec((0u8..3, 0u8..3, 0i64..5, -3i64..=0), 1..150).prop_map(|steps| {
+        let mut t = 0;
+        steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v, dt, jitter))| {
+                t += dt;
+                (k, v, (t + jitter).max(0), i as u32)
+            })
+            .collect()
+    })
+}
+
+/// What an output says, comparable: kind, time, the events by stage.
+type Seen = (OutputKind, i64, Vec<(String, Vec<Ev>)>);
+
+fn seen(out: &mut Vec<Output<u8, Ev>>, into: &mut BTreeMap<u8, Vec<Seen>>) {
+    for o in out.drain(..) {
+        let events = match &o.event {
+            Some(e) => vec![("late".to_string(), vec![**e])],
+            None => o
+                .events
+                .iter()
+                .map(|(s, v)| (s.to_string(), v.iter().map(|e| **e).collect()))
+                .collect(),
+        };
+        into.entry(o.key).or_default().push((o.kind, o.timestamp, events));
+    }
+}
+
+/// What a key holds: per partial match its stage, start and events; the operator's counts.
+fn held(op: &CepOperator<u8, Ev>) -> Vec<(u8, Vec<(String, i64, Vec<Ev>)>)> {
+    (0..3u8)
+        .map(|k| {
+            let pms = op
+                .partial_matches(&k)
+                .into_iter()
+                .map(|(_, pm)| {
+                    let evs = pm.events.iter().flat_map(|(_, v)| v.iter().map(|e| **e));
+                    (pm.stage, pm.start_ts, evs.collect())
+                })
+                .collect();
+            (k, pms)
+        })
+        .collect()
+}
+
+fn operator(nfa: Nfa<Ev>, spec: &Spec) -> CepOperator<u8, Ev> {
+    let mut op = CepOperator::new(vec![Arc::new(nfa)]);
+    op.set_bounds(StateBounds {
+        max_partial_matches: spec.bounds.0,
+        max_buffered_events: spec.bounds.1,
+        ..StateBounds::default()
+    });
+    op
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn the_linear_matcher_gives_what_the_general_automaton_gives(
+        spec in spec(),
+        evs in stream(),
+        lag in 0i64..6,
+        cuts in prop::collection::vec(0usize..150, 0..3),
+    ) {
+        let Some(nfa) = compile(&spec) else { return Ok(()) };
+        prop_assert!(nfa.is_linear(), "{:?}", spec);
+        let mut general = operator(compile(&spec).unwrap().general(), &spec);
+        let mut linear = operator(nfa, &spec);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(evs.len())).collect();
+        cuts.sort_unstable();
+        let (mut want, mut got) = (BTreeMap::new(), BTreeMap::new());
+        let (mut out_g, mut out_l) = (Vec::new(), Vec::new());
+        let mut max_ts = 0;
+        // What the bounds dropped on the operators replaced at the cuts.
+        let mut dropped_before = 0;
+        for (i, e) in evs.iter().enumerate() {
+            if cuts.contains(&i) {
+                // Continue on a fresh operator restored from snapshots of every key.
+                let mut fresh = operator(compile(&spec).unwrap(), &spec);
+                fresh.advance_watermark(linear.watermark(), &mut out_l);
+                for k in 0..3u8 {
+                    if let Some(s) = linear.snapshot_key(&k, |e| *e) {
+                        let json = serde_json::to_string(&s).unwrap();
+                        let s: KeySnapshot<Ev> = serde_json::from_str(&json).unwrap();
+                        fresh.restore_key(k, s, |e| *e).unwrap();
+                    }
+                }
+                dropped_before += linear.dropped().partial_matches;
+                linear = fresh;
+            }
+            general.process_element(e.0, *e, e.2, &mut out_g);
+            linear.process_element(e.0, *e, e.2, &mut out_l);
+            max_ts = max_ts.max(e.2);
+            general.advance_watermark(max_ts - lag, &mut out_g);
+            linear.advance_watermark(max_ts - lag, &mut out_l);
+            seen(&mut out_g, &mut want);
+            seen(&mut out_l, &mut got);
+            prop_assert_eq!(&got, &want, "after event {}", i);
+            prop_assert_eq!(held(&linear), held(&general), "after event {}", i);
+            let (sl, sg) = (linear.stats(), general.stats());
+            prop_assert_eq!(
+                (sl.partial_matches, sl.buffered_events, sl.keys),
+                (sg.partial_matches, sg.buffered_events, sg.keys),
+                "after event {}", i
+            );
+            prop_assert_eq!(
+                dropped_before + linear.dropped().partial_matches,
+                general.dropped().partial_matches
+            );
+        }
+        general.advance_watermark(i64::MAX, &mut out_g);
+        linear.advance_watermark(i64::MAX, &mut out_l);
+        seen(&mut out_g, &mut want);
+        seen(&mut out_l, &mut got);
+        prop_assert_eq!(got, want);
+    }
+}
+
+/// Which shapes take the linear matcher.
+#[test]
+fn only_chains_of_strict_single_event_stages_are_linear() {
+    let is = |v: u8| move |e: &Ev| e.1 == v;
+    let linear = [
+        Pattern::<Ev>::begin("a").where_(is(0)),
+        Pattern::<Ev>::begin("a").where_(is(0)).next("b").where_(is(1)),
+        Pattern::<Ev>::begin("a").where_(is(0)).times(3).consecutive(),
+        Pattern::<Ev>::begin("a").next("b").within(Duration::from_secs(1)),
+    ];
+    for p in linear {
+        assert!(p.compile("p").unwrap().is_linear());
+    }
+    let general = [
+        Pattern::<Ev>::begin("a").where_(is(0)).followed_by("b"),
+        Pattern::<Ev>::begin("a").where_(is(0)).times(3),
+        Pattern::<Ev>::begin("a").where_(is(0)).one_or_more(),
+        Pattern::<Ev>::begin("a").next("b").optional().next("c"),
+        Pattern::<Ev>::begin("a").where_(is(0)).not_next("b").where_(is(1)).next("c"),
+        Pattern::<Ev>::begin("a")
+            .where_(is(0))
+            .next("b")
+            .where_ctx(|e, ctx| ctx.events("a").count() as u8 > e.1),
+        Pattern::<Ev>::begin("a").where_(is(0)).or(is(1)).next("b"),
+        Pattern::<Ev>::begin("a")
+            .next("b")
+            .within_type(Duration::from_secs(1), cep::WithinType::PreviousAndCurrent),
+    ];
+    for p in general {
+        assert!(!p.compile("p").unwrap().is_linear());
+    }
+}
