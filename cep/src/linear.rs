@@ -53,7 +53,10 @@ impl Linear {
         {
             return None;
         }
-        let mut starts = states.iter().enumerate().filter(|(_, s)| s.kind == Kind::Start);
+        let mut starts = states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind == Kind::Start);
         let (start, _) = starts.next()?;
         if starts.next().is_some() {
             return None;
@@ -223,7 +226,9 @@ impl<E> LinState<E> {
 
 impl<E> Nfa<E> {
     fn lin(&self) -> &Linear {
-        self.linear.as_ref().expect("a linear state belongs to a linear pattern")
+        self.linear
+            .as_ref()
+            .expect("a linear state belongs to a linear pattern")
     }
 
     /// The last `k` events of `st` (plus `last`), grouped by stage as the general automaton's

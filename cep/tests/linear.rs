@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cep::{AfterMatchSkip, CepOperator, KeySnapshot, Nfa, Output, OutputKind, Pattern, StateBounds};
+use cep::{
+    AfterMatchSkip, CepOperator, KeySnapshot, Nfa, Output, OutputKind, Pattern, StateBounds,
+};
 use proptest::prelude::*;
 
 /// `(key, value, timestamp, arrival)`
@@ -105,12 +107,17 @@ fn seen(out: &mut Vec<Output<u8, Ev>>, into: &mut BTreeMap<u8, Vec<Seen>>) {
                 .map(|(s, v)| (s.to_string(), v.iter().map(|e| **e).collect()))
                 .collect(),
         };
-        into.entry(o.key).or_default().push((o.kind, o.timestamp, events));
+        into.entry(o.key)
+            .or_default()
+            .push((o.kind, o.timestamp, events));
     }
 }
 
-/// What a key holds: per partial match its stage, start and events; the operator's counts.
-fn held(op: &CepOperator<u8, Ev>) -> Vec<(u8, Vec<(String, i64, Vec<Ev>)>)> {
+/// A partial match as shown: its stage, start and events.
+type Shown = (String, i64, Vec<Ev>);
+
+/// What each key holds.
+fn held(op: &CepOperator<u8, Ev>) -> Vec<(u8, Vec<Shown>)> {
     (0..3u8)
         .map(|k| {
             let pms = op
@@ -206,9 +213,17 @@ fn only_chains_of_strict_single_event_stages_are_linear() {
     let is = |v: u8| move |e: &Ev| e.1 == v;
     let linear = [
         Pattern::<Ev>::begin("a").where_(is(0)),
-        Pattern::<Ev>::begin("a").where_(is(0)).next("b").where_(is(1)),
-        Pattern::<Ev>::begin("a").where_(is(0)).times(3).consecutive(),
-        Pattern::<Ev>::begin("a").next("b").within(Duration::from_secs(1)),
+        Pattern::<Ev>::begin("a")
+            .where_(is(0))
+            .next("b")
+            .where_(is(1)),
+        Pattern::<Ev>::begin("a")
+            .where_(is(0))
+            .times(3)
+            .consecutive(),
+        Pattern::<Ev>::begin("a")
+            .next("b")
+            .within(Duration::from_secs(1)),
     ];
     for p in linear {
         assert!(p.compile("p").unwrap().is_linear());
@@ -218,7 +233,11 @@ fn only_chains_of_strict_single_event_stages_are_linear() {
         Pattern::<Ev>::begin("a").where_(is(0)).times(3),
         Pattern::<Ev>::begin("a").where_(is(0)).one_or_more(),
         Pattern::<Ev>::begin("a").next("b").optional().next("c"),
-        Pattern::<Ev>::begin("a").where_(is(0)).not_next("b").where_(is(1)).next("c"),
+        Pattern::<Ev>::begin("a")
+            .where_(is(0))
+            .not_next("b")
+            .where_(is(1))
+            .next("c"),
         Pattern::<Ev>::begin("a")
             .where_(is(0))
             .next("b")

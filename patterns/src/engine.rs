@@ -630,14 +630,16 @@ impl JsonEngine {
     /// text (and the fields the conditions read), for a caller that routes or checks it by them
     /// before [`push_parsed`](Self::push_parsed) takes it.
     pub fn parse_str(&self, text: &str) -> Result<ParsedEvent, RecordError> {
-        let mut fields = FieldList::new();
-        if !decode_fields(&self.wanted, text, &mut fields) {
+        // One pass of serde_json checks the whole text and gives the value's bounds: the event's
+        // text is then kept as it is (no second check), and the wanted members are found in it
+        // by `scan_fields`, which only has to find where values end.
+        let Ok(raw) = serde_json::from_str::<&RawValue>(text) else {
             return Err(Self::reject(text));
-        }
-        // serde_json skips ignored members without a nesting limit, while decoding a `Value`
-        // stops at 128 levels. A line with that many brackets (in strings too: a cheap, cautious
-        // count) is decoded in full once, so that it is refused exactly when `push` would refuse
-        // it, and every event kept can be decoded again (`JsonEvent::value`).
+        };
+        // serde_json skips values without a nesting limit, while decoding a `Value` stops at
+        // 128 levels. A line with that many brackets (in strings too: a cheap, cautious count)
+        // is decoded in full once, so that it is refused exactly when `push` would refuse it,
+        // and every event kept can be decoded again (`JsonEvent::value`).
         if text.bytes().filter(|&b| b == b'[' || b == b'{').count() > 128 {
             if let Err(e) = serde_json::from_str::<Value>(text) {
                 return Err(RecordError {
@@ -645,15 +647,19 @@ impl JsonEngine {
                 });
             }
         }
+        let mut fields = FieldList::new();
+        if scan_fields(&self.wanted, raw.get(), &mut fields).is_none() {
+            fields.clear();
+            if !decode_fields(&self.wanted, raw.get(), &mut fields) {
+                return Err(Self::reject(text));
+            }
+        }
         let (key, ts) = self.key_and_time_in(&fields[..])?;
         let row = self.schema.extract_from(&fields[..]);
-        let raw = RawValue::from_string(text.trim().to_string()).map_err(|e| RecordError {
-            message: format!("malformed JSON: {e}"),
-        })?;
         Ok(ParsedEvent {
             key,
             ts,
-            event: JsonEvent::new(row, raw),
+            event: JsonEvent::new(row, raw.to_owned()),
         })
     }
 
@@ -1051,6 +1057,120 @@ fn decode_fields<'t>(wanted: &[Box<str>], text: &'t str, fields: &mut FieldList<
     seed.deserialize(&mut de).is_ok() && de.end().is_ok()
 }
 
+/// Finds the members of a JSON object whose names are wanted and decodes their values into
+/// `fields`, in input order, in text that serde_json has checked already: it only has to find
+/// where each value ends, not check it, which is several times cheaper than serde_json's
+/// visitor. `None` when the text is not an object or a member name has an escape (the caller
+/// then decodes with [`decode_fields`]).
+fn scan_fields<'t>(wanted: &[Box<str>], text: &'t str, fields: &mut FieldList<'t>) -> Option<()> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(());
+    }
+    loop {
+        // At a member name's opening quote.
+        let start = i + 1;
+        let end = start
+            + b.get(start..)?
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\')?;
+        if b[end] != b'"' {
+            return None;
+        }
+        let name = &text[start..end];
+        // Past the colon.
+        i = skip_ws(b, skip_ws(b, end + 1) + 1);
+        let value_end = skip_value(b, i)?;
+        if wanted.iter().any(|w| **w == *name) {
+            fields.push((Cow::Borrowed(name), scalar_or_decode(&text[i..value_end])?));
+        }
+        i = skip_ws(b, value_end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// A checked JSON value: strings without escapes and integers read directly (the usual key,
+/// time and type fields), anything else through serde_json.
+fn scalar_or_decode(v: &str) -> Option<Value> {
+    let b = v.as_bytes();
+    match b.first()? {
+        b'"' if !b.contains(&b'\\') => Some(Value::String(v[1..v.len() - 1].to_owned())),
+        // serde_json reads `-0` as a float.
+        b'-' | b'0'..=b'9'
+            if b.len() < 19 && b[1..].iter().all(u8::is_ascii_digit) && !v.starts_with("-0") =>
+        {
+            v.parse::<i64>().ok().map(Value::from)
+        }
+        _ => serde_json::from_str(v).ok(),
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Where the (checked) JSON value starting at `i` ends.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *b.get(j)? {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while !matches!(
+                b.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                j += 1;
+            }
+            Some(j)
+        }
+    }
+}
+
+/// Past the closing quote of the (checked) string starting at `i`.
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        match *b.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+}
+
 /// The row of an event kept as text (every field absent if the text is not a JSON object).
 fn row_of(schema: &Schema, wanted: &[Box<str>], text: &str) -> Row {
     let mut fields = FieldList::new();
@@ -1128,5 +1248,90 @@ pub fn json_type(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value, nested a few levels, with names and strings that need escapes.
+    fn json() -> impl Strategy<Value = Value> {
+        let text = prop::sample::select(vec!["", "a", "key", "ts", "x\"y", "\\", "é\n", "}{,:"]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e9f64..1e9).prop_map(Value::from),
+            text.clone().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((text.clone(), inner), 0..4).prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        /// `scan_fields` finds what serde_json's visitor finds, in compact and pretty text, or
+        /// leaves the text to it.
+        #[test]
+        fn scanning_checked_text_finds_what_decoding_finds(
+            members in prop::collection::vec((prop::sample::select(vec!["key", "ts", "type", "a\"b", "other"]), json()), 0..6),
+            pretty in any::<bool>(),
+            wanted in prop::sample::subsequence(vec!["key", "ts", "type", "a\"b", "nested"], 0..5),
+        ) {
+            // Written by hand so that repeated names stay.
+            let body: Vec<String> = members
+                .iter()
+                .map(|(k, v)| {
+                    let v = if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) };
+                    format!("{}:{}", serde_json::to_string(k).unwrap(), v.unwrap())
+                })
+                .collect();
+            let text = if pretty {
+                format!(" {{\n  {} \n}}\n", body.join(" ,\n  "))
+            } else {
+                format!("{{{}}}", body.join(","))
+            };
+            let wanted: Vec<Box<str>> = wanted.into_iter().map(Box::from).collect();
+            let mut want = FieldList::new();
+            prop_assert!(decode_fields(&wanted, &text, &mut want));
+            let mut got = FieldList::new();
+            if scan_fields(&wanted, &text, &mut got).is_some() {
+                prop_assert_eq!(got, want);
+            } else {
+                prop_assert!(text.contains('\\'), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn scanning_gives_way_to_decoding_where_it_must() {
+        let wanted: Vec<Box<str>> = vec!["a".into()];
+        let mut f = FieldList::new();
+        assert!(scan_fields(&wanted, "[1]", &mut f).is_none());
+        assert!(scan_fields(&wanted, r#"{"\u0061":1}"#, &mut f).is_none());
+        assert!(scan_fields(&wanted, r#"{"b":"\"}","a":[{"c":"]"}]}"#, &mut f).is_some());
+        assert_eq!(f[0].1, serde_json::json!([{"c": "]"}]));
+        for v in [
+            "-0",
+            "0",
+            "-12",
+            "123456789012345678",
+            "1e3",
+            "\"a\\\"b\"",
+            "\"\"",
+            "true",
+        ] {
+            let want: Value = serde_json::from_str(v).unwrap();
+            let got = scalar_or_decode(v).unwrap();
+            assert_eq!(got, want, "{v}");
+            assert_eq!(got.to_string(), want.to_string(), "{v}");
+        }
     }
 }
