@@ -1,16 +1,24 @@
-//! The matcher for patterns that never branch: a chain of single-event stages joined by strict
-//! contiguity (`begin`, `next`, `times(n).consecutive()`), simple conditions, a window over the
-//! whole match, any after-match skip strategy.
+//! Matchers for patterns that never branch: a chain of single-event stages, each joined to the
+//! one before by strict (`next`, `times(n).consecutive()`) or relaxed (`followed_by`,
+//! `times(n)`) contiguity, with simple conditions, a window over the whole match, and any
+//! after-match skip strategy.
 //!
-//! Like regex-automata's one-pass DFA beside its PikeVM, it is picked at compile time
-//! ([`Linear::of`]) and gives exactly what the general automaton gives (matches, timeouts and
+//! Like regex-automata's one-pass DFA beside its PikeVM, they are picked at compile time
+//! ([`Linear::of`]) and give exactly what the general automaton gives (matches, timeouts and
 //! their times, their order, the partial matches shown and the events held), which
-//! `tests/linear.rs` checks by running both on random patterns and streams. What makes it
-//! simple: under strict contiguity every event of a key either extends a partial match or ends
-//! it, so every live partial match holds the key's *latest* events. A partial match is then just
-//! its length, the key's partial matches a set of lengths (a bit set), and the events they hold
-//! the last `m` events of the key, `m` the longest length: no shared buffer, no versions, no
-//! reference counts.
+//! `tests/linear.rs` checks by running both on random patterns and streams. Under these shapes
+//! an event moves a partial match one stage on (its condition holds), leaves it where it is
+//! (relaxed contiguity) or ends it (strict): never two ways at once, so a partial match is its
+//! stage and its events, with no shared buffer, Dewey versions or reference counts.
+//!
+//! - Strict chains ([`LinState`]): every event of a key extends or ends every partial match, so
+//!   every live partial match holds the key's *latest* events. The key's partial matches are a
+//!   bit set of lengths, and the events they hold the last `m` events of the key.
+//! - Chains with a relaxed stage ([`ChainState`]): each partial match keeps its own events (the
+//!   `Arc`s are shared). An older partial match is never at an earlier stage than a younger one
+//!   (both take the next event that fits their stage), so matches complete oldest first and
+//!   none waits for an older partial match, as the general automaton's completed queue would
+//!   make it.
 
 use std::sync::Arc;
 
@@ -32,9 +40,15 @@ pub(crate) struct Linear {
     conds: Vec<Option<u32>>,
     /// Per stage, its page (the stage name events taken there are reported under).
     pages: Vec<u16>,
+    /// Per stage, whether an event that does not fit ends the partial match waiting there
+    /// (strict contiguity) rather than passing it by (relaxed).
+    strict: Vec<bool>,
     /// Under `SkipToFirst` / `SkipToLast`: after a match, partial matches longer than this are
     /// dropped (they started before the stage's first / last event of the match).
     skip_keep: Option<usize>,
+    /// Under `SkipToFirst` / `SkipToLast`: the stage of the match whose event partial matches
+    /// must not have started before.
+    skip_at: Option<usize>,
 }
 
 impl Linear {
@@ -62,6 +76,7 @@ impl Linear {
             return None;
         }
         let mut chain = vec![start as StateId];
+        let mut strict_of = Vec::new();
         let mut conds = Vec::new();
         let mut pages = Vec::new();
         let mut s = start;
@@ -77,10 +92,12 @@ impl Linear {
                 return None;
             }
             let mut take = None;
+            let mut ignore = None;
             for t in &state.transitions {
                 match t.action {
-                    // Ignoring an event on the start state changes nothing.
-                    Action::Ignore if state.kind == Kind::Start && t.target as usize == s => {}
+                    Action::Ignore if t.target as usize == s && ignore.is_none() => {
+                        ignore = Some(t)
+                    }
                     Action::Take if take.is_none() => take = Some(t),
                     _ => return None,
                 }
@@ -91,6 +108,20 @@ impl Linear {
                 CondExpr::Leaf(i) => Some(i),
                 _ => return None,
             };
+            // Ignoring an event on the start state changes nothing; elsewhere an event may be
+            // ignored exactly when it is not taken (relaxed contiguity), or never (strict).
+            let strict = match ignore {
+                None => true,
+                Some(_) if state.kind == Kind::Start => true,
+                Some(i) => match (&i.cond, cond) {
+                    (CondExpr::Not(c), Some(l)) if matches!(**c, CondExpr::Leaf(x) if x == l) => {
+                        false
+                    }
+                    (CondExpr::Not(c), None) if matches!(**c, CondExpr::True) => false,
+                    _ => return None,
+                },
+            };
+            strict_of.push(strict);
             let next = t.target as usize;
             if chain.contains(&(next as StateId)) {
                 return None;
@@ -118,17 +149,26 @@ impl Linear {
             }
             _ => None,
         };
+        let skip_at = skip_keep.and_then(|keep| (keep < n || n == 0).then(|| n - keep));
         Some(Linear {
             states: chain,
             conds,
             pages,
+            strict: strict_of,
             skip_keep,
+            skip_at,
         })
     }
 
     /// Number of stages.
     fn len(&self) -> usize {
         self.conds.len()
+    }
+
+    /// Whether every stage after the first is strict: keys then run [`LinState`], else
+    /// [`ChainState`].
+    pub(crate) fn all_strict(&self) -> bool {
+        self.strict.iter().all(|&s| s)
     }
 }
 
@@ -231,14 +271,22 @@ impl<E> Nfa<E> {
             .expect("a linear state belongs to a linear pattern")
     }
 
-    /// The last `k` events of `st` (plus `last`), grouped by stage as the general automaton's
-    /// extraction groups them.
+    /// The last `k` events of `st` (plus `last`), grouped by stage.
     fn lin_events(&self, st: &LinState<E>, k: usize, last: Option<&Arc<E>>) -> Events<E> {
-        let lin = self.lin();
         let held = &st.events[st.events.len() - k..];
+        self.grouped(held.iter().map(|(_, e)| e).chain(last), k + 1)
+    }
+
+    /// The events of a partial match (stage `i`'s event `i`-th), grouped by stage as the
+    /// general automaton's extraction groups them.
+    fn grouped<'a>(&self, events: impl Iterator<Item = &'a Arc<E>>, len: usize) -> Events<E>
+    where
+        E: 'a,
+    {
+        let lin = self.lin();
         let mut out: Events<E> = Vec::new();
         let mut prev_page = u16::MAX;
-        for (stage, e) in held.iter().map(|(_, e)| e).chain(last).enumerate() {
+        for (stage, e) in events.enumerate() {
             let page = lin.pages[stage];
             if page != prev_page {
                 let name = &self.pages[page as usize];
@@ -249,7 +297,7 @@ impl<E> Nfa<E> {
                         out[i].1.push(e.clone());
                         continue;
                     }
-                    None => out.push((name.clone(), Vec::with_capacity(k + 1))),
+                    None => out.push((name.clone(), Vec::with_capacity(len))),
                 }
                 prev_page = page;
             }
@@ -390,5 +438,247 @@ impl<E> Nfa<E> {
             });
         }
         out
+    }
+}
+
+/// A partial match of a chain with a relaxed stage: its events (arrival number, time, event),
+/// one per stage passed; it waits in stage `events.len()`.
+#[derive(Debug)]
+pub(crate) struct Partial<E> {
+    pub(crate) events: SmallVec<[(u64, i64, Arc<E>); 2]>,
+}
+
+impl<E> Partial<E> {
+    fn start(&self) -> (u64, i64) {
+        let (seq, ts, _) = &self.events[0];
+        (*seq, *ts)
+    }
+}
+
+/// The per-key state of a chain with a relaxed stage.
+#[derive(Debug)]
+pub(crate) struct ChainState<E> {
+    /// Oldest first (by first event).
+    pub(crate) partials: Vec<Partial<E>>,
+    /// Events seen so far: the next event's arrival number (orders events as the general
+    /// automaton's event ids do).
+    pub(crate) seq: u64,
+    /// Whether events start partial matches (false once the pattern drains).
+    pub(crate) starting: bool,
+}
+
+impl<E> ChainState<E> {
+    pub(crate) fn new() -> Self {
+        ChainState {
+            partials: Vec::new(),
+            seq: 0,
+            starting: true,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.partials.clear();
+        self.seq = 0;
+        self.starting = true;
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.partials.is_empty()
+    }
+
+    pub(crate) fn partial_count(&self) -> usize {
+        self.partials.len()
+    }
+
+    /// Distinct events held (partial matches share events they both took).
+    pub(crate) fn buffered_events(&self) -> usize {
+        let mut seqs: SmallVec<[u64; 16]> = self
+            .partials
+            .iter()
+            .flat_map(|p| p.events.iter().map(|e| e.0))
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.len()
+    }
+
+    pub(crate) fn stop_starting(&mut self) {
+        self.starting = false;
+    }
+
+    /// A state from its parts (a snapshot), checked against the pattern.
+    pub(crate) fn from_parts(
+        lin: &Linear,
+        partials: Vec<Partial<E>>,
+        seq: u64,
+        starting: bool,
+    ) -> Result<Self, String> {
+        for p in &partials {
+            if p.events.is_empty() || p.events.len() >= lin.len() {
+                return Err(format!(
+                    "a partial match of {} events in a pattern of {} stages",
+                    p.events.len(),
+                    lin.len()
+                ));
+            }
+        }
+        Ok(ChainState {
+            partials,
+            seq,
+            starting,
+        })
+    }
+}
+
+impl<E> Nfa<E> {
+    /// When the oldest partial match of `st` times out (`i64::MAX`: never).
+    pub(crate) fn chain_due(&self, st: &ChainState<E>) -> i64 {
+        match st.partials.first() {
+            Some(p) if self.window > 0 => p.start().1.saturating_add(self.window),
+            _ => i64::MAX,
+        }
+    }
+
+    /// Times out the partial matches whose window ended at `ts`, oldest first.
+    pub(crate) fn chain_advance_time(
+        &self,
+        st: &mut ChainState<E>,
+        ts: i64,
+        timeouts: &mut Vec<Timeout<E>>,
+    ) {
+        if self.window <= 0 {
+            return;
+        }
+        st.partials.retain(|p| {
+            let start = p.start().1;
+            if ts - start < self.window {
+                return true;
+            }
+            let events = self.grouped(p.events.iter().map(|e| &e.2), p.events.len());
+            timeouts.push((events, start + self.window));
+            false
+        });
+    }
+
+    /// Feeds one event to the partial matches of `st`.
+    pub(crate) fn chain_process(
+        &self,
+        st: &mut ChainState<E>,
+        event: &Arc<E>,
+        ts: i64,
+        matches: &mut Vec<Match<E>>,
+    ) {
+        let lin = self.lin();
+        let n = lin.len();
+        let seq = st.seq;
+        st.seq += 1;
+        let mut cache: SmallVec<[u8; 8]> = SmallVec::from_elem(0, self.leaves.len());
+        let mut holds = |stage: usize| match lin.conds[stage] {
+            None => true,
+            Some(i) => {
+                let slot = &mut cache[i as usize];
+                if *slot == 0 {
+                    let Leaf::Simple(f) = &*self.leaves[i as usize] else {
+                        unreachable!("linear patterns have simple conditions only")
+                    };
+                    *slot = if f(event) { 2 } else { 1 };
+                }
+                *slot == 2
+            }
+        };
+        let mut done: SmallVec<[Partial<E>; 1]> = SmallVec::new();
+        let mut kept = 0;
+        for i in 0..st.partials.len() {
+            let k = st.partials[i].events.len();
+            let keep = if holds(k) {
+                st.partials[i].events.push((seq, ts, event.clone()));
+                if k + 1 == n {
+                    done.push(std::mem::replace(
+                        &mut st.partials[i],
+                        Partial {
+                            events: SmallVec::new(),
+                        },
+                    ));
+                    false
+                } else {
+                    true
+                }
+            } else {
+                !lin.strict[k]
+            };
+            if keep {
+                st.partials.swap(kept, i);
+                kept += 1;
+            }
+        }
+        st.partials.truncate(kept);
+        if st.starting && holds(0) {
+            let mut events = SmallVec::new();
+            events.push((seq, ts, event.clone()));
+            let p = Partial { events };
+            if n == 1 {
+                done.push(p);
+            } else {
+                st.partials.push(p);
+            }
+        }
+        // Oldest first; an emitted match may prune the partial matches and the matches after it.
+        let mut pruned_to: Option<(u64, bool)> = None;
+        for m in done {
+            let start = m.start().0;
+            if let Some((id, strict)) = pruned_to {
+                if start < id || (!strict && start == id) {
+                    continue;
+                }
+            }
+            matches.push((self.grouped(m.events.iter().map(|e| &e.2), n), ts));
+            let pruning = match &self.skip {
+                AfterMatchSkip::NoSkip => None,
+                AfterMatchSkip::SkipToNext => Some((start, false)),
+                AfterMatchSkip::SkipPastLastEvent => Some((seq, false)),
+                AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_) => {
+                    lin.skip_at.map(|at| (m.events[at].0, true))
+                }
+            };
+            if let Some((id, strict)) = pruning {
+                st.partials.retain(|p| {
+                    let s = p.start().0;
+                    !(s < id || (!strict && s == id))
+                });
+                pruned_to = Some(pruned_to.map_or((id, strict), |p| p.max((id, strict))));
+            }
+        }
+    }
+
+    /// Keeps at most `max` partial matches: the oldest beyond it go. Returns how many went.
+    pub(crate) fn chain_trim(&self, st: &mut ChainState<E>, max: usize) -> usize {
+        let extra = st.partials.len().saturating_sub(max);
+        st.partials.drain(..extra);
+        extra
+    }
+
+    /// Drops the oldest partial matches until at most `max` events are held.
+    pub(crate) fn chain_trim_buffer(&self, st: &mut ChainState<E>, max: usize) -> usize {
+        let mut dropped = 0;
+        while !st.partials.is_empty() && st.buffered_events() > max {
+            st.partials.remove(0);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// The partial matches of `st`, oldest first.
+    pub(crate) fn chain_partial_matches(&self, st: &ChainState<E>) -> Vec<PartialMatch<E>> {
+        let lin = self.lin();
+        st.partials
+            .iter()
+            .map(|p| PartialMatch {
+                stage: self.states[lin.states[p.events.len()] as usize]
+                    .name
+                    .clone(),
+                start_ts: p.start().1,
+                events: self.grouped(p.events.iter().map(|e| &e.2), p.events.len()),
+            })
+            .collect()
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use smallvec::{smallvec, SmallVec};
 
 use crate::dewey::Dewey;
-use crate::linear::{LinState, Linear};
+use crate::linear::{ChainState, LinState, Linear};
 use crate::pattern::{AfterMatchSkip, Leaf};
 use crate::pq::JavaPq;
 use crate::shared_buffer::{page_groups, EvRef, EventId, NodeId, Path, SharedBuffer};
@@ -172,6 +172,7 @@ pub struct NfaState<E> {
 pub(crate) enum Repr<E> {
     General(Box<GenState<E>>),
     Linear(LinState<E>),
+    Chain(ChainState<E>),
 }
 
 impl<E> NfaState<E> {
@@ -180,6 +181,7 @@ impl<E> NfaState<E> {
         match &self.repr {
             Repr::General(g) => g.is_idle(),
             Repr::Linear(l) => l.is_idle(),
+            Repr::Chain(c) => c.is_idle(),
         }
     }
 
@@ -188,6 +190,7 @@ impl<E> NfaState<E> {
         match &self.repr {
             Repr::General(g) => g.partial_count(),
             Repr::Linear(l) => l.partial_count(),
+            Repr::Chain(c) => c.partial_count(),
         }
     }
 
@@ -196,12 +199,13 @@ impl<E> NfaState<E> {
         match &self.repr {
             Repr::General(g) => g.buffered_events(),
             Repr::Linear(l) => l.buffered_events(),
+            Repr::Chain(c) => c.buffered_events(),
         }
     }
 
-    /// Whether the key runs on the linear matcher.
+    /// Whether the key runs on a matcher for patterns that never branch (`crate::linear`).
     pub fn is_linear(&self) -> bool {
-        matches!(self.repr, Repr::Linear(_))
+        matches!(self.repr, Repr::Linear(_) | Repr::Chain(_))
     }
 }
 
@@ -442,16 +446,17 @@ impl<E> Nfa<E> {
     /// A fresh per-key state.
     /// The state of a key that has seen nothing.
     pub fn initial_state(&self) -> NfaState<E> {
-        let repr = if self.linear.is_some() {
-            Repr::Linear(LinState::new())
-        } else {
-            Repr::General(Box::new(self.initial_gen()))
+        let repr = match &self.linear {
+            Some(lin) if lin.all_strict() => Repr::Linear(LinState::new()),
+            Some(_) => Repr::Chain(ChainState::new()),
+            None => Repr::General(Box::new(self.initial_gen())),
         };
         NfaState { repr }
     }
 
-    /// Whether keys run on the linear matcher (`crate::linear`): the pattern is a chain of
-    /// single-event stages joined by strict contiguity, with simple conditions.
+    /// Whether keys run on a matcher for patterns that never branch (`crate::linear`): the
+    /// pattern is a chain of single-event stages joined by strict or relaxed contiguity, with
+    /// simple conditions.
     pub fn is_linear(&self) -> bool {
         self.linear.is_some()
     }
@@ -465,9 +470,11 @@ impl<E> Nfa<E> {
 
     /// Resets `st` to what [`Nfa::initial_state`] returns, keeping its allocations.
     pub(crate) fn reset_state(&self, st: &mut NfaState<E>) {
+        let strict = self.linear.as_ref().map(Linear::all_strict);
         match &mut st.repr {
-            Repr::Linear(l) if self.linear.is_some() => l.reset(),
-            Repr::General(g) if self.linear.is_none() => self.reset_gen(g),
+            Repr::Linear(l) if strict == Some(true) => l.reset(),
+            Repr::Chain(c) if strict == Some(false) => c.reset(),
+            Repr::General(g) if strict.is_none() => self.reset_gen(g),
             _ => *st = self.initial_state(),
         }
     }
@@ -478,6 +485,7 @@ impl<E> Nfa<E> {
         match &mut st.repr {
             Repr::General(g) => self.stop_starting_gen(g),
             Repr::Linear(l) => l.stop_starting(),
+            Repr::Chain(c) => c.stop_starting(),
         }
     }
 
@@ -487,6 +495,7 @@ impl<E> Nfa<E> {
         match &mut st.repr {
             Repr::General(g) => self.trim_gen(g, max),
             Repr::Linear(l) => self.lin_trim(l, max),
+            Repr::Chain(c) => self.chain_trim(c, max),
         }
     }
 
@@ -497,6 +506,7 @@ impl<E> Nfa<E> {
         match &mut st.repr {
             Repr::General(g) => self.trim_buffer_gen(g, max),
             Repr::Linear(l) => self.lin_trim_buffer(l, max),
+            Repr::Chain(c) => self.chain_trim_buffer(c, max),
         }
     }
 
@@ -506,6 +516,7 @@ impl<E> Nfa<E> {
         match &st.repr {
             Repr::General(g) => g.due,
             Repr::Linear(l) => self.lin_due(l),
+            Repr::Chain(c) => self.chain_due(c),
         }
     }
 
@@ -521,6 +532,7 @@ impl<E> Nfa<E> {
         match &mut st.repr {
             Repr::General(g) => self.advance_time_gen(g, ts, matches, timeouts),
             Repr::Linear(l) => self.lin_advance_time(l, ts, timeouts),
+            Repr::Chain(c) => self.chain_advance_time(c, ts, timeouts),
         }
     }
 
@@ -535,6 +547,7 @@ impl<E> Nfa<E> {
         match &mut st.repr {
             Repr::General(g) => self.process_gen(g, event, ts, matches),
             Repr::Linear(l) => self.lin_process(l, event, ts, matches),
+            Repr::Chain(c) => self.chain_process(c, event, ts, matches),
         }
     }
 
@@ -543,6 +556,7 @@ impl<E> Nfa<E> {
         match &st.repr {
             Repr::General(g) => self.partial_matches_gen(g),
             Repr::Linear(l) => self.lin_partial_matches(l),
+            Repr::Chain(c) => self.chain_partial_matches(c),
         }
     }
 

@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::dewey::Dewey;
-use crate::linear::LinState;
+use crate::linear::{ChainState, LinState, Partial};
 use crate::nfa::{CState, GenState, Nfa, NfaState, Repr};
 use crate::pq::JavaPq;
 use crate::shared_buffer::{EventId, NodeId, SharedBuffer};
@@ -54,6 +55,21 @@ struct NfaSnapshot {
     /// The state of a key on the linear matcher (the fields above are then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     linear: Option<LinSnapshot>,
+    /// The state of a key on the chain matcher (the fields above are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<ChainSnapshot>,
+}
+
+/// A key's state on the chain matcher (`crate::linear`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct ChainSnapshot {
+    /// Per partial match, oldest first, its events: `(arrival number, timestamp, index into the
+    /// key's events)`.
+    partials: Vec<Vec<(u64, i64, u32)>>,
+    /// The next event's arrival number.
+    seq: u64,
+    /// Whether events start partial matches (false while the pattern drains).
+    starting: bool,
 }
 
 /// A key's state on the linear matcher (`crate::linear`).
@@ -162,22 +178,49 @@ pub(crate) fn snapshot_state<E, T>(
     st: &NfaState<E>,
     table: &mut EventTable<'_, E, T>,
 ) -> NfaSnapshotOf {
+    let empty = |linear, chain| {
+        NfaSnapshotOf(NfaSnapshot {
+            partial: Vec::new(),
+            completed: Vec::new(),
+            buffered: Vec::new(),
+            counters: Vec::new(),
+            nodes: Vec::new(),
+            linear,
+            chain,
+        })
+    };
     let st = match &st.repr {
         Repr::General(g) => g,
+        Repr::Chain(c) => {
+            let partials = c
+                .partials
+                .iter()
+                .map(|p| {
+                    p.events
+                        .iter()
+                        .map(|(seq, ts, e)| (*seq, *ts, table.add(e)))
+                        .collect()
+                })
+                .collect();
+            return empty(
+                None,
+                Some(ChainSnapshot {
+                    partials,
+                    seq: c.seq,
+                    starting: c.starting,
+                }),
+            );
+        }
         Repr::Linear(l) => {
             let (events, alive, starting) = l.parts();
-            return NfaSnapshotOf(NfaSnapshot {
-                partial: Vec::new(),
-                completed: Vec::new(),
-                buffered: Vec::new(),
-                counters: Vec::new(),
-                nodes: Vec::new(),
-                linear: Some(LinSnapshot {
+            return empty(
+                Some(LinSnapshot {
                     events: events.iter().map(|(ts, e)| (*ts, table.add(e))).collect(),
                     alive,
                     starting,
                 }),
-            });
+                None,
+            );
         }
     };
     let b = &st.buffer;
@@ -210,6 +253,7 @@ pub(crate) fn snapshot_state<E, T>(
         counters,
         nodes,
         linear: None,
+        chain: None,
     })
 }
 
@@ -238,16 +282,41 @@ impl<T> KeySnapshot<T> {
     ) -> Result<NfaState<E>, SnapshotError> {
         let s = &self.patterns[p];
         let err = |m: String| SnapshotError(format!("pattern {}: {m}", nfa.name()));
+        let event = |i: u32| {
+            events
+                .get(i as usize)
+                .cloned()
+                .ok_or_else(|| err(format!("held event {i} does not exist")))
+        };
+        if let Some(chain) = &s.chain {
+            let shape = nfa
+                .linear
+                .as_ref()
+                .filter(|l| !l.all_strict())
+                .ok_or_else(|| err("a state of the chain matcher, for another pattern".into()))?;
+            let mut partials = Vec::with_capacity(chain.partials.len());
+            for p in &chain.partials {
+                let mut evs = SmallVec::new();
+                for &(seq, ts, i) in p {
+                    evs.push((seq, ts, event(i)?));
+                }
+                partials.push(Partial { events: evs });
+            }
+            let st =
+                ChainState::from_parts(shape, partials, chain.seq, chain.starting).map_err(err)?;
+            return Ok(NfaState {
+                repr: Repr::Chain(st),
+            });
+        }
         if let Some(lin) = &s.linear {
-            let shape = nfa.linear.as_ref().ok_or_else(|| {
-                err("a state of the linear matcher, for a pattern that is not linear".into())
-            })?;
+            let shape = nfa
+                .linear
+                .as_ref()
+                .filter(|l| l.all_strict())
+                .ok_or_else(|| err("a state of the linear matcher, for another pattern".into()))?;
             let mut held = Vec::with_capacity(lin.events.len());
             for &(ts, i) in &lin.events {
-                let e = events
-                    .get(i as usize)
-                    .ok_or_else(|| err(format!("held event {i} does not exist")))?;
-                held.push((ts, e.clone()));
+                held.push((ts, event(i)?));
             }
             let st = LinState::from_parts(shape, held, lin.alive, lin.starting).map_err(err)?;
             return Ok(NfaState {

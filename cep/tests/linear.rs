@@ -1,5 +1,5 @@
-//! The linear matcher (patterns that never branch) against the general automaton: random chains
-//! of strict stages, conditions, windows, skip strategies and state bounds, random streams over
+//! The matchers for patterns that never branch against the general automaton: random chains
+//! of strict and relaxed stages, conditions, windows, skip strategies and state bounds, random streams over
 //! a few keys, cut at random points and continued from snapshots (through JSON). Both must give
 //! the same outputs in the same order, hold the same partial matches and events after every
 //! step, and show the same partial matches.
@@ -16,8 +16,9 @@ use proptest::prelude::*;
 /// `(key, value, timestamp, arrival)`
 type Ev = (u8, u8, i64, u32);
 
-/// A stage: the values it takes (`None`: any event), and how many in a row.
-type StageSpec = (Option<Vec<u8>>, u32);
+/// A stage: the values it takes (`None`: any event), how many (and whether consecutive), and
+/// whether it follows the stage before by relaxed contiguity (`followed_by`) or strict (`next`).
+type StageSpec = (Option<Vec<u8>>, (u32, bool), bool);
 
 #[derive(Clone, Debug)]
 struct Spec {
@@ -38,16 +39,20 @@ fn compile(spec: &Spec) -> Option<Nfa<Ev>> {
         _ => AfterMatchSkip::SkipToLast(name(spec.skip.1 % spec.stages.len())),
     };
     let mut p: Option<Pattern<Ev>> = None;
-    for (i, (values, times)) in spec.stages.iter().enumerate() {
+    for (i, (values, (times, consecutive), relaxed)) in spec.stages.iter().enumerate() {
         let mut q = match p {
             None => Pattern::begin_with_skip(&name(i), skip.clone()),
+            Some(p) if *relaxed => p.followed_by(&name(i)),
             Some(p) => p.next(&name(i)),
         };
         if let Some(vs) = values.clone() {
             q = q.where_(move |e: &Ev| vs.contains(&e.1));
         }
         if *times > 1 {
-            q = q.times(*times).consecutive();
+            q = q.times(*times);
+            if *consecutive {
+                q = q.consecutive();
+            }
         }
         p = Some(q);
     }
@@ -61,7 +66,8 @@ fn compile(spec: &Spec) -> Option<Nfa<Ev>> {
 fn spec() -> impl Strategy<Value = Spec> {
     let stage = (
         prop::option::weighted(0.85, prop::collection::vec(0u8..3, 1..3)),
-        prop::sample::select(vec![1u32, 1, 1, 2, 3]),
+        (prop::sample::select(vec![1u32, 1, 1, 2, 3]), any::<bool>()),
+        prop::bool::weighted(0.4),
     );
     (
         prop::collection::vec(stage, 1..5),
@@ -209,7 +215,7 @@ proptest! {
 
 /// Which shapes take the linear matcher.
 #[test]
-fn only_chains_of_strict_single_event_stages_are_linear() {
+fn only_chains_of_single_event_stages_are_linear() {
     let is = |v: u8| move |e: &Ev| e.1 == v;
     let linear = [
         Pattern::<Ev>::begin("a").where_(is(0)),
@@ -224,14 +230,20 @@ fn only_chains_of_strict_single_event_stages_are_linear() {
         Pattern::<Ev>::begin("a")
             .next("b")
             .within(Duration::from_secs(1)),
+        Pattern::<Ev>::begin("a").where_(is(0)).followed_by("b"),
+        Pattern::<Ev>::begin("a").where_(is(0)).times(3),
+        Pattern::<Ev>::begin("a")
+            .followed_by("b")
+            .where_(is(1))
+            .next("c"),
     ];
     for p in linear {
         assert!(p.compile("p").unwrap().is_linear());
     }
     let general = [
-        Pattern::<Ev>::begin("a").where_(is(0)).followed_by("b"),
-        Pattern::<Ev>::begin("a").where_(is(0)).times(3),
+        Pattern::<Ev>::begin("a").where_(is(0)).followed_by_any("b"),
         Pattern::<Ev>::begin("a").where_(is(0)).one_or_more(),
+        Pattern::<Ev>::begin("a").where_(is(0)).times_range(1, 2),
         Pattern::<Ev>::begin("a").next("b").optional().next("c"),
         Pattern::<Ev>::begin("a")
             .where_(is(0))

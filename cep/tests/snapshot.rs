@@ -189,14 +189,38 @@ fn snapshots_are_checked_against_the_patterns() {
         "{err}"
     );
 
-    // A state that does not exist in the automaton: refused, nothing restored.
+    // A state that does not exist in the automaton (pattern 1 runs the general automaton):
+    // refused, nothing restored.
     let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
-    json["patterns"][0]["partial"][0]["state"] = 999.into();
+    json["patterns"][1]["partial"][0]["state"] = 999.into();
     let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
     let mut fresh = CepOperator::new(patterns());
     let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
     assert!(
         err.to_string().contains("state 999 does not exist"),
+        "{err}"
+    );
+    assert_eq!(fresh.stats().keys, 0);
+
+    // Pattern 0 (a followed by b) runs the chain matcher: a partial match with more events than
+    // the pattern has stages is refused, and so is a chain state for a pattern of another shape.
+    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
+    let held = json["patterns"][0]["chain"]["partials"][0][0].clone();
+    assert!(held.is_array(), "{json}");
+    json["patterns"][0]["chain"]["partials"][0] = serde_json::json!([held, held]);
+    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
+    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
+    assert!(
+        err.to_string().contains("a partial match of 2 events"),
+        "{err}"
+    );
+    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
+    json["patterns"][1] = json["patterns"][0].clone();
+    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
+    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("pattern loop: a state of the chain matcher"),
         "{err}"
     );
     assert_eq!(fresh.stats().keys, 0);
