@@ -43,6 +43,9 @@ pub(crate) struct Linear {
     /// Per stage, whether an event that does not fit ends the partial match waiting there
     /// (strict contiguity) rather than passing it by (relaxed).
     strict: Vec<bool>,
+    /// Per stage, the conditions of the `not_followed_by` stages before it: an event that
+    /// matches one ends the partial match waiting there, unless the event completes the match.
+    guards: Vec<SmallVec<[u32; 1]>>,
     /// Under `SkipToFirst` / `SkipToLast`: after a match, partial matches longer than this are
     /// dropped (they started before the stage's first / last event of the match).
     skip_keep: Option<usize>,
@@ -76,6 +79,8 @@ impl Linear {
             return None;
         }
         let mut chain = vec![start as StateId];
+        let mut guards = Vec::new();
+        let mut stops: SmallVec<[StateId; 2]> = SmallVec::new();
         let mut strict_of = Vec::new();
         let mut conds = Vec::new();
         let mut pages = Vec::new();
@@ -93,15 +98,40 @@ impl Linear {
             }
             let mut take = None;
             let mut ignore = None;
+            let mut guard: SmallVec<[u32; 1]> = SmallVec::new();
             for t in &state.transitions {
                 match t.action {
                     Action::Ignore if t.target as usize == s && ignore.is_none() => {
                         ignore = Some(t)
                     }
                     Action::Take if take.is_none() => take = Some(t),
+                    // A `not_followed_by` before this stage: an event it matches leads to a
+                    // stop state, which ends the partial match.
+                    Action::Proceed => {
+                        let CondExpr::Leaf(g) = t.cond else {
+                            return None;
+                        };
+                        let stop = &states[t.target as usize];
+                        let [st] = &stop.transitions[..] else {
+                            return None;
+                        };
+                        let stops_on_g = matches!(st.cond, CondExpr::Leaf(x) if x == g);
+                        if stop.kind != Kind::Stop
+                            || st.action != Action::Take
+                            || st.target != t.target
+                            || !stops_on_g
+                        {
+                            return None;
+                        }
+                        guard.push(g);
+                        if !stops.contains(&t.target) {
+                            stops.push(t.target);
+                        }
+                    }
                     _ => return None,
                 }
             }
+            guards.push(guard);
             let t = take?;
             let cond = match t.cond {
                 CondExpr::True => None,
@@ -131,7 +161,7 @@ impl Linear {
             chain.push(next as StateId);
             s = next;
         }
-        if chain.len() != states.len() {
+        if chain.len() + stops.len() != states.len() {
             return None;
         }
         let n = conds.len();
@@ -155,6 +185,7 @@ impl Linear {
             conds,
             pages,
             strict: strict_of,
+            guards,
             skip_keep,
             skip_at,
         })
@@ -168,7 +199,7 @@ impl Linear {
     /// Whether every stage after the first is strict: keys then run [`LinState`], else
     /// [`ChainState`].
     pub(crate) fn all_strict(&self) -> bool {
-        self.strict.iter().all(|&s| s)
+        self.strict.iter().all(|&s| s) && self.guards.iter().all(|g| g.is_empty())
     }
 }
 
@@ -573,24 +604,24 @@ impl<E> Nfa<E> {
         let seq = st.seq;
         st.seq += 1;
         let mut cache: SmallVec<[u8; 8]> = SmallVec::from_elem(0, self.leaves.len());
-        let mut holds = |stage: usize| match lin.conds[stage] {
-            None => true,
-            Some(i) => {
-                let slot = &mut cache[i as usize];
-                if *slot == 0 {
-                    let Leaf::Simple(f) = &*self.leaves[i as usize] else {
-                        unreachable!("linear patterns have simple conditions only")
-                    };
-                    *slot = if f(event) { 2 } else { 1 };
-                }
-                *slot == 2
+        let mut leaf = |i: u32| {
+            let slot = &mut cache[i as usize];
+            if *slot == 0 {
+                let Leaf::Simple(f) = &*self.leaves[i as usize] else {
+                    unreachable!("linear patterns have simple conditions only")
+                };
+                *slot = if f(event) { 2 } else { 1 };
             }
+            *slot == 2
         };
         let mut done: SmallVec<[Partial<E>; 1]> = SmallVec::new();
         let mut kept = 0;
         for i in 0..st.partials.len() {
             let k = st.partials[i].events.len();
-            let keep = if holds(k) {
+            let take = lin.conds[k].is_none_or(&mut leaf);
+            // A guard that fires discards every way on but one that completes the match.
+            let stopped = lin.guards[k].iter().any(|&g| leaf(g));
+            let keep = if take && (k + 1 == n || !stopped) {
                 st.partials[i].events.push((seq, ts, event.clone()));
                 if k + 1 == n {
                     done.push(std::mem::replace(
@@ -604,7 +635,7 @@ impl<E> Nfa<E> {
                     true
                 }
             } else {
-                !lin.strict[k]
+                !lin.strict[k] && !stopped
             };
             if keep {
                 st.partials.swap(kept, i);
@@ -612,7 +643,7 @@ impl<E> Nfa<E> {
             }
         }
         st.partials.truncate(kept);
-        if st.starting && holds(0) {
+        if st.starting && lin.conds[0].is_none_or(&mut leaf) {
             let mut events = SmallVec::new();
             events.push((seq, ts, event.clone()));
             let p = Partial { events };

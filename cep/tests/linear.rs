@@ -17,8 +17,10 @@ use proptest::prelude::*;
 type Ev = (u8, u8, i64, u32);
 
 /// A stage: the values it takes (`None`: any event), how many (and whether consecutive), and
-/// whether it follows the stage before by relaxed contiguity (`followed_by`) or strict (`next`).
-type StageSpec = (Option<Vec<u8>>, (u32, bool), bool);
+/// how it follows the stage before: 0 strict (`next`), 1 relaxed (`followed_by`), 2 must not
+/// be followed by it (`not_followed_by`, kept where the DSL allows it: between two stages,
+/// before a `followed_by`; elsewhere it reads as 1).
+type StageSpec = (Option<Vec<u8>>, (u32, bool), u8);
 
 #[derive(Clone, Debug)]
 struct Spec {
@@ -39,13 +41,31 @@ fn compile(spec: &Spec) -> Option<Nfa<Ev>> {
         _ => AfterMatchSkip::SkipToLast(name(spec.skip.1 % spec.stages.len())),
     };
     let mut p: Option<Pattern<Ev>> = None;
-    for (i, (values, (times, consecutive), relaxed)) in spec.stages.iter().enumerate() {
+    let join = |i: usize| {
+        let (_, (times, _), join) = &spec.stages[i];
+        let not_ok = i > 0
+            && *times == 1
+            && spec.stages.get(i + 1).is_some_and(|next| next.2 == 1)
+            && spec.stages[i - 1].2 != 2;
+        match join {
+            2 if !not_ok => 1,
+            j => *j,
+        }
+    };
+    for (i, (values, (times, consecutive), _)) in spec.stages.iter().enumerate() {
         let mut q = match p {
             None => Pattern::begin_with_skip(&name(i), skip.clone()),
-            Some(p) if *relaxed => p.followed_by(&name(i)),
-            Some(p) => p.next(&name(i)),
+            Some(p) => match join(i) {
+                0 => p.next(&name(i)),
+                1 => p.followed_by(&name(i)),
+                _ => p.not_followed_by(&name(i)),
+            },
         };
-        if let Some(vs) = values.clone() {
+        let values = match values {
+            None if join(i) == 2 => Some(vec![0]),
+            v => v.clone(),
+        };
+        if let Some(vs) = values {
             q = q.where_(move |e: &Ev| vs.contains(&e.1));
         }
         if *times > 1 {
@@ -67,7 +87,7 @@ fn spec() -> impl Strategy<Value = Spec> {
     let stage = (
         prop::option::weighted(0.85, prop::collection::vec(0u8..3, 1..3)),
         (prop::sample::select(vec![1u32, 1, 1, 2, 3]), any::<bool>()),
-        prop::bool::weighted(0.4),
+        prop::sample::select(vec![0u8, 0, 1, 1, 2]),
     );
     (
         prop::collection::vec(stage, 1..5),
@@ -236,6 +256,10 @@ fn only_chains_of_single_event_stages_are_linear() {
             .followed_by("b")
             .where_(is(1))
             .next("c"),
+        Pattern::<Ev>::begin("a")
+            .not_followed_by("b")
+            .where_(is(1))
+            .followed_by("c"),
     ];
     for p in linear {
         assert!(p.compile("p").unwrap().is_linear());
@@ -250,6 +274,10 @@ fn only_chains_of_single_event_stages_are_linear() {
             .not_next("b")
             .where_(is(1))
             .next("c"),
+        Pattern::<Ev>::begin("a")
+            .not_followed_by("b")
+            .where_(is(1))
+            .within(Duration::from_secs(1)),
         Pattern::<Ev>::begin("a")
             .where_(is(0))
             .next("b")
