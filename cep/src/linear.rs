@@ -1,7 +1,7 @@
 //! Matchers for patterns that never branch: a chain of single-event stages, each joined to the
 //! one before by strict (`next`, `times(n).consecutive()`) or relaxed (`followed_by`,
-//! `times(n)`) contiguity, with simple conditions, a window over the whole match, and any
-//! after-match skip strategy.
+//! `times(n)`) contiguity, possibly with `not_followed_by` stages between them, with simple
+//! conditions, a window over the whole match, and any after-match skip strategy.
 //!
 //! Like regex-automata's one-pass DFA beside its PikeVM, they are picked at compile time
 //! ([`Linear::of`]) and give exactly what the general automaton gives (matches, timeouts and
@@ -14,8 +14,10 @@
 //! - Strict chains ([`LinState`]): every event of a key extends or ends every partial match, so
 //!   every live partial match holds the key's *latest* events. The key's partial matches are a
 //!   bit set of lengths, and the events they hold the last `m` events of the key.
-//! - Chains with a relaxed stage ([`ChainState`]): each partial match keeps its own events (the
-//!   `Arc`s are shared). An older partial match is never at an earlier stage than a younger one
+//! - Chains with a relaxed stage or a NOT stage ([`ChainState`]): each partial match keeps its
+//!   own events (the `Arc`s are shared). A NOT stage is a guard on the stages it precedes (the
+//!   general automaton's stop state): an event it matches ends a partial match waiting there,
+//!   unless that event completes the match. An older partial match is never at an earlier stage than a younger one
 //!   (both take the next event that fits their stage), so matches complete oldest first and
 //!   none waits for an older partial match, as the general automaton's completed queue would
 //!   make it.
