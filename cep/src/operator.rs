@@ -12,6 +12,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use crate::nfa::{Events, Match, Nfa, NfaState, PartialMatch};
 use crate::snapshot::{snapshot_state, EventTable, KeySnapshot, SnapshotError};
@@ -60,7 +61,7 @@ struct KeySlot<K, E> {
     key: K,
     /// Events waiting for the watermark, by timestamp, ties in arrival order.
     queue: VecDeque<(i64, Arc<E>)>,
-    states: Vec<NfaState<E>>,
+    states: States<E>,
     due: i64,
     /// The time of its latest event (for the idle-key TTL and the key limit).
     last_seen: i64,
@@ -99,8 +100,12 @@ pub struct Dropped {
 /// (most keys, when there are many) do not allocate.
 struct SpareSlot<E> {
     queue: VecDeque<(i64, Arc<E>)>,
-    states: Vec<NfaState<E>>,
+    states: States<E>,
 }
+
+/// A key's state per pattern: inline for one pattern (the usual case, and most of a key's
+/// memory when it holds one partial match), on the heap for more.
+type States<E> = SmallVec<[NfaState<E>; 1]>;
 
 /// How many dropped keys' storage is kept for reuse.
 const MAX_SPARE_SLOTS: usize = 64;
@@ -609,7 +614,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             .iter()
             .enumerate()
             .map(|(p, nfa)| snapshot.restore_state(p, nfa, &events))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<States<_>, _>>()?;
         self.remove_key(&key);
         let s = self.slot_of(&key);
         let slot = self.slots[s as usize].as_mut().expect("live slot");
