@@ -8,10 +8,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashSet};
 use smallvec::SmallVec;
 
 use crate::nfa::{Events, Match, Nfa, NfaState, PartialMatch};
@@ -107,6 +108,48 @@ struct SpareSlot<E> {
 /// memory when it holds one partial match), on the heap for more.
 type States<E> = SmallVec<[NfaState<E>; 1]>;
 
+/// Keys to their slots: a hash table of slot numbers, hashed and compared by the key in the
+/// slot, so that a key is stored once (a `HashMap<K, u32>` would hold a second copy: for the
+/// JSON path's `String` keys, another allocation per key).
+#[derive(Default)]
+struct KeyIndex {
+    table: HashTable<u32>,
+}
+
+fn hash_key<K: Hash>(key: &K) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+impl KeyIndex {
+    fn get<K: Hash + Eq, E>(&self, key: &K, slots: &[Option<KeySlot<K, E>>]) -> Option<u32> {
+        self.table
+            .find(hash_key(key), |&s| {
+                slots[s as usize]
+                    .as_ref()
+                    .is_some_and(|slot| slot.key == *key)
+            })
+            .copied()
+    }
+
+    /// Indexes slot `s`, which holds `key` (not indexed yet); `key_of` reads the key of an
+    /// indexed slot when the table grows.
+    fn insert<'k, K: Hash + 'k>(&mut self, key: &K, s: u32, key_of: impl Fn(u32) -> &'k K) {
+        self.table
+            .insert_unique(hash_key(key), s, |&x| hash_key(key_of(x)));
+    }
+
+    /// Unindexes slot `s`, which held `key`.
+    fn remove<K: Hash>(&mut self, key: &K, s: u32) {
+        if let Ok(entry) = self.table.find_entry(hash_key(key), |&x| x == s) {
+            entry.remove();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
 /// How many dropped keys' storage is kept for reuse.
 const MAX_SPARE_SLOTS: usize = 64;
 
@@ -129,7 +172,7 @@ pub struct CepOperator<K, E> {
     /// Per pattern: draining (keeps its partial matches, starts none).
     draining: Vec<bool>,
     slots: Vec<Option<KeySlot<K, E>>>,
-    index: FxHashMap<K, u32>,
+    index: KeyIndex,
     free: Vec<u32>,
     spare: Vec<SpareSlot<E>>,
     timers: DueQueue,
@@ -155,7 +198,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             draining: vec![false; nfas.len()],
             nfas,
             slots: Vec::new(),
-            index: FxHashMap::default(),
+            index: KeyIndex::default(),
             free: Vec::new(),
             spare: Vec::new(),
             timers: DueQueue::default(),
@@ -198,7 +241,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         by_age.select_nth_unstable(n - 1);
         for &(_, s) in &by_age[..n] {
             if let Some(slot) = self.slots[s as usize].take() {
-                self.index.remove(&slot.key);
+                self.index.remove(&slot.key, s);
                 if let Some(c) = &mut self.changed {
                     c.insert(slot.key);
                 }
@@ -219,7 +262,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     }
 
     fn slot_of(&mut self, key: &K) -> u32 {
-        if let Some(&s) = self.index.get(key) {
+        if let Some(s) = self.index.get(key, &self.slots) {
             return s;
         }
         self.make_room();
@@ -268,7 +311,10 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key.clone(), s);
+        let slots = &self.slots;
+        self.index.insert(key, s, |x| {
+            &slots[x as usize].as_ref().expect("indexed").key
+        });
         s
     }
 
@@ -415,7 +461,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             if now >= expiry && slot.queue.is_empty() {
                 // Idle for longer than the TTL: its partial matches go without a timeout.
                 let slot = self.slots[s as usize].take().expect("live");
-                self.index.remove(&slot.key);
+                self.index.remove(&slot.key, s);
                 if let Some(c) = &mut self.changed {
                     c.insert(slot.key);
                 }
@@ -427,7 +473,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         }
         if idle {
             let slot = self.slots[s as usize].take().expect("live");
-            self.index.remove(&slot.key);
+            self.index.remove(&slot.key, s);
             self.free.push(s);
             if self.spare.len() < MAX_SPARE_SLOTS {
                 self.spare.push(SpareSlot {
@@ -443,7 +489,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     /// The events of `key` waiting for the watermark, with their timestamps, in the order they
     /// will be handled.
     pub fn waiting_events(&self, key: &K) -> Vec<(i64, Arc<E>)> {
-        let Some(&s) = self.index.get(key) else {
+        let Some(s) = self.index.get(key, &self.slots) else {
             return Vec::new();
         };
         let slot = self.slots[s as usize].as_ref().expect("live");
@@ -452,7 +498,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
 
     /// Partial matches held for `key` now, per pattern index.
     pub fn partial_matches(&self, key: &K) -> Vec<(usize, PartialMatch<E>)> {
-        let Some(&s) = self.index.get(key) else {
+        let Some(s) = self.index.get(key, &self.slots) else {
             return Vec::new();
         };
         let slot = self.slots[s as usize].as_ref().expect("live");
@@ -528,7 +574,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         self.draining = draining;
         // Every key's state now belongs to the new patterns: a checkpoint must write it again.
         if let Some(c) = &mut self.changed {
-            c.extend(self.index.keys().cloned());
+            c.extend(self.slots.iter().flatten().map(|slot| slot.key.clone()));
         }
     }
 
@@ -568,7 +614,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         key: &K,
         mut write: impl FnMut(&E) -> T,
     ) -> Option<KeySnapshot<T>> {
-        let &s = self.index.get(key)?;
+        let s = self.index.get(key, &self.slots)?;
         let slot = self.slots[s as usize].as_ref().expect("live");
         let mut table = EventTable::new(&mut write);
         let queue = slot
@@ -644,15 +690,16 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     /// [`snapshot_key`](Self::snapshot_key) and [`remove_key`](Self::remove_key) must be
     /// restored before the watermark reaches this time.
     pub fn due_of(&self, key: &K) -> Option<i64> {
-        let &s = self.index.get(key)?;
+        let s = self.index.get(key, &self.slots)?;
         self.slots[s as usize].as_ref().map(|slot| slot.due)
     }
 
     /// Drops `key`'s state (a partition moved to another process, say); true if it had any.
     pub fn remove_key(&mut self, key: &K) -> bool {
-        let Some(s) = self.index.remove(key) else {
+        let Some(s) = self.index.get(key, &self.slots) else {
             return false;
         };
+        self.index.remove(key, s);
         self.slots[s as usize] = None;
         self.free.push(s);
         true
