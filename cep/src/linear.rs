@@ -1,7 +1,8 @@
 //! Matchers for patterns that never branch: a chain of single-event stages, each joined to the
 //! one before by strict (`next`, `times(n).consecutive()`) or relaxed (`followed_by`,
-//! `times(n)`) contiguity, possibly with `not_followed_by` stages between them, with simple
-//! conditions, a window over the whole match, and any after-match skip strategy.
+//! `times(n)`) contiguity, possibly with `not_followed_by` stages between them, with one
+//! condition per stage (in strict chains it may read the partial match: `where_ctx`), a window
+//! over the whole match, and any after-match skip strategy.
 //!
 //! Like regex-automata's one-pass DFA beside its PikeVM, they are picked at compile time
 //! ([`Linear::of`]) and give exactly what the general automaton gives (matches, timeouts and
@@ -26,7 +27,9 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::nfa::{Action, CondExpr, Events, Kind, Match, Nfa, PartialMatch, StateId, Timeout};
+use crate::nfa::{
+    Action, CondExpr, Context, Events, Kind, Match, Nfa, PartialMatch, StateId, Timeout,
+};
 use crate::pattern::{AfterMatchSkip, Leaf};
 
 /// The most stages a linear pattern may have (partial matches are bits of a `u64`).
@@ -67,11 +70,10 @@ impl Linear {
         skip: &AfterMatchSkip,
         skip_page: Option<u16>,
     ) -> Option<Linear> {
-        if leaves.iter().any(|l| matches!(**l, Leaf::Iterative(_)))
-            || window_times.iter().any(Option::is_some)
-        {
+        if window_times.iter().any(Option::is_some) {
             return None;
         }
+        let simple = |i: u32| matches!(*leaves[i as usize], Leaf::Simple(_));
         let mut starts = states
             .iter()
             .enumerate()
@@ -117,7 +119,8 @@ impl Linear {
                         let [st] = &stop.transitions[..] else {
                             return None;
                         };
-                        let stops_on_g = matches!(st.cond, CondExpr::Leaf(x) if x == g);
+                        let stops_on_g =
+                            matches!(st.cond, CondExpr::Leaf(x) if x == g) && simple(g);
                         if stop.kind != Kind::Stop
                             || st.action != Action::Take
                             || st.target != t.target
@@ -164,6 +167,13 @@ impl Linear {
             s = next;
         }
         if chain.len() + stops.len() != states.len() {
+            return None;
+        }
+        // A condition that reads the partial match can leave an older partial match behind a
+        // younger one at a relaxed stage; the general automaton then holds the younger one's
+        // match back until the older one ends, which only it does. Strict chains cannot lag.
+        let strict = strict_of.iter().all(|&s| s) && guards.iter().all(|g| g.is_empty());
+        if !strict && conds.iter().flatten().any(|&i| !simple(i)) {
             return None;
         }
         let n = conds.len();
@@ -339,6 +349,46 @@ impl<E> Nfa<E> {
         out
     }
 
+    /// Whether stage `stage`'s condition holds for `event`, for a partial match holding
+    /// `held` (one event per stage passed): a simple condition is evaluated once per event
+    /// (`cache`: 0 not yet, 1 false, 2 true), one that reads the partial match sees `held`.
+    fn lin_holds<'e>(
+        &self,
+        stage: usize,
+        event: &E,
+        ts: i64,
+        cache: &mut [u8],
+        held: impl Iterator<Item = &'e E>,
+    ) -> bool
+    where
+        E: 'e,
+    {
+        let lin = self.lin();
+        let Some(i) = lin.conds[stage] else {
+            return true;
+        };
+        match &*self.leaves[i as usize] {
+            Leaf::Simple(_) => self.simple_holds(i, event, cache),
+            Leaf::Iterative(f) => {
+                let held: SmallVec<[(u16, &E); 8]> =
+                    held.enumerate().map(|(k, e)| (lin.pages[k], e)).collect();
+                f(event, &Context::held(&held, &self.pages, ts))
+            }
+        }
+    }
+
+    /// A simple condition's answer for `event`, evaluated once per event (`cache`).
+    fn simple_holds(&self, i: u32, event: &E, cache: &mut [u8]) -> bool {
+        let slot = &mut cache[i as usize];
+        if *slot == 0 {
+            let Leaf::Simple(f) = &*self.leaves[i as usize] else {
+                unreachable!("guards are simple conditions")
+            };
+            *slot = if f(event) { 2 } else { 1 };
+        }
+        *slot == 2
+    }
+
     /// When the oldest partial match of `st` times out (`i64::MAX`: never).
     pub(crate) fn lin_due(&self, st: &LinState<E>) -> i64 {
         match st.events.first() {
@@ -383,18 +433,10 @@ impl<E> Nfa<E> {
         let n = lin.len();
         // Per condition: 0 not evaluated, 1 false, 2 true.
         let mut cache: SmallVec<[u8; 8]> = SmallVec::from_elem(0, self.leaves.len());
-        let mut holds = |stage: usize| match lin.conds[stage] {
-            None => true,
-            Some(i) => {
-                let slot = &mut cache[i as usize];
-                if *slot == 0 {
-                    let Leaf::Simple(f) = &*self.leaves[i as usize] else {
-                        unreachable!("linear patterns have simple conditions only")
-                    };
-                    *slot = if f(event) { 2 } else { 1 };
-                }
-                *slot == 2
-            }
+        let held = st.events.len();
+        let mut holds = |stage: usize| {
+            let last = st.events[held - stage..].iter().map(|(_, e)| &**e);
+            self.lin_holds(stage, event, ts, &mut cache, last)
         };
         let mut next = 0u64;
         let mut matched = false;
@@ -606,23 +648,16 @@ impl<E> Nfa<E> {
         let seq = st.seq;
         st.seq += 1;
         let mut cache: SmallVec<[u8; 8]> = SmallVec::from_elem(0, self.leaves.len());
-        let mut leaf = |i: u32| {
-            let slot = &mut cache[i as usize];
-            if *slot == 0 {
-                let Leaf::Simple(f) = &*self.leaves[i as usize] else {
-                    unreachable!("linear patterns have simple conditions only")
-                };
-                *slot = if f(event) { 2 } else { 1 };
-            }
-            *slot == 2
-        };
         let mut done: SmallVec<[Partial<E>; 1]> = SmallVec::new();
         let mut kept = 0;
         for i in 0..st.partials.len() {
-            let k = st.partials[i].events.len();
-            let take = lin.conds[k].is_none_or(&mut leaf);
+            let p = &st.partials[i];
+            let k = p.events.len();
+            let take = self.lin_holds(k, event, ts, &mut cache, p.events.iter().map(|e| &*e.2));
             // A guard that fires discards every way on but one that completes the match.
-            let stopped = lin.guards[k].iter().any(|&g| leaf(g));
+            let stopped = lin.guards[k]
+                .iter()
+                .any(|&g| self.simple_holds(g, event, &mut cache));
             let keep = if take && (k + 1 == n || !stopped) {
                 st.partials[i].events.push((seq, ts, event.clone()));
                 if k + 1 == n {
@@ -645,7 +680,7 @@ impl<E> Nfa<E> {
             }
         }
         st.partials.truncate(kept);
-        if st.starting && lin.conds[0].is_none_or(&mut leaf) {
+        if st.starting && self.lin_holds(0, event, ts, &mut cache, std::iter::empty()) {
             let mut events = SmallVec::new();
             events.push((seq, ts, event.clone()));
             let p = Partial { events };

@@ -266,19 +266,43 @@ impl<E> GenState<E> {
 /// What an iterative condition sees: the events already matched by the partial match being
 /// extended (Flink's `getEventsForPattern`), computed lazily on first use.
 pub struct Context<'a, E> {
-    buffer: &'a SharedBuffer<E>,
-    cs: &'a CState,
+    source: Source<'a, E>,
     pages: &'a [Arc<str>],
     ts: i64,
-    matched: OnceCell<Vec<Vec<EvRef>>>,
+}
+
+/// Where a [`Context`] reads the partial match's events from.
+enum Source<'a, E> {
+    /// The general automaton's shared buffer, extracted on first use.
+    Buffer {
+        buffer: &'a SharedBuffer<E>,
+        cs: &'a CState,
+        matched: OnceCell<Vec<Vec<EvRef>>>,
+    },
+    /// A linear matcher's partial match: its events with their pages, in order.
+    Held(&'a [(u16, &'a E)]),
 }
 
 impl<'a, E> Context<'a, E> {
-    fn matched(&self) -> &Vec<Vec<EvRef>> {
-        self.matched.get_or_init(|| {
-            let mut by_page = vec![Vec::new(); self.pages.len()];
-            if let Some(prev) = self.cs.prev {
-                if let Some(path) = self.buffer.extract(prev, &self.cs.version, true).first() {
+    /// The context of a linear matcher's partial match.
+    pub(crate) fn held(held: &'a [(u16, &'a E)], pages: &'a [Arc<str>], ts: i64) -> Self {
+        Context {
+            source: Source::Held(held),
+            pages,
+            ts,
+        }
+    }
+
+    fn matched<'m>(
+        buffer: &SharedBuffer<E>,
+        cs: &CState,
+        pages: usize,
+        matched: &'m OnceCell<Vec<Vec<EvRef>>>,
+    ) -> &'m Vec<Vec<EvRef>> {
+        matched.get_or_init(|| {
+            let mut by_page = vec![Vec::new(); pages];
+            if let Some(prev) = cs.prev {
+                if let Some(path) = buffer.extract(prev, &cs.version, true).first() {
                     for (page, evs) in page_groups(path) {
                         by_page[page as usize] = evs.iter().map(|e| e.1).collect();
                     }
@@ -296,10 +320,26 @@ impl<'a, E> Context<'a, E> {
 
     /// The events matched so far by the stage with index `page` (see [`Nfa::page_of`]).
     pub fn events_by_page(&self, page: usize) -> impl Iterator<Item = &'a E> + '_ {
-        let ids: &[EvRef] = self.matched().get(page).map_or(&[], |v| v.as_slice());
-        let buffer = self.buffer;
-        ids.iter()
-            .filter_map(move |id| buffer.event(*id).map(|e| &**e))
+        match &self.source {
+            Source::Buffer {
+                buffer,
+                cs,
+                matched,
+            } => {
+                let by_page = Self::matched(buffer, cs, self.pages.len(), matched);
+                let ids: &[EvRef] = by_page.get(page).map_or(&[], |v| v.as_slice());
+                let buffer = *buffer;
+                either::Either::Left(
+                    ids.iter()
+                        .filter_map(move |id| buffer.event(*id).map(|e| &**e)),
+                )
+            }
+            Source::Held(held) => either::Either::Right(
+                held.iter()
+                    .filter(move |(p, _)| *p as usize == page)
+                    .map(|(_, e)| *e),
+            ),
+        }
     }
 
     /// The timestamp of the event being evaluated.
@@ -983,11 +1023,13 @@ impl<E> Nfa<E> {
 
     fn decide(&self, st: &GenState<E>, cs: &CState, ev: &mut Eval<'_, E>, ts: i64) -> Decision {
         let ctx = Context {
-            buffer: &st.buffer,
-            cs,
+            source: Source::Buffer {
+                buffer: &st.buffer,
+                cs,
+                matched: OnceCell::new(),
+            },
             pages: &self.pages,
             ts,
-            matched: OnceCell::new(),
         };
         let mut d = Decision {
             edges: SmallVec::new(),
