@@ -76,7 +76,7 @@ fn compile(spec: &Spec) -> Option<Nfa<Ev>> {
                 let last = ctx.events(&prev).chain(ctx.events(&own)).map(|x| x.3).max();
                 // The arrival numbers of the events taken so far stand in for values.
                 values.as_ref().is_none_or(|vs| vs.contains(&e.1))
-                    && last.is_none_or(|l| (e.1 as u32 + l) % 3 != 0)
+                    && last.is_none_or(|l| !(e.1 as u32 + l).is_multiple_of(3))
             });
         } else if let Some(vs) = values {
             q = q.where_(move |e: &Ev| vs.contains(&e.1));
