@@ -6,9 +6,11 @@ use serde_json::{json, Value};
 
 use crate::engine::CompiledPattern;
 
-/// `{"window", "states": [{"id", "name", "stage", "kind", "transitions": [{"action", "target",
-/// "condition"}]}]}`; `window` is the pattern's window in ms (null without one), `stage` the
-/// stage whose events a state takes.
+/// `{"window", "matcher", "states": [{"id", "name", "stage", "kind", "transitions": [{"action",
+/// "target", "condition"}]}]}`; `window` is the pattern's window in ms (null without one),
+/// `matcher` what runs the pattern's keys (`strict chain`, `chain`: the matchers for patterns
+/// that never branch; `automaton`: the general one), `stage` the stage whose events a state
+/// takes.
 pub fn automaton(pattern: &CompiledPattern) -> Value {
     let nfa = pattern.nfa();
     let pages = nfa.pages();
@@ -52,6 +54,7 @@ pub fn automaton(pattern: &CompiledPattern) -> Value {
     let window = nfa.window();
     json!({
         "window": (window > 0).then_some(window),
+        "matcher": nfa.matcher(),
         "states": states,
     })
 }

@@ -182,6 +182,8 @@ async fn pattern_validation_errors_have_locations() {
     assert_eq!(body["exists"], false);
     // With the automaton, its conditions as written.
     assert_eq!(body["automaton"]["window"], 2000);
+    // Three consecutive failures never branch: the strict chain matcher runs them.
+    assert_eq!(body["automaton"]["matcher"], "strict chain");
     let takes: Vec<&Value> = body["automaton"]["states"]
         .as_array()
         .unwrap()

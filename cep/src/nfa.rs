@@ -501,6 +501,17 @@ impl<E> Nfa<E> {
         self.linear.is_some()
     }
 
+    /// Which matcher runs the pattern's keys: `"strict chain"` (a chain of strict stages:
+    /// `LinState`), `"chain"` (a chain with relaxed or NOT stages: `ChainState`), or
+    /// `"automaton"` (the general automaton, Flink's NFA with its shared buffer).
+    pub fn matcher(&self) -> &'static str {
+        match &self.linear {
+            Some(lin) if lin.all_strict() => "strict chain",
+            Some(_) => "chain",
+            None => "automaton",
+        }
+    }
+
     /// The same pattern with every key on the general automaton, whatever its shape (tests
     /// compare the two matchers with it).
     pub fn general(mut self) -> Self {

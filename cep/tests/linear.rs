@@ -288,6 +288,12 @@ fn only_chains_of_single_event_stages_are_linear() {
     for p in linear {
         assert!(p.compile("p").unwrap().is_linear());
     }
+    let strict = Pattern::<Ev>::begin("a").where_(is(0)).next("b");
+    assert_eq!(strict.compile("p").unwrap().matcher(), "strict chain");
+    let relaxed = Pattern::<Ev>::begin("a").where_(is(0)).followed_by("b");
+    assert_eq!(relaxed.compile("p").unwrap().matcher(), "chain");
+    let any = Pattern::<Ev>::begin("a").where_(is(0)).followed_by_any("b");
+    assert_eq!(any.compile("p").unwrap().matcher(), "automaton");
     let general = [
         Pattern::<Ev>::begin("a").where_(is(0)).followed_by_any("b"),
         // Iterative conditions only in strict chains (see `Linear::of`).
