@@ -560,7 +560,8 @@
     box.append(svg);
     box.append(h('div', { class: 'legend muted' },
       h('span', { class: 'take' }, '— take'), ' ', h('span', { class: 'ignore' }, '— ignore'), ' ', h('span', { class: 'proceed' }, '— proceed'),
-      automaton.window ? '   window: ' + automaton.window + ' ms' : '   no window'));
+      automaton.window ? '   window: ' + automaton.window + ' ms' : '   no window',
+      automaton.matcher ? '   runs on: ' + automaton.matcher : ''));
     // Every transition in full, for automata whose drawing gets crowded.
     const name = st => (st.name === '$endState$' ? 'end' : st.name);
     box.append(h('details', { class: 'transitions' },

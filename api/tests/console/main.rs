@@ -166,6 +166,17 @@ async fn patterns_page_validates_as_you_type_draws_the_automaton_and_registers()
     assert_eq!(states.as_array().unwrap().len(), 4, "{states}");
     assert!(states.to_string().contains("state start"), "{states}");
     assert!(states.to_string().contains("state final"), "{states}");
+    // Which matcher runs it: three consecutive failures never branch.
+    let legend = browser
+        .execute(
+            "return document.querySelector('#automaton .legend').textContent",
+            json!([]),
+        )
+        .await;
+    assert!(
+        legend.as_str().unwrap().contains("runs on: strict chain"),
+        "{legend}"
+    );
 
     // Saving registers it through the API.
     browser.click("#pattern-save").await;
