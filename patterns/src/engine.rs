@@ -532,6 +532,22 @@ impl JsonEngine {
         event: &F,
     ) -> Result<(String, i64), RecordError> {
         let key = self.key_in(event)?;
+        Ok((key, self.time_in(event)?))
+    }
+
+    /// The key of an event read by [`scan_fields`], moved out of the fields when it is a
+    /// top-level string (read after the row, which may read it too); `None` otherwise.
+    fn take_key(&self, fields: &mut FieldList<'_>) -> Option<String> {
+        let [Seg::Key(name)] = &self.key_path[..] else {
+            return None;
+        };
+        match fields.iter_mut().rev().find(|(n, _)| n == name)? {
+            (_, Value::String(s)) => Some(std::mem::take(s)),
+            _ => None,
+        }
+    }
+
+    fn time_in<F: TopFields + ?Sized>(&self, event: &F) -> Result<i64, RecordError> {
         let field = &self.config.time_field;
         let raw = lookup(event, &self.time_path).ok_or_else(|| RecordError {
             message: format!("missing time field '{field}'"),
@@ -604,7 +620,7 @@ impl JsonEngine {
                 });
             }
         }
-        Ok((key, ts))
+        Ok(ts)
     }
 
     /// Ingests one event; the watermark then advances to the highest timestamp seen minus the
@@ -636,26 +652,31 @@ impl JsonEngine {
         let Ok(raw) = serde_json::from_str::<&RawValue>(text) else {
             return Err(Self::reject(text));
         };
-        // serde_json skips values without a nesting limit, while decoding a `Value` stops at
-        // 128 levels. A line with that many brackets (in strings too: a cheap, cautious count)
-        // is decoded in full once, so that it is refused exactly when `push` would refuse it,
-        // and every event kept can be decoded again (`JsonEvent::value`).
-        if text.bytes().filter(|&b| b == b'[' || b == b'{').count() > 128 {
-            if let Err(e) = serde_json::from_str::<Value>(text) {
-                return Err(RecordError {
-                    message: format!("malformed JSON: {e}"),
-                });
-            }
-        }
         let mut fields = FieldList::new();
         if scan_fields(&self.wanted, raw.get(), &mut fields).is_none() {
+            // serde_json skips values without a nesting limit, while decoding a `Value` stops
+            // at 128 levels (the scanner gives up far below). A line with that many brackets
+            // (in strings too: a cheap, cautious count) is decoded in full once, so that it is
+            // refused exactly when `push` would refuse it, and every event kept can be decoded
+            // again (`JsonEvent::value`).
+            if text.bytes().filter(|&b| b == b'[' || b == b'{').count() > 128 {
+                if let Err(e) = serde_json::from_str::<Value>(text) {
+                    return Err(RecordError {
+                        message: format!("malformed JSON: {e}"),
+                    });
+                }
+            }
             fields.clear();
             if !decode_fields(&self.wanted, raw.get(), &mut fields) {
                 return Err(Self::reject(text));
             }
         }
-        let (key, ts) = self.key_and_time_in(&fields[..])?;
         let row = self.schema.extract_from(&fields[..]);
+        let key = match self.take_key(&mut fields) {
+            Some(key) => key,
+            None => self.key_in(&fields[..])?,
+        };
+        let ts = self.time_in(&fields[..])?;
         Ok(ParsedEvent {
             key,
             ts,
@@ -1121,7 +1142,11 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Where the (checked) JSON value starting at `i` ends.
+/// Nesting the scanner reads through: deeper values are left to serde_json (whose `Value`
+/// stops at 128 levels), so that what the scanner reads always decodes.
+const MAX_SCAN_DEPTH: usize = 64;
+
+/// Where the (checked) JSON value starting at `i` ends; `None` past [`MAX_SCAN_DEPTH`].
 fn skip_value(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
         b'"' => skip_string(b, i),
@@ -1134,6 +1159,7 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
                         j = skip_string(b, j)?;
                         continue;
                     }
+                    b'{' | b'[' if depth == MAX_SCAN_DEPTH => return None,
                     b'{' | b'[' => depth += 1,
                     b'}' | b']' => {
                         depth -= 1;
@@ -1318,6 +1344,8 @@ mod tests {
         assert!(scan_fields(&wanted, r#"{"\u0061":1}"#, &mut f).is_none());
         assert!(scan_fields(&wanted, r#"{"b":"\"}","a":[{"c":"]"}]}"#, &mut f).is_some());
         assert_eq!(f[0].1, serde_json::json!([{"c": "]"}]));
+        let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(70), "]".repeat(70));
+        assert!(scan_fields(&wanted, &deep, &mut FieldList::new()).is_none());
         for v in [
             "-0",
             "0",
