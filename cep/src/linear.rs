@@ -51,12 +51,12 @@ pub(crate) struct Linear {
     /// Per stage, the conditions of the `not_followed_by` stages before it: an event that
     /// matches one ends the partial match waiting there, unless the event completes the match.
     guards: Vec<SmallVec<[u32; 1]>>,
-    /// Under `SkipToFirst` / `SkipToLast`: after a match, partial matches longer than this are
-    /// dropped (they started before the stage's first / last event of the match).
-    skip_keep: Option<usize>,
-    /// Under `SkipToFirst` / `SkipToLast`: the stage of the match whose event partial matches
-    /// must not have started before.
+    /// Under `SkipToFirst` / `SkipToLast`: the stage of the match (its first / last with the
+    /// named stage's page) whose event later partial matches must not have started before;
+    /// `None` without such a skip or when the pattern lacks the stage.
     skip_at: Option<usize>,
+    /// The same for a strict chain: after a match, partial matches longer than this go.
+    skip_keep: Option<usize>,
 }
 
 impl Linear {
@@ -177,21 +177,22 @@ impl Linear {
             return None;
         }
         let n = conds.len();
-        let skip_keep = match skip {
-            AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_) => {
+        // Under `SkipToFirst` / `SkipToLast`, the stage of the match whose event later partial
+        // matches must not have started before.
+        let skip_at = match skip {
+            AfterMatchSkip::SkipToFirst(_) => {
                 let page = skip_page?;
-                let at = if matches!(skip, AfterMatchSkip::SkipToFirst(_)) {
-                    pages.iter().position(|&p| p == page)
-                } else {
-                    pages.iter().rposition(|&p| p == page)
-                };
-                // A partial match of length m started at the match's event n - m; it goes when
-                // that is before the stage's event `at`.
-                Some(at.map_or(n, |at| n - at))
+                pages.iter().position(|&p| p == page)
+            }
+            AfterMatchSkip::SkipToLast(_) => {
+                let page = skip_page?;
+                pages.iter().rposition(|&p| p == page)
             }
             _ => None,
         };
-        let skip_at = skip_keep.and_then(|keep| (keep < n || n == 0).then(|| n - keep));
+        // In a strict chain a partial match of length m started at the match's event n - m; it
+        // goes when that is before the stage's event `at`.
+        let skip_keep = skip_at.map(|at| n - at);
         Some(Linear {
             states: chain,
             conds,
