@@ -34,6 +34,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<i32> {
                     if nfa.window() > 0 {
                         println!("  window: {} ms", nfa.window());
                     }
+                    println!("  runs on: {}", nfa.matcher());
                     for (i, s) in nfa.states().iter().enumerate() {
                         println!("  state {i} {:?} '{}'", s.kind, s.name);
                         for t in &s.transitions {

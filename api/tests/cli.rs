@@ -167,6 +167,7 @@ fn check_validates_and_explains() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("window: 2000 ms"), "{stdout}");
+    assert!(stdout.contains("runs on: strict chain"), "{stdout}");
     assert!(stdout.contains("Start 'fail"), "{stdout}");
     assert!(stdout.contains("take ->"), "{stdout}");
     // Conditions as the pattern wrote them.
