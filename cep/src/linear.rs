@@ -28,7 +28,8 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::nfa::{
-    Action, CondExpr, Context, Events, Kind, Match, Nfa, PartialMatch, StateId, Timeout,
+    simple_cached, Action, CondExpr, Context, Events, Kind, Match, Nfa, PartialMatch, StateId,
+    Timeout,
 };
 use crate::pattern::{AfterMatchSkip, Leaf};
 
@@ -259,6 +260,18 @@ impl<E> LinState<E> {
         self.starting = false;
     }
 
+    /// The lengths of the partial matches, longest (oldest) first.
+    fn lengths(&self) -> impl Iterator<Item = usize> {
+        let mut bits = self.alive;
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let k = 63 - bits.leading_zeros() as usize;
+                bits &= !(1 << k);
+                k
+            })
+        })
+    }
+
     /// The length of the longest partial match.
     fn longest(&self) -> usize {
         (63 - self.alive.leading_zeros() as i32).max(0) as usize
@@ -369,25 +382,13 @@ impl<E> Nfa<E> {
             return true;
         };
         match &*self.leaves[i as usize] {
-            Leaf::Simple(_) => self.simple_holds(i, event, cache),
+            Leaf::Simple(f) => simple_cached(f, event, &mut cache[i as usize]),
             Leaf::Iterative(f) => {
                 let held: SmallVec<[(u16, &E); 8]> =
                     held.enumerate().map(|(k, e)| (lin.pages[k], e)).collect();
                 f(event, &Context::held(&held, &self.pages, ts))
             }
         }
-    }
-
-    /// A simple condition's answer for `event`, evaluated once per event (`cache`).
-    fn simple_holds(&self, i: u32, event: &E, cache: &mut [u8]) -> bool {
-        let slot = &mut cache[i as usize];
-        if *slot == 0 {
-            let Leaf::Simple(f) = &*self.leaves[i as usize] else {
-                unreachable!("guards are simple conditions")
-            };
-            *slot = if f(event) { 2 } else { 1 };
-        }
-        *slot == 2
     }
 
     /// When the oldest partial match of `st` times out (`i64::MAX`: never).
@@ -441,10 +442,7 @@ impl<E> Nfa<E> {
         };
         let mut next = 0u64;
         let mut matched = false;
-        let mut bits = st.alive;
-        while bits != 0 {
-            let k = 63 - bits.leading_zeros() as usize;
-            bits &= !(1 << k);
+        for k in st.lengths() {
             if holds(k) {
                 if k + 1 == n {
                     matched = true;
@@ -502,18 +500,13 @@ impl<E> Nfa<E> {
     /// The partial matches of `st`, oldest first.
     pub(crate) fn lin_partial_matches(&self, st: &LinState<E>) -> Vec<PartialMatch<E>> {
         let lin = self.lin();
-        let mut out = Vec::new();
-        let mut bits = st.alive;
-        while bits != 0 {
-            let k = 63 - bits.leading_zeros() as usize;
-            bits &= !(1 << k);
-            out.push(PartialMatch {
+        st.lengths()
+            .map(|k| PartialMatch {
                 stage: self.states[lin.states[k] as usize].name.clone(),
                 start_ts: st.events[st.events.len() - k].0,
                 events: self.lin_events(st, k, None),
-            });
-        }
-        out
+            })
+            .collect()
     }
 }
 
@@ -658,7 +651,10 @@ impl<E> Nfa<E> {
             // A guard that fires discards every way on but one that completes the match.
             let stopped = lin.guards[k]
                 .iter()
-                .any(|&g| self.simple_holds(g, event, &mut cache));
+                .any(|&g| match &*self.leaves[g as usize] {
+                    Leaf::Simple(f) => simple_cached(f, event, &mut cache[g as usize]),
+                    Leaf::Iterative(_) => unreachable!("guards are simple conditions (Linear::of)"),
+                });
             let keep = if take && (k + 1 == n || !stopped) {
                 st.partials[i].events.push((seq, ts, event.clone()));
                 if k + 1 == n {
@@ -691,30 +687,26 @@ impl<E> Nfa<E> {
                 st.partials.push(p);
             }
         }
-        // Oldest first; an emitted match may prune the partial matches and the matches after it.
-        let mut pruned_to: Option<(u64, bool)> = None;
+        // Oldest first; an emitted match may prune the partial matches and the matches after it
+        // (events compare by arrival number).
+        let mut pruned_to: Option<u64> = None;
         for m in done {
             let start = m.start().0;
-            if let Some((id, strict)) = pruned_to {
-                if start < id || (!strict && start == id) {
-                    continue;
-                }
+            if pruned_to.is_some_and(|id| self.skip_prunes(start, id)) {
+                continue;
             }
             matches.push((self.grouped(m.events.iter().map(|e| &e.2), n), ts));
             let pruning = match &self.skip {
                 AfterMatchSkip::NoSkip => None,
-                AfterMatchSkip::SkipToNext => Some((start, false)),
-                AfterMatchSkip::SkipPastLastEvent => Some((seq, false)),
+                AfterMatchSkip::SkipToNext => Some(start),
+                AfterMatchSkip::SkipPastLastEvent => Some(seq),
                 AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_) => {
-                    lin.skip_at.map(|at| (m.events[at].0, true))
+                    lin.skip_at.map(|at| m.events[at].0)
                 }
             };
-            if let Some((id, strict)) = pruning {
-                st.partials.retain(|p| {
-                    let s = p.start().0;
-                    !(s < id || (!strict && s == id))
-                });
-                pruned_to = Some(pruned_to.map_or((id, strict), |p| p.max((id, strict))));
+            if let Some(id) = pruning {
+                st.partials.retain(|p| !self.skip_prunes(p.start().0, id));
+                pruned_to = Some(pruned_to.map_or(id, |p| p.max(id)));
             }
         }
     }

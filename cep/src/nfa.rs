@@ -733,13 +733,7 @@ impl<E> Nfa<E> {
         match c {
             CondExpr::True => true,
             CondExpr::Leaf(i) => match &*self.leaves[*i as usize] {
-                Leaf::Simple(f) => {
-                    let slot = &mut ev.cache[*i as usize];
-                    if *slot == 0 {
-                        *slot = if f(ev.event) { 2 } else { 1 };
-                    }
-                    *slot == 2
-                }
+                Leaf::Simple(f) => simple_cached(f, ev.event, &mut ev.cache[*i as usize]),
                 Leaf::Iterative(f) => f(ev.event, ctx),
             },
             CondExpr::Not(a) => !self.eval(a, ev, ctx),
@@ -1002,19 +996,20 @@ impl<E> Nfa<E> {
         id
     }
 
+    /// Whether the skip strategy drops a partial match that started with event `start`, after
+    /// a match whose pruning event is `pruning` (the skip-to strategies keep the one that
+    /// started with it). Events compare in arrival order, whatever stands for them.
+    pub(crate) fn skip_prunes<T: Ord>(&self, start: T, pruning: T) -> bool {
+        match self.skip {
+            AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_) => start < pruning,
+            _ => start <= pruning,
+        }
+    }
+
     fn prune(&self, q: &mut JavaPq<CState>, pruning: EventId, buffer: &mut SharedBuffer<E>) {
-        let strict = matches!(
-            self.skip,
-            AfterMatchSkip::SkipToFirst(_) | AfterMatchSkip::SkipToLast(_)
-        );
         let pruned = |cs: &CState| {
-            cs.start_event.is_some_and(|start| {
-                if strict {
-                    start < pruning
-                } else {
-                    start <= pruning
-                }
-            })
+            cs.start_event
+                .is_some_and(|start| self.skip_prunes(start, pruning))
         };
         let mut any = false;
         for cs in q.as_slice() {
@@ -1220,6 +1215,19 @@ pub struct PartialMatch<E> {
     pub start_ts: i64,
     /// Its events so far.
     pub events: Events<E>,
+}
+
+/// A simple condition's answer for `event`, evaluated at most once per event: `slot` holds it
+/// (0 not evaluated, 1 false, 2 true).
+pub(crate) fn simple_cached<E, F: Fn(&E) -> bool + ?Sized>(
+    f: &F,
+    event: &E,
+    slot: &mut u8,
+) -> bool {
+    if *slot == 0 {
+        *slot = if f(event) { 2 } else { 1 };
+    }
+    *slot == 2
 }
 
 fn increasing_self_state(ignore: i32, take: i32) -> i32 {
