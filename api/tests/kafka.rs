@@ -1928,6 +1928,13 @@ fn pattern_replacement_in_a_kafka_pipeline_drains_across_a_restart() {
             })
             .collect()
     };
+    let wait_outputs = |p: &Pipeline, n: usize| {
+        let until = Instant::now() + Duration::from_secs(30);
+        while outputs(p).len() < n {
+            assert!(Instant::now() < until, "{n} outputs: {}", status(p));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     let versions = |s: &Value| -> Vec<String> {
         s["stats"]["patterns"]
             .as_array()
@@ -1973,22 +1980,14 @@ fn pattern_replacement_in_a_kafka_pipeline_drains_across_a_restart() {
     clock.advance(1);
     // Version 1's partial match from the first failure completes; version 2 starts from the
     // third failure only.
-    let until = Instant::now() + Duration::from_secs(30);
-    while outputs(&second).is_empty() {
-        assert!(Instant::now() < until, "no output: {}", status(&second));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_outputs(&second, 1);
     produce(&broker, &topics, &[ev("a", 4)]);
     wait_for(&second, "2 records", &|s| s["records"].as_u64() >= Some(2));
     clock.advance(1);
     wait_for(&second, "version 1 retired", &|s| {
         versions(s) == ["v2 draining=false"]
     });
-    let until = Instant::now() + Duration::from_secs(30);
-    while outputs(&second).len() < 3 {
-        assert!(Instant::now() < until, "one output: {}", status(&second));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_outputs(&second, 3);
     // The fourth failure completes version 2's match and version 1's from the second failure,
     // its last partial match: version 1 holds nothing and goes.
     assert_eq!(
@@ -2017,11 +2016,7 @@ fn pattern_replacement_in_a_kafka_pipeline_drains_across_a_restart() {
     produce(&broker, &topics, &[ev("b", 2), ev("b", 3)]);
     wait_for(&second, "5 records", &|s| s["records"].as_u64() >= Some(5));
     clock.advance(1);
-    let until = Instant::now() + Duration::from_secs(30);
-    while outputs(&second).len() < 4 {
-        assert!(Instant::now() < until, "three outputs: {}", status(&second));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_outputs(&second, 4);
     assert_eq!(
         outputs(&second),
         [

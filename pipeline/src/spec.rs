@@ -1091,20 +1091,15 @@ impl PipelineSpec {
                 "the rocksdb state backend is available to Kafka sources",
             ));
         }
-        if self.state.max_keys_in_memory == Some(0) {
-            errors.push(SpecError::new(
-                "state.max_keys_in_memory",
-                "must be at least 1",
-            ));
-        }
-        if self.state.max_partial_matches == Some(0) {
-            errors.push(SpecError::new(
-                "state.max_partial_matches",
-                "must be at least 1",
-            ));
-        }
-        if self.state.max_keys == Some(0) {
-            errors.push(SpecError::new("state.max_keys", "must be at least 1"));
+        for (path, bound) in [
+            ("state.max_keys_in_memory", self.state.max_keys_in_memory),
+            ("state.max_partial_matches", self.state.max_partial_matches),
+            ("state.max_keys", self.state.max_keys),
+            ("state.max_buffered_events", self.state.max_buffered_events),
+        ] {
+            if bound == Some(0) {
+                errors.push(SpecError::new(path, "must be at least 1"));
+            }
         }
         if self.workers == 0 || self.workers > crate::shards::MAX_WORKERS {
             errors.push(SpecError::new(
@@ -1125,12 +1120,6 @@ impl PipelineSpec {
                     "processing time runs on one worker: 1",
                 ));
             }
-        }
-        if self.state.max_buffered_events == Some(0) {
-            errors.push(SpecError::new(
-                "state.max_buffered_events",
-                "must be at least 1",
-            ));
         }
         if self.state.key_ttl.is_some_and(|d| d.0 <= 0) {
             errors.push(SpecError::new("state.key_ttl", "must be positive"));
