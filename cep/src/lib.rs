@@ -44,6 +44,7 @@ mod pattern;
 mod pq;
 mod shared_buffer;
 mod snapshot;
+mod waiting;
 
 pub use nfa::{
     Action, CondExpr, Context, Events, Kind, Nfa, NfaState, PartialMatch, State, Transition,

@@ -33,8 +33,9 @@ use crate::nfa::{
 };
 use crate::pattern::{AfterMatchSkip, Leaf};
 
-/// The most stages a linear pattern may have (partial matches are bits of a `u64`).
-const MAX_STAGES: usize = 63;
+/// The most stages a linear pattern may have (a strict chain's partial matches are bits of a
+/// `u32`, which keeps a key's state within 32 bytes).
+const MAX_STAGES: usize = 31;
 
 /// A pattern's chain of stages, when it has that shape.
 #[derive(Debug, Clone)]
@@ -222,9 +223,11 @@ impl Linear {
 pub(crate) struct LinState<E> {
     /// The events the partial matches hold, oldest first, with their times: the longest partial
     /// match holds them all, every other one a suffix.
-    events: SmallVec<[(i64, Arc<E>); 2]>,
+    /// One inline: a key that waits with one event (the usual case with many keys) allocates
+    /// nothing for it.
+    events: SmallVec<[(i64, Arc<E>); 1]>,
     /// Bit `k`: a partial match holds the last `k` events (and waits in stage `k`).
-    alive: u64,
+    alive: u32,
     /// Whether events start partial matches (false once the pattern drains).
     starting: bool,
 }
@@ -265,7 +268,7 @@ impl<E> LinState<E> {
         let mut bits = self.alive;
         std::iter::from_fn(move || {
             (bits != 0).then(|| {
-                let k = 63 - bits.leading_zeros() as usize;
+                let k = 31 - bits.leading_zeros() as usize;
                 bits &= !(1 << k);
                 k
             })
@@ -274,7 +277,7 @@ impl<E> LinState<E> {
 
     /// The length of the longest partial match.
     fn longest(&self) -> usize {
-        (63 - self.alive.leading_zeros() as i32).max(0) as usize
+        (31 - self.alive.leading_zeros() as i32).max(0) as usize
     }
 
     /// Drops the events no partial match holds.
@@ -289,7 +292,7 @@ impl<E> LinState<E> {
     /// The parts a snapshot writes: events with their times, the partial matches' lengths as
     /// bits, whether it starts partial matches.
     pub(crate) fn parts(&self) -> (&[(i64, Arc<E>)], u64, bool) {
-        (&self.events, self.alive, self.starting)
+        (&self.events, u64::from(self.alive), self.starting)
     }
 
     /// A state from [`parts`](Self::parts), checked against the pattern.
@@ -307,7 +310,7 @@ impl<E> LinState<E> {
         }
         let st = LinState {
             events: events.into(),
-            alive,
+            alive: alive as u32,
             starting,
         };
         if st.events.len() != st.longest() {
@@ -440,7 +443,7 @@ impl<E> Nfa<E> {
             let last = st.events[held - stage..].iter().map(|(_, e)| &**e);
             self.lin_holds(stage, event, ts, &mut cache, last)
         };
-        let mut next = 0u64;
+        let mut next = 0u32;
         let mut matched = false;
         for k in st.lengths() {
             if holds(k) {
@@ -461,11 +464,11 @@ impl<E> Nfa<E> {
         if matched {
             matches.push((self.lin_events(st, n - 1, Some(event)), ts));
             next &= match (&self.skip, lin.skip_keep) {
-                (AfterMatchSkip::NoSkip | AfterMatchSkip::SkipToNext, _) => u64::MAX,
+                (AfterMatchSkip::NoSkip | AfterMatchSkip::SkipToNext, _) => u32::MAX,
                 (AfterMatchSkip::SkipPastLastEvent, _) => 0,
-                (_, Some(keep)) if keep < 63 => (1u64 << (keep + 1)) - 1,
-                (_, Some(_)) => u64::MAX,
-                (_, None) => u64::MAX,
+                (_, Some(keep)) if keep < 31 => (1u32 << (keep + 1)) - 1,
+                (_, Some(_)) => u32::MAX,
+                (_, None) => u32::MAX,
             };
         }
         st.alive = next;

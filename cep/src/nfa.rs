@@ -172,7 +172,8 @@ pub struct NfaState<E> {
 pub(crate) enum Repr<E> {
     General(Box<GenState<E>>),
     Linear(LinState<E>),
-    Chain(ChainState<E>),
+    /// Boxed, so that a strict chain's state (the smaller and more common) sets the size.
+    Chain(Box<ChainState<E>>),
 }
 
 impl<E> NfaState<E> {
@@ -488,7 +489,7 @@ impl<E> Nfa<E> {
     pub fn initial_state(&self) -> NfaState<E> {
         let repr = match &self.linear {
             Some(lin) if lin.all_strict() => Repr::Linear(LinState::new()),
-            Some(_) => Repr::Chain(ChainState::new()),
+            Some(_) => Repr::Chain(Box::new(ChainState::new())),
             None => Repr::General(Box::new(self.initial_gen())),
         };
         NfaState { repr }

@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 
 use crate::nfa::{Events, Match, Nfa, NfaState, PartialMatch};
 use crate::snapshot::{snapshot_state, EventTable, KeySnapshot, SnapshotError};
+use crate::waiting::Waiting;
 
 /// What an output is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,7 +62,7 @@ pub enum TimeMode {
 struct KeySlot<K, E> {
     key: K,
     /// Events waiting for the watermark, by timestamp, ties in arrival order.
-    queue: VecDeque<(i64, Arc<E>)>,
+    queue: Waiting<E>,
     states: States<E>,
     due: i64,
     /// The time of its latest event (for the idle-key TTL and the key limit).
@@ -100,13 +101,65 @@ pub struct Dropped {
 /// The storage of a dropped key, kept for the next new key so that keys that come and go
 /// (most keys, when there are many) do not allocate.
 struct SpareSlot<E> {
-    queue: VecDeque<(i64, Arc<E>)>,
+    queue: Waiting<E>,
     states: States<E>,
 }
 
 /// A key's state per pattern: inline for one pattern (the usual case, and most of a key's
-/// memory when it holds one partial match), on the heap for more.
-type States<E> = SmallVec<[NfaState<E>; 1]>;
+/// memory when it holds one partial match), on the heap for more. An enum rather than a
+/// `SmallVec`, so that it takes no more room than one pattern's state (the vector's variant
+/// fits beside the state's spare bits) and leaves `Option<KeySlot>` a niche.
+enum States<E> {
+    One(NfaState<E>),
+    Many(Vec<NfaState<E>>),
+}
+
+impl<E> Default for States<E> {
+    fn default() -> Self {
+        States::Many(Vec::new())
+    }
+}
+
+impl<E> std::ops::Deref for States<E> {
+    type Target = [NfaState<E>];
+    fn deref(&self) -> &[NfaState<E>] {
+        match self {
+            States::One(st) => std::slice::from_ref(st),
+            States::Many(v) => v,
+        }
+    }
+}
+
+impl<E> std::ops::DerefMut for States<E> {
+    fn deref_mut(&mut self) -> &mut [NfaState<E>] {
+        match self {
+            States::One(st) => std::slice::from_mut(st),
+            States::Many(v) => v,
+        }
+    }
+}
+
+impl<E> FromIterator<NfaState<E>> for States<E> {
+    fn from_iter<I: IntoIterator<Item = NfaState<E>>>(iter: I) -> Self {
+        let mut v: Vec<NfaState<E>> = iter.into_iter().collect();
+        if v.len() == 1 {
+            States::One(v.pop().expect("one"))
+        } else {
+            States::Many(v)
+        }
+    }
+}
+
+impl<E> IntoIterator for States<E> {
+    type Item = NfaState<E>;
+    type IntoIter = std::vec::IntoIter<NfaState<E>>;
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            States::One(st) => vec![st].into_iter(),
+            States::Many(v) => v.into_iter(),
+        }
+    }
+}
 
 /// Keys to their slots: a hash table of slot numbers, hashed and compared by the key in the
 /// slot, so that a key is stored once (a `HashMap<K, u32>` would hold a second copy: for the
@@ -268,7 +321,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         self.make_room();
         let slot = match self.spare.pop() {
             Some(mut spare) => {
-                for (i, (nfa, st)) in self.nfas.iter().zip(&mut spare.states).enumerate() {
+                for (i, (nfa, st)) in self.nfas.iter().zip(spare.states.iter_mut()).enumerate() {
                     nfa.reset_state(st);
                     if self.draining[i] {
                         nfa.stop_starting(st);
@@ -284,7 +337,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             }
             None => KeySlot {
                 key: key.clone(),
-                queue: VecDeque::new(),
+                queue: Waiting::default(),
                 states: self
                     .nfas
                     .iter()
@@ -350,13 +403,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 let s = self.slot_of(&key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
                 slot.last_seen = slot.last_seen.max(ts);
-                let q = &mut slot.queue;
-                if q.back().is_none_or(|b| b.0 <= ts) {
-                    q.push_back((ts, event));
-                } else {
-                    let at = q.partition_point(|e| e.0 <= ts);
-                    q.insert(at, (ts, event));
-                }
+                slot.queue.push(ts, event);
                 self.schedule(s, ts, Source::Event);
                 if let Some(c) = &mut self.changed {
                     c.insert(key);
@@ -369,11 +416,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 let s = self.slot_of(&key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
                 slot.last_seen = slot.last_seen.max(ts);
-                if slot.queue.len() == slot.queue.capacity() {
-                    // 1, 2, 4, ...: most keys wait for the watermark with one event or none.
-                    slot.queue.reserve_exact(slot.queue.capacity().max(1));
-                }
-                slot.queue.push_back((ts, event));
+                slot.queue.push(ts, event);
                 self.run_ready(s, i64::MAX, out);
                 self.finish_slot(s, ts, out);
             }
@@ -407,20 +450,18 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
     /// Handles the queued events of slot `s` up to `until`, timestamp by timestamp.
     fn run_ready(&mut self, s: u32, until: i64, out: &mut Vec<Output<K, E>>) {
         let slot = self.slots[s as usize].as_mut().expect("live");
-        let ready = slot.queue.partition_point(|e| e.0 <= until);
-        let mut i = 0;
-        while i < ready {
-            let ts = slot.queue[i].0;
-            let mut end = i + 1;
-            while end < ready && slot.queue[end].0 == ts {
-                end += 1;
+        let mut group: SmallVec<[Arc<E>; 4]> = SmallVec::new();
+        while let Some(ts) = slot.queue.front_ts().filter(|&ts| ts <= until) {
+            group.clear();
+            while let Some(e) = slot.queue.pop_at(ts) {
+                group.push(e);
             }
             for (p, nfa) in self.nfas.iter().enumerate() {
                 let st = &mut slot.states[p];
                 if nfa.next_due(st) <= ts {
                     nfa.advance_time(st, ts, &mut self.matches, &mut self.timeouts);
                 }
-                for (_, e) in slot.queue.range(i..end) {
+                for e in &group {
                     nfa.process(st, e, ts, &mut self.matches);
                 }
                 if let Some(max) = self.bounds.max_partial_matches {
@@ -431,9 +472,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 }
                 flush(p, &slot.key, &mut self.matches, &mut self.timeouts, out);
             }
-            i = end;
         }
-        slot.queue.drain(..ready);
     }
 
     fn finish_slot(&mut self, s: u32, now: i64, out: &mut Vec<Output<K, E>>) {
@@ -450,7 +489,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 due = due.min(nfa.next_due(st));
                 idle &= st.is_idle();
             }
-            if let Some(&(first, _)) = slot.queue.front() {
+            if let Some(first) = slot.queue.front_ts() {
                 due = due.min(first);
                 idle = false;
             }
@@ -519,7 +558,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         };
         for slot in self.slots.iter().flatten() {
             st.queued_events += slot.queue.len();
-            for s in &slot.states {
+            for s in slot.states.iter() {
                 st.partial_matches += s.partial_count();
                 st.buffered_events += s.buffered_events();
             }
@@ -650,7 +689,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         }
         let snapshot_last_seen = snapshot.last_seen;
         let events: Vec<Arc<E>> = snapshot.events.iter().map(read).map(Arc::new).collect();
-        let queue: VecDeque<(i64, Arc<E>)> = snapshot
+        let queue: Waiting<E> = snapshot
             .queue()?
             .iter()
             .map(|&(ts, i)| (ts, events[i as usize].clone()))
@@ -667,8 +706,8 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         slot.queue = queue;
         slot.states = states;
         slot.last_seen = snapshot_last_seen.unwrap_or(self.watermark);
-        let mut due = slot.queue.front().map_or(i64::MAX, |e| e.0);
-        for (nfa, st) in self.nfas.iter().zip(&slot.states) {
+        let mut due = slot.queue.front_ts().unwrap_or(i64::MAX);
+        for (nfa, st) in self.nfas.iter().zip(slot.states.iter()) {
             due = due.min(nfa.next_due(st));
         }
         if let Some(c) = &mut self.changed {
@@ -796,5 +835,20 @@ fn flush<K: Clone, E>(
             events,
             event: None,
         });
+    }
+}
+#[cfg(test)]
+mod layout {
+    /// A held key costs its slot, its event and its index and due-time entries; the slot is
+    /// most of what the operator adds (BENCHMARKS.md, "Memory per partial match"). Guards the
+    /// layout: one pattern's state inline, the first waiting event inline, and a niche left for
+    /// the `Option` of a free slot.
+    #[test]
+    fn a_key_slot_stays_small() {
+        use super::*;
+        type Slot = Option<KeySlot<u64, [u8; 48]>>;
+        assert_eq!(std::mem::size_of::<NfaState<[u8; 48]>>(), 32);
+        assert_eq!(std::mem::size_of::<States<[u8; 48]>>(), 32);
+        assert_eq!(std::mem::size_of::<Slot>(), 80);
     }
 }

@@ -305,7 +305,7 @@ impl<T> KeySnapshot<T> {
             let st =
                 ChainState::from_parts(shape, partials, chain.seq, chain.starting).map_err(err)?;
             return Ok(NfaState {
-                repr: Repr::Chain(st),
+                repr: Repr::Chain(Box::new(st)),
             });
         }
         if let Some(lin) = &s.linear {

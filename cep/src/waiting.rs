@@ -1,0 +1,136 @@
+//! The events of one key waiting for the watermark.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// A key's events waiting for the watermark, by timestamp, ties in arrival order. The first
+/// sits inline: with many keys most wait with one event or none, and then a key holds no
+/// allocation for its queue (a `VecDeque` kept between events would hold one per key).
+/// Events behind the first go to a deque, allocated the first time and kept.
+pub(crate) struct Waiting<E> {
+    /// The earliest; `None` only when nothing waits.
+    head: Option<(i64, Arc<E>)>,
+    rest: Option<Box<VecDeque<(i64, Arc<E>)>>>,
+}
+
+impl<E> Default for Waiting<E> {
+    fn default() -> Self {
+        Waiting {
+            head: None,
+            rest: None,
+        }
+    }
+}
+
+impl<E> Waiting<E> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    /// The time of the earliest event.
+    pub(crate) fn front_ts(&self) -> Option<i64> {
+        self.head.as_ref().map(|h| h.0)
+    }
+
+    /// In the order they will be handled.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(i64, Arc<E>)> {
+        self.head
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut (i64, Arc<E>)> {
+        self.head
+            .iter_mut()
+            .chain(self.rest.iter_mut().flat_map(|r| r.iter_mut()))
+    }
+
+    /// Adds an event: after those with the same or an earlier time.
+    pub(crate) fn push(&mut self, ts: i64, event: Arc<E>) {
+        let Some(head) = &self.head else {
+            self.head = Some((ts, event));
+            return;
+        };
+        let head_ts = head.0;
+        let rest = self.rest.get_or_insert_with(Default::default);
+        if ts < head_ts {
+            let old = self.head.replace((ts, event)).expect("checked");
+            rest.push_front(old);
+        } else if rest.back().is_none_or(|b| b.0 <= ts) {
+            rest.push_back((ts, event));
+        } else {
+            let at = rest.partition_point(|e| e.0 <= ts);
+            rest.insert(at, (ts, event));
+        }
+    }
+
+    /// Removes and returns the earliest event if its time is `ts`.
+    pub(crate) fn pop_at(&mut self, ts: i64) -> Option<Arc<E>> {
+        if self.head.as_ref()?.0 != ts {
+            return None;
+        }
+        let next = self.rest.as_mut().and_then(|r| r.pop_front());
+        std::mem::replace(&mut self.head, next).map(|h| h.1)
+    }
+}
+
+impl<E> FromIterator<(i64, Arc<E>)> for Waiting<E> {
+    fn from_iter<I: IntoIterator<Item = (i64, Arc<E>)>>(iter: I) -> Self {
+        let mut w = Waiting::default();
+        for (ts, e) in iter {
+            w.push(ts, e);
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against a plain list kept in the same order (stable sort by time).
+    #[test]
+    fn keeps_time_order_with_ties_in_arrival_order() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for _ in 0..300 {
+            let mut w: Waiting<u32> = Waiting::default();
+            let mut model: Vec<(i64, u32)> = Vec::new();
+            for id in 0..(next() % 12) as u32 {
+                if next() % 4 == 0 {
+                    // Pop what is ready at the earliest time, as the operator does.
+                    if let Some(ts) = w.front_ts() {
+                        let mut got = Vec::new();
+                        while let Some(e) = w.pop_at(ts) {
+                            got.push(*e);
+                        }
+                        let want: Vec<u32> = model
+                            .iter()
+                            .take_while(|m| m.0 == ts)
+                            .map(|m| m.1)
+                            .collect();
+                        model.drain(..want.len());
+                        assert_eq!(got, want);
+                    }
+                }
+                let ts = (next() % 5) as i64;
+                w.push(ts, Arc::new(id));
+                let at = model.partition_point(|m| m.0 <= ts);
+                model.insert(at, (ts, id));
+                let seen: Vec<(i64, u32)> = w.iter().map(|(t, e)| (*t, **e)).collect();
+                assert_eq!(seen, model);
+                assert_eq!(w.len(), model.len());
+                assert_eq!(w.is_empty(), model.is_empty());
+            }
+        }
+    }
+}
