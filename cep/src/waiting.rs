@@ -3,14 +3,17 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// A waiting event: its time and the event.
+type Entry<E> = (i64, Arc<E>);
+
 /// A key's events waiting for the watermark, by timestamp, ties in arrival order. The first
 /// sits inline: with many keys most wait with one event or none, and then a key holds no
 /// allocation for its queue (a `VecDeque` kept between events would hold one per key).
 /// Events behind the first go to a deque, allocated the first time and kept.
 pub(crate) struct Waiting<E> {
     /// The earliest; `None` only when nothing waits.
-    head: Option<(i64, Arc<E>)>,
-    rest: Option<Box<VecDeque<(i64, Arc<E>)>>>,
+    head: Option<Entry<E>>,
+    rest: Option<Box<VecDeque<Entry<E>>>>,
 }
 
 impl<E> Default for Waiting<E> {
