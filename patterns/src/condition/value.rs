@@ -262,13 +262,50 @@ impl Schema {
             match lookup_in(event, segs) {
                 Some(v) => {
                     present[slot / 64] |= 1 << (slot % 64);
-                    vals.push(Val::from_json(v));
+                    vals.push(match v {
+                        Value::String(s) => Val::Str(shared_str(s)),
+                        _ => Val::from_json(v),
+                    });
                 }
                 None => vals.push(Val::Null),
             }
         }
         Row { vals, present }
     }
+}
+
+/// Strings up to this length are looked up in the thread's [`shared_str`] cache.
+const SHARED_STR_MAX: usize = 32;
+
+/// Entries of the thread's string cache (direct-mapped by hash).
+const SHARED_STR_SLOTS: usize = 256;
+
+thread_local! {
+    static SHARED_STRS: std::cell::RefCell<Vec<Option<Arc<str>>>> =
+        std::cell::RefCell::new(vec![None; SHARED_STR_SLOTS]);
+}
+
+/// `Arc::from(s)`, shared with the last event of this thread that had the same short string.
+/// The string fields conditions read are mostly categories (`"fail"`, `"temperature"`), and
+/// every held event would otherwise keep its own allocation of each; a new string replaces the
+/// cached one of the same hash, so the cache stays 256 strings per thread whatever the input.
+fn shared_str(s: &str) -> Arc<str> {
+    use std::hash::BuildHasher;
+    if s.len() > SHARED_STR_MAX {
+        return Arc::from(s);
+    }
+    let at = rustc_hash::FxBuildHasher.hash_one(s) as usize % SHARED_STR_SLOTS;
+    SHARED_STRS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        match &cache[at] {
+            Some(hit) if **hit == *s => hit.clone(),
+            _ => {
+                let fresh: Arc<str> = Arc::from(s);
+                cache[at] = Some(fresh.clone());
+                fresh
+            }
+        }
+    })
 }
 
 fn is_ident(s: &str) -> bool {
@@ -333,7 +370,8 @@ pub(crate) fn field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> 
 static NULL: Val = Val::Null;
 
 /// An event decoded against a [`Schema`]: one value per slot, plus which fields were present.
-/// Rows of up to four slots (most pattern sets read a few fields) allocate nothing.
+/// Rows of up to two slots (most patterns read one or two fields besides the key and the
+/// time) allocate nothing; a held event's row is most of its size beside its text.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
     vals: SmallVec<[Val; ROW_INLINE]>,
@@ -341,7 +379,7 @@ pub struct Row {
 }
 
 /// Slots a [`Row`] holds without allocating.
-const ROW_INLINE: usize = 4;
+const ROW_INLINE: usize = 2;
 
 impl Row {
     /// A row with no slots: every field reads as missing.
@@ -393,6 +431,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn short_strings_of_rows_are_shared() {
+        let mut schema = Schema::new();
+        let t = schema.slot_for("type").unwrap();
+        let n = schema.slot_for("note").unwrap();
+        let long = "x".repeat(SHARED_STR_MAX + 1);
+        let a = schema.extract(&json!({"type": "fail", "note": long}));
+        let b = schema.extract(&json!({"type": "fail", "note": long}));
+        let c = schema.extract(&json!({"type": "failed"}));
+        let (Val::Str(x), Val::Str(y), Val::Str(z)) = (a.get(t), b.get(t), c.get(t)) else {
+            panic!("strings expected");
+        };
+        assert!(Arc::ptr_eq(x, y), "the same short string is one allocation");
+        assert_eq!((&**x, &**z), ("fail", "failed"));
+        let (Val::Str(x), Val::Str(y)) = (a.get(n), b.get(n)) else {
+            panic!("strings expected");
+        };
+        assert!(!Arc::ptr_eq(x, y), "long strings are not cached");
+        assert_eq!(**x, *long);
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn int_float_comparison_is_exact() {
