@@ -415,7 +415,6 @@ fn run_typed(
 /// them) rather than `format!`, so that the harness costs little next to the engine.
 fn write_line(line: &mut String, e: &Ev) {
     let mut int = itoa::Buffer::new();
-    let mut float = ryu::Buffer::new();
     line.clear();
     line.push_str(r#"{"id":"#);
     line.push_str(int.format(e.id));
@@ -426,8 +425,29 @@ fn write_line(line: &mut String, e: &Ev) {
     line.push_str(r#","type":""#);
     line.push_str(e.kind);
     line.push_str(r#"","value":"#);
-    line.push_str(float.format_finite(e.value));
+    write_value(line, e.value);
     line.push('}');
+}
+
+/// Writes `v` as `ryu` does. The generator's values are hundredths (`12.34`), written here
+/// from their integer digits: `ryu`'s general algorithm was 2.4% of the JSON oneormore run.
+fn write_value(line: &mut String, v: f64) {
+    let k = (v * 100.0).round();
+    if (0.0..1e6).contains(&k) && k / 100.0 == v {
+        let k = k as u64;
+        let mut int = itoa::Buffer::new();
+        line.push_str(int.format(k / 100));
+        line.push('.');
+        let frac = k % 100;
+        if frac % 10 == 0 {
+            line.push(char::from(b'0' + (frac / 10) as u8));
+        } else {
+            line.push(char::from(b'0' + (frac / 10) as u8));
+            line.push(char::from(b'0' + (frac % 10) as u8));
+        }
+    } else {
+        line.push_str(ryu::Buffer::new().format_finite(v));
+    }
 }
 
 /// The JSON engine of the bench's lines (key `key`, time `ts` in ms, no out-of-orderness) over
@@ -659,6 +679,17 @@ mod tests {
             assert_eq!(v["value"].as_f64(), Some(e.value));
             // The value as serde_json writes it back.
             assert_eq!(v.to_string(), line);
+        }
+    }
+
+    #[test]
+    fn values_are_written_as_ryu_writes_them() {
+        let mut line = String::new();
+        let others = [0.001, 123.456, 1e7 + 0.5, 0.1 + 0.2, 5e-324];
+        for v in (0..1_000_000).map(|k| k as f64 / 100.0).chain(others) {
+            line.clear();
+            write_value(&mut line, v);
+            assert_eq!(line, ryu::Buffer::new().format_finite(v), "{v}");
         }
     }
 
