@@ -439,10 +439,8 @@ fn write_value(line: &mut String, v: f64) {
         line.push_str(int.format(k / 100));
         line.push('.');
         let frac = k % 100;
-        if frac % 10 == 0 {
-            line.push(char::from(b'0' + (frac / 10) as u8));
-        } else {
-            line.push(char::from(b'0' + (frac / 10) as u8));
+        line.push(char::from(b'0' + (frac / 10) as u8));
+        if !frac.is_multiple_of(10) {
             line.push(char::from(b'0' + (frac % 10) as u8));
         }
     } else {
