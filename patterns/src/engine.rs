@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use crate::compile::{build, CompiledPattern, JsonEvent};
-use crate::condition::{Row, Schema, TopFields};
+use crate::condition::{Field, FieldRef, Row, Schema, TopFields};
 use crate::spec::PatternErrors;
 
 /// How the time field is written.
@@ -325,18 +325,22 @@ fn parse_path(path: &str) -> Result<Vec<Seg>, String> {
 }
 
 /// Looks a path up in an event whose top-level fields `event` gives.
-fn lookup<'v, F: TopFields + ?Sized>(event: &'v F, path: &[Seg]) -> Option<&'v Value> {
+fn lookup<'v, F: TopFields + ?Sized>(event: &'v F, path: &[Seg]) -> Option<FieldRef<'v>> {
     let (Seg::Key(first), rest) = path.split_first()? else {
         return None;
     };
-    let mut cur = event.top(first)?;
+    let top = event.top(first)?;
+    let FieldRef::Json(mut cur) = top else {
+        // A string from the text: it has no members.
+        return rest.is_empty().then_some(top);
+    };
     for s in rest {
         cur = match s {
             Seg::Key(k) => crate::condition::field(cur.as_object()?, k)?,
             Seg::Index(i) => cur.as_array()?.get(*i)?,
         };
     }
-    Some(cur)
+    Some(FieldRef::Json(cur))
 }
 
 /// A field path (`user.id`, `tags[0]`) as the engine reads keys and times: for stages ahead of
@@ -356,7 +360,11 @@ impl FieldPath {
 
     /// The value at this path in `event`, if any.
     pub fn get<'v>(&self, event: &'v Value) -> Option<&'v Value> {
-        lookup(event, &self.segs)
+        match lookup(event, &self.segs)? {
+            FieldRef::Json(v) => Some(v),
+            // A `Value` gives only `Json`.
+            FieldRef::Str(_) => None,
+        }
     }
 
     /// Writes `value` at this path into `root`, creating the objects (and arrays, padded with
@@ -513,9 +521,10 @@ impl JsonEngine {
                     message: format!("missing key field '{}'", self.config.key_by),
                 })
             }
-            Some(Value::String(s)) => s.clone(),
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-            Some(v) => {
+            Some(FieldRef::Str(s)) => s.to_string(),
+            Some(FieldRef::Json(Value::String(s))) => s.clone(),
+            Some(FieldRef::Json(v @ (Value::Number(_) | Value::Bool(_)))) => v.to_string(),
+            Some(FieldRef::Json(v)) => {
                 return Err(RecordError {
                     message: format!(
                         "key field '{}' must be a string or a number, found {}",
@@ -542,7 +551,8 @@ impl JsonEngine {
             return None;
         };
         match fields.iter_mut().rev().find(|(n, _)| n == name)? {
-            (_, Value::String(s)) => Some(std::mem::take(s)),
+            (_, Field::Str(s)) => Some(s.to_string()),
+            (_, Field::Json(Value::String(s))) => Some(std::mem::take(s)),
             _ => None,
         }
     }
@@ -560,7 +570,7 @@ impl JsonEngine {
                     1.0
                 };
                 match raw {
-                    Value::Number(n) => match n.as_i64() {
+                    FieldRef::Json(Value::Number(n)) => match n.as_i64() {
                         Some(i) if scale == 1.0 => i,
                         _ => {
                             let f = n.as_f64().unwrap_or(f64::NAN) * scale;
@@ -581,25 +591,25 @@ impl JsonEngine {
                                 } else {
                                     "epoch seconds"
                                 },
-                                json_type(v)
+                                field_type(v)
                             ),
                         })
                     }
                 }
             }
-            TimeFormat::Rfc3339 => match raw {
-                Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            TimeFormat::Rfc3339 => match raw.as_str() {
+                Some(s) => chrono::DateTime::parse_from_rfc3339(s)
                     .map(|d| d.timestamp_millis())
                     .map_err(|e| RecordError {
                         message: format!(
                             "time field '{field}' is not an RFC 3339 date-time ('{s}'): {e}"
                         ),
                     })?,
-                v => {
+                None => {
                     return Err(RecordError {
                         message: format!(
                             "time field '{field}' must be an RFC 3339 string, found {}",
-                            json_type(v)
+                            field_type(raw)
                         ),
                     })
                 }
@@ -1119,19 +1129,19 @@ fn scan_fields<'t>(wanted: &[Box<str>], text: &'t str, fields: &mut FieldList<'t
     }
 }
 
-/// A checked JSON value: strings without escapes and integers read directly (the usual key,
-/// time and type fields), anything else through serde_json.
-fn scalar_or_decode(v: &str) -> Option<Value> {
+/// A checked JSON value: strings without escapes (left in the text) and integers read directly
+/// (the usual key, time and type fields), anything else through serde_json.
+fn scalar_or_decode(v: &str) -> Option<Field<'_>> {
     let b = v.as_bytes();
     match b.first()? {
-        b'"' if !b.contains(&b'\\') => Some(Value::String(v[1..v.len() - 1].to_owned())),
+        b'"' if !b.contains(&b'\\') => Some(Field::Str(&v[1..v.len() - 1])),
         // serde_json reads `-0` as a float.
         b'-' | b'0'..=b'9'
             if b.len() < 19 && b[1..].iter().all(u8::is_ascii_digit) && !v.starts_with("-0") =>
         {
-            v.parse::<i64>().ok().map(Value::from)
+            v.parse::<i64>().ok().map(|i| Field::Json(Value::from(i)))
         }
-        _ => serde_json::from_str(v).ok(),
+        _ => serde_json::from_str(v).ok().map(Field::Json),
     }
 }
 
@@ -1208,7 +1218,7 @@ fn row_of(schema: &Schema, wanted: &[Box<str>], text: &str) -> Row {
 
 /// The wanted members of an event object, in input order (a repeated name reads as its last
 /// value, as in a decoded object).
-type FieldList<'t> = SmallVec<[(Cow<'t, str>, Value); 4]>;
+type FieldList<'t> = SmallVec<[(Cow<'t, str>, Field<'t>); 4]>;
 
 /// Decodes the members of a JSON object whose names are wanted into `out`; checks and skips
 /// the others.
@@ -1233,7 +1243,7 @@ impl<'de> serde::de::Visitor<'de> for Fields<'_, '_, 'de> {
         while let Some(name) = m.next_key::<Name<'de>>()? {
             if self.wanted.iter().any(|w| **w == *name.0) {
                 let v: Value = m.next_value()?;
-                self.out.push((name.0, v));
+                self.out.push((name.0, Field::Json(v)));
             } else {
                 m.next_value::<serde::de::IgnoredAny>()?;
             }
@@ -1261,6 +1271,14 @@ impl<'de> Deserialize<'de> for Name<'de> {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// What a field's value is, for messages (as [`json_type`]).
+fn field_type(f: FieldRef<'_>) -> &'static str {
+    match f {
+        FieldRef::Str(_) => "a string",
+        FieldRef::Json(v) => json_type(v),
     }
 }
 
@@ -1329,7 +1347,10 @@ mod tests {
             prop_assert!(decode_fields(&wanted, &text, &mut want));
             let mut got = FieldList::new();
             if scan_fields(&wanted, &text, &mut got).is_some() {
-                prop_assert_eq!(got, want);
+                let values = |f: &FieldList<'_>| -> Vec<(String, Value)> {
+                    f.iter().map(|(n, v)| (n.to_string(), v.to_value())).collect()
+                };
+                prop_assert_eq!(values(&got), values(&want));
             } else {
                 prop_assert!(text.contains('\\'), "{}", text);
             }
@@ -1343,7 +1364,7 @@ mod tests {
         assert!(scan_fields(&wanted, "[1]", &mut f).is_none());
         assert!(scan_fields(&wanted, r#"{"\u0061":1}"#, &mut f).is_none());
         assert!(scan_fields(&wanted, r#"{"b":"\"}","a":[{"c":"]"}]}"#, &mut f).is_some());
-        assert_eq!(f[0].1, serde_json::json!([{"c": "]"}]));
+        assert_eq!(f[0].1.to_value(), serde_json::json!([{"c": "]"}]));
         let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(70), "]".repeat(70));
         assert!(scan_fields(&wanted, &deep, &mut FieldList::new()).is_none());
         for v in [
@@ -1357,7 +1378,7 @@ mod tests {
             "true",
         ] {
             let want: Value = serde_json::from_str(v).unwrap();
-            let got = scalar_or_decode(v).unwrap();
+            let got = scalar_or_decode(v).unwrap().to_value();
             assert_eq!(got, want, "{v}");
             assert_eq!(got.to_string(), want.to_string(), "{v}");
         }

@@ -263,8 +263,9 @@ impl Schema {
                 Some(v) => {
                     present[slot / 64] |= 1 << (slot % 64);
                     vals.push(match v {
-                        Value::String(s) => Val::Str(shared_str(s)),
-                        _ => Val::from_json(v),
+                        FieldRef::Str(s) => Val::Str(shared_str(s)),
+                        FieldRef::Json(Value::String(s)) => Val::Str(shared_str(s)),
+                        FieldRef::Json(v) => Val::from_json(v),
                     });
                 }
                 None => vals.push(Val::Null),
@@ -315,32 +316,82 @@ fn is_ident(s: &str) -> bool {
         && !super::lexer::is_keyword(s)
 }
 
+/// A top-level field read from an event's text: a string without escapes as it stands in the
+/// text (no allocation until someone keeps it), or any value decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Field<'t> {
+    Str(&'t str),
+    Json(Value),
+}
+
+impl Field<'_> {
+    /// The field as a JSON value.
+    #[cfg(test)]
+    pub(crate) fn to_value(&self) -> Value {
+        match self {
+            Field::Str(s) => Value::String(s.to_string()),
+            Field::Json(v) => v.clone(),
+        }
+    }
+}
+
+/// A value found in an event: a string slice of its text, or a JSON value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FieldRef<'v> {
+    Str(&'v str),
+    Json(&'v Value),
+}
+
+impl<'v> FieldRef<'v> {
+    /// The value at `segs` under this one.
+    pub(crate) fn lookup(self, segs: &[Seg]) -> Option<FieldRef<'v>> {
+        match self {
+            _ if segs.is_empty() => Some(self),
+            FieldRef::Json(v) => lookup(v, segs).map(FieldRef::Json),
+            // A string has no members.
+            FieldRef::Str(_) => None,
+        }
+    }
+
+    /// The string, if it is one.
+    pub(crate) fn as_str(self) -> Option<&'v str> {
+        match self {
+            FieldRef::Str(s) => Some(s),
+            FieldRef::Json(Value::String(s)) => Some(s),
+            FieldRef::Json(_) => None,
+        }
+    }
+}
+
 /// The top-level fields of an event: a JSON object, or just the fields some path reads.
 pub(crate) trait TopFields {
     /// The value of the top-level field `name`.
-    fn top(&self, name: &str) -> Option<&Value>;
+    fn top(&self, name: &str) -> Option<FieldRef<'_>>;
 }
 
 impl TopFields for Value {
-    fn top(&self, name: &str) -> Option<&Value> {
-        field(self.as_object()?, name)
+    fn top(&self, name: &str) -> Option<FieldRef<'_>> {
+        field(self.as_object()?, name).map(FieldRef::Json)
     }
 }
 
 /// Fields in input order; a repeated name reads as its last value (as in a decoded object).
-impl<N: AsRef<str>> TopFields for [(N, Value)] {
-    fn top(&self, name: &str) -> Option<&Value> {
+impl<N: AsRef<str>> TopFields for [(N, Field<'_>)] {
+    fn top(&self, name: &str) -> Option<FieldRef<'_>> {
         self.iter()
             .rev()
             .find(|(n, _)| n.as_ref() == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| match v {
+                Field::Str(s) => FieldRef::Str(s),
+                Field::Json(v) => FieldRef::Json(v),
+            })
     }
 }
 
 /// Looks a path up in an event whose top-level fields `event` gives.
-fn lookup_in<'v, F: TopFields + ?Sized>(event: &'v F, segs: &[Seg]) -> Option<&'v Value> {
+fn lookup_in<'v, F: TopFields + ?Sized>(event: &'v F, segs: &[Seg]) -> Option<FieldRef<'v>> {
     match segs.split_first() {
-        Some((Seg::Key(k), rest)) => lookup(event.top(k)?, rest),
+        Some((Seg::Key(k), rest)) => event.top(k)?.lookup(rest),
         _ => None,
     }
 }
