@@ -405,6 +405,15 @@ impl<E> SharedBuffer<E> {
         }
     }
 
+    /// Per node: whether it is live, its lock count and its edges' lock counts (for checks).
+    #[cfg(debug_assertions)]
+    pub(crate) fn lock_counts(&self) -> Vec<(bool, i32, Vec<i32>)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.live, n.lock, n.edges.iter().map(|e| e.lock).collect()))
+            .collect()
+    }
+
     /// Releases a node locked with `version`, and transitively what only it kept alive.
     pub fn release_node(&mut self, id: NodeId, version: &Dewey) {
         // The first node is released with the caller's version, without copying it; nodes whose
