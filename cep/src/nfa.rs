@@ -272,13 +272,16 @@ pub struct Context<'a, E> {
     ts: i64,
 }
 
-/// Where a [`Context`] reads the partial match's events from.
+/// Where a [`Context`] reads the partial match's events from. It lives on the stack for one
+/// step of one partial match: the path stays inline (boxing it would allocate per step).
+#[allow(clippy::large_enum_variant)]
 enum Source<'a, E> {
     /// The general automaton's shared buffer, extracted on first use.
     Buffer {
         buffer: &'a SharedBuffer<E>,
         cs: &'a CState,
-        matched: OnceCell<Vec<Vec<EvRef>>>,
+        /// The extracted path (events grouped by page).
+        matched: OnceCell<Path>,
     },
     /// A linear matcher's partial match: its events with their pages, in order.
     Held(&'a [(u16, &'a E)]),
@@ -294,22 +297,11 @@ impl<'a, E> Context<'a, E> {
         }
     }
 
-    fn matched<'m>(
-        buffer: &SharedBuffer<E>,
-        cs: &CState,
-        pages: usize,
-        matched: &'m OnceCell<Vec<Vec<EvRef>>>,
-    ) -> &'m Vec<Vec<EvRef>> {
+    fn matched<'m>(buffer: &SharedBuffer<E>, cs: &CState, matched: &'m OnceCell<Path>) -> &'m Path {
         matched.get_or_init(|| {
-            let mut by_page = vec![Vec::new(); pages];
-            if let Some(prev) = cs.prev {
-                if let Some(path) = buffer.extract(prev, &cs.version, true).first() {
-                    for (page, evs) in page_groups(path) {
-                        by_page[page as usize] = evs.iter().map(|e| e.1).collect();
-                    }
-                }
-            }
-            by_page
+            cs.prev
+                .and_then(|prev| buffer.extract(prev, &cs.version, true).into_iter().next())
+                .unwrap_or_default()
         })
     }
 
@@ -327,12 +319,13 @@ impl<'a, E> Context<'a, E> {
                 cs,
                 matched,
             } => {
-                let by_page = Self::matched(buffer, cs, self.pages.len(), matched);
-                let ids: &[EvRef] = by_page.get(page).map_or(&[], |v| v.as_slice());
+                let path = Self::matched(buffer, cs, matched);
                 let buffer = *buffer;
+                // A page's events are together in the path.
                 either::Either::Left(
-                    ids.iter()
-                        .filter_map(move |id| buffer.event(*id).map(|e| &**e)),
+                    path.iter()
+                        .filter(move |(p, _)| *p as usize == page)
+                        .filter_map(move |(_, id)| buffer.event(*id).map(|e| &**e)),
                 )
             }
             Source::Held(held) => either::Either::Right(
