@@ -33,9 +33,12 @@ use crate::nfa::{
 };
 use crate::pattern::{AfterMatchSkip, Leaf};
 
-/// The most stages a linear pattern may have (a strict chain's partial matches are bits of a
-/// `u32`, which keeps a key's state within 32 bytes).
-const MAX_STAGES: usize = 31;
+/// The most stages a linear pattern may have (a strict chain's partial matches are bits 1 to 62
+/// of a `u64`, whose bit 63 says whether the pattern stopped starting partial matches).
+const MAX_STAGES: usize = 63;
+
+/// The bit of [`LinState::bits`] set once events no longer start partial matches.
+const STOPPED: u64 = 1 << 63;
 
 /// A pattern's chain of stages, when it has that shape.
 #[derive(Debug, Clone)]
@@ -218,41 +221,110 @@ impl Linear {
     }
 }
 
+/// A strict chain's held events, oldest first, with their times: none, one inline (a key that
+/// waits with one event, the usual case with many keys, allocates nothing), or a vector (kept
+/// once allocated). An enum rather than a `SmallVec` so that the vector's capacity leaves a
+/// niche: the key's state stays 32 bytes with the enums around it.
+#[derive(Debug)]
+enum Held<E> {
+    One((i64, Arc<E>)),
+    Many(Vec<(i64, Arc<E>)>),
+}
+
+impl<E> Held<E> {
+    fn clear(&mut self) {
+        match self {
+            Held::One(_) => *self = Held::Many(Vec::new()),
+            Held::Many(v) => v.clear(),
+        }
+    }
+
+    fn push(&mut self, e: (i64, Arc<E>)) {
+        match self {
+            Held::Many(v) if v.is_empty() && v.capacity() == 0 => *self = Held::One(e),
+            Held::Many(v) => v.push(e),
+            Held::One(_) => {
+                let Held::One(first) = std::mem::replace(self, Held::Many(Vec::new())) else {
+                    unreachable!("matched above")
+                };
+                *self = Held::Many(vec![first, e]);
+            }
+        }
+    }
+
+    /// Drops the `n` oldest.
+    fn drop_oldest(&mut self, n: usize) {
+        match self {
+            Held::One(_) if n > 0 => *self = Held::Many(Vec::new()),
+            Held::One(_) => {}
+            Held::Many(v) => {
+                v.drain(..n);
+            }
+        }
+    }
+}
+
+impl<E> std::ops::Deref for Held<E> {
+    type Target = [(i64, Arc<E>)];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Held::One(e) => std::slice::from_ref(e),
+            Held::Many(v) => v,
+        }
+    }
+}
+
 /// The per-key state of a linear pattern.
 #[derive(Debug)]
 pub(crate) struct LinState<E> {
     /// The events the partial matches hold, oldest first, with their times: the longest partial
     /// match holds them all, every other one a suffix.
-    /// One inline: a key that waits with one event (the usual case with many keys) allocates
-    /// nothing for it.
-    events: SmallVec<[(i64, Arc<E>); 1]>,
-    /// Bit `k`: a partial match holds the last `k` events (and waits in stage `k`).
-    alive: u32,
-    /// Whether events start partial matches (false once the pattern drains).
-    starting: bool,
+    events: Held<E>,
+    /// Bit `k` (1 to 62): a partial match holds the last `k` events (and waits in stage `k`);
+    /// bit 63 ([`STOPPED`]): events no longer start partial matches (the pattern drains). One
+    /// word for both keeps the state at 32 bytes.
+    bits: u64,
 }
 
 impl<E> LinState<E> {
     pub(crate) fn new() -> Self {
         LinState {
-            events: SmallVec::new(),
-            alive: 0,
-            starting: true,
+            events: Held::Many(Vec::new()),
+            bits: 0,
         }
     }
 
     pub(crate) fn reset(&mut self) {
         self.events.clear();
-        self.alive = 0;
-        self.starting = true;
+        self.bits = 0;
+    }
+
+    /// The partial matches' lengths as bits.
+    fn alive(&self) -> u64 {
+        self.bits & !STOPPED
+    }
+
+    fn set_alive(&mut self, alive: u64) {
+        debug_assert_eq!(alive & STOPPED, 0);
+        self.bits = (self.bits & STOPPED) | alive;
+    }
+
+    /// Ends the partial match of length `k`.
+    fn end(&mut self, k: usize) {
+        self.bits &= !(1 << k);
+    }
+
+    /// Whether events start partial matches.
+    fn starting(&self) -> bool {
+        self.bits & STOPPED == 0
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.alive == 0
+        self.alive() == 0
     }
 
     pub(crate) fn partial_count(&self) -> usize {
-        self.alive.count_ones() as usize
+        self.alive().count_ones() as usize
     }
 
     pub(crate) fn buffered_events(&self) -> usize {
@@ -260,15 +332,15 @@ impl<E> LinState<E> {
     }
 
     pub(crate) fn stop_starting(&mut self) {
-        self.starting = false;
+        self.bits |= STOPPED;
     }
 
     /// The lengths of the partial matches, longest (oldest) first.
     fn lengths(&self) -> impl Iterator<Item = usize> {
-        let mut bits = self.alive;
+        let mut bits = self.alive();
         std::iter::from_fn(move || {
             (bits != 0).then(|| {
-                let k = 31 - bits.leading_zeros() as usize;
+                let k = 63 - bits.leading_zeros() as usize;
                 bits &= !(1 << k);
                 k
             })
@@ -277,7 +349,7 @@ impl<E> LinState<E> {
 
     /// The length of the longest partial match.
     fn longest(&self) -> usize {
-        (31 - self.alive.leading_zeros() as i32).max(0) as usize
+        (63 - self.alive().leading_zeros() as i32).max(0) as usize
     }
 
     /// Drops the events no partial match holds.
@@ -285,14 +357,14 @@ impl<E> LinState<E> {
         let keep = self.longest();
         if self.events.len() > keep {
             let extra = self.events.len() - keep;
-            self.events.drain(..extra);
+            self.events.drop_oldest(extra);
         }
     }
 
     /// The parts a snapshot writes: events with their times, the partial matches' lengths as
     /// bits, whether it starts partial matches.
     pub(crate) fn parts(&self) -> (&[(i64, Arc<E>)], u64, bool) {
-        (&self.events, u64::from(self.alive), self.starting)
+        (&self.events, self.alive(), self.starting())
     }
 
     /// A state from [`parts`](Self::parts), checked against the pattern.
@@ -309,9 +381,11 @@ impl<E> LinState<E> {
             ));
         }
         let st = LinState {
-            events: events.into(),
-            alive: alive as u32,
-            starting,
+            events: match <[_; 1]>::try_from(events) {
+                Ok([one]) => Held::One(one),
+                Err(v) => Held::Many(v),
+            },
+            bits: alive | if starting { 0 } else { STOPPED },
         };
         if st.events.len() != st.longest() {
             return Err(format!(
@@ -397,7 +471,7 @@ impl<E> Nfa<E> {
     /// When the oldest partial match of `st` times out (`i64::MAX`: never).
     pub(crate) fn lin_due(&self, st: &LinState<E>) -> i64 {
         match st.events.first() {
-            Some(&(start, _)) if self.window > 0 && st.alive != 0 => {
+            Some(&(start, _)) if self.window > 0 && st.alive() != 0 => {
                 start.saturating_add(self.window)
             }
             _ => i64::MAX,
@@ -414,14 +488,14 @@ impl<E> Nfa<E> {
         if self.window <= 0 {
             return;
         }
-        while st.alive != 0 {
+        while st.alive() != 0 {
             let k = st.longest();
             let start = st.events[st.events.len() - k].0;
             if ts - start < self.window {
                 break;
             }
             timeouts.push((self.lin_events(st, k, None), start + self.window));
-            st.alive &= !(1 << k);
+            st.end(k);
         }
         st.drop_unheld();
     }
@@ -443,7 +517,7 @@ impl<E> Nfa<E> {
             let last = st.events[held - stage..].iter().map(|(_, e)| &**e);
             self.lin_holds(stage, event, ts, &mut cache, last)
         };
-        let mut next = 0u32;
+        let mut next = 0u64;
         let mut matched = false;
         for k in st.lengths() {
             if holds(k) {
@@ -454,7 +528,7 @@ impl<E> Nfa<E> {
                 }
             }
         }
-        if st.starting && holds(0) {
+        if st.starting() && holds(0) {
             if n == 1 {
                 matched = true;
             } else {
@@ -464,14 +538,14 @@ impl<E> Nfa<E> {
         if matched {
             matches.push((self.lin_events(st, n - 1, Some(event)), ts));
             next &= match (&self.skip, lin.skip_keep) {
-                (AfterMatchSkip::NoSkip | AfterMatchSkip::SkipToNext, _) => u32::MAX,
+                (AfterMatchSkip::NoSkip | AfterMatchSkip::SkipToNext, _) => u64::MAX,
                 (AfterMatchSkip::SkipPastLastEvent, _) => 0,
-                (_, Some(keep)) if keep < 31 => (1u32 << (keep + 1)) - 1,
-                (_, Some(_)) => u32::MAX,
-                (_, None) => u32::MAX,
+                (_, Some(keep)) if keep < 63 => (1u64 << (keep + 1)) - 1,
+                (_, Some(_)) => u64::MAX,
+                (_, None) => u64::MAX,
             };
         }
-        st.alive = next;
+        st.set_alive(next);
         if next != 0 {
             st.events.push((ts, event.clone()));
         }
@@ -482,7 +556,7 @@ impl<E> Nfa<E> {
     pub(crate) fn lin_trim(&self, st: &mut LinState<E>, max: usize) -> usize {
         let mut dropped = 0;
         while st.partial_count() > max {
-            st.alive &= !(1 << st.longest());
+            st.end(st.longest());
             dropped += 1;
         }
         st.drop_unheld();
@@ -492,8 +566,8 @@ impl<E> Nfa<E> {
     /// Drops the oldest partial matches until at most `max` events are held.
     pub(crate) fn lin_trim_buffer(&self, st: &mut LinState<E>, max: usize) -> usize {
         let mut dropped = 0;
-        while st.events.len() > max && st.alive != 0 {
-            st.alive &= !(1 << st.longest());
+        while st.events.len() > max && st.alive() != 0 {
+            st.end(st.longest());
             st.drop_unheld();
             dropped += 1;
         }

@@ -192,6 +192,7 @@ proptest! {
         evs in stream(),
         lag in 0i64..6,
         cuts in prop::collection::vec((0usize..150, any::<bool>()), 0..3),
+        drain_at in prop::option::weighted(0.2, 0usize..150),
     ) {
         let Some(nfa) = compile(&spec) else { return Ok(()) };
         // Conditions that read the partial match run on the linear matchers only in strict
@@ -216,6 +217,10 @@ proptest! {
                 // before the linear matchers existed gives (its keys then stay on the general
                 // automaton).
                 let mut fresh = operator(compile(&spec).unwrap(), &spec);
+                if drain_at.is_some_and(|d| d < i) {
+                    let nfas = fresh.patterns().to_vec();
+                    fresh.set_patterns_draining(nfas, &[Some(0)], &[true]);
+                }
                 fresh.advance_watermark(linear.watermark(), &mut out_l);
                 let from = if upgrade { &general } else { &linear };
                 for k in 0..3u8 {
@@ -227,6 +232,13 @@ proptest! {
                 }
                 dropped_before += linear.dropped().partial_matches;
                 linear = fresh;
+            }
+            if drain_at == Some(i) {
+                // The pattern drains (replaced with `drain`): no new partial matches.
+                for op in [&mut general, &mut linear] {
+                    let nfas = op.patterns().to_vec();
+                    op.set_patterns_draining(nfas, &[Some(0)], &[true]);
+                }
             }
             general.process_element(e.0, *e, e.2, &mut out_g);
             linear.process_element(e.0, *e, e.2, &mut out_l);
