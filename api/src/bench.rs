@@ -433,7 +433,7 @@ fn write_line(line: &mut String, e: &Ev) {
 /// from their integer digits: `ryu`'s general algorithm was 2.4% of the JSON oneormore run.
 fn write_value(line: &mut String, v: f64) {
     let k = (v * 100.0).round();
-    if (0.0..1e6).contains(&k) && k / 100.0 == v {
+    if v.is_sign_positive() && (0.0..1e6).contains(&k) && k / 100.0 == v {
         let k = k as u64;
         let mut int = itoa::Buffer::new();
         line.push_str(int.format(k / 100));
@@ -683,7 +683,7 @@ mod tests {
     #[test]
     fn values_are_written_as_ryu_writes_them() {
         let mut line = String::new();
-        let others = [0.001, 123.456, 1e7 + 0.5, 0.1 + 0.2, 5e-324];
+        let others = [0.001, 123.456, 1e7 + 0.5, 0.1 + 0.2, 5e-324, -0.0, -1.5];
         for v in (0..1_000_000).map(|k| k as f64 / 100.0).chain(others) {
             line.clear();
             write_value(&mut line, v);

@@ -321,7 +321,6 @@ impl<'a, E> Context<'a, E> {
             } => {
                 let path = Self::matched(buffer, cs, matched);
                 let buffer = *buffer;
-                // A page's events are together in the path.
                 either::Either::Left(
                     path.iter()
                         .filter(move |(p, _)| *p as usize == page)
@@ -1109,17 +1108,17 @@ impl<E> Nfa<E> {
         let d = self.decide(st, cs, ev, ts);
         let is_start = self.is_start(cs);
         if !is_start
-            && d.total_take == 0
-            && d.total_ignore == 0
             && matches!(d.edges[..], [(Action::Ignore, _, target, _)] if target == cs.state)
         {
             // The event passes the partial match by, and nothing else: Flink makes the same
             // partial match again (same node, same version: `increase(0)`), locking its node
-            // and edges once more, then releases the old one's locks. The partial match holds
-            // locks on its node and on every edge compatible with its version, so the release
-            // only undoes the lock: skip both (most partial matches of a looping pattern wait
-            // like this on most events). Debug builds (every test) do what Flink does and check
-            // that it changed nothing.
+            // and the edges compatible with the version once more, then releases the old one's
+            // locks, which are the same node and edges. Every node and edge the buffer keeps has
+            // a count of at least 1 (a count reaches 0 only in a release, which removes it at
+            // once; `put` makes an edge that `add_state` locks at once; restored snapshots are
+            // checked), so the release only undoes the lock: skip both (most partial matches of
+            // a looping pattern wait like this on most events). Debug builds (every test) do
+            // what Flink does and check that it changed nothing.
             #[cfg(debug_assertions)]
             if let Some(p) = cs.prev {
                 let before = st.buffer.lock_counts();

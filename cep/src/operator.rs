@@ -141,11 +141,10 @@ impl<E> std::ops::DerefMut for States<E> {
 
 impl<E> FromIterator<NfaState<E>> for States<E> {
     fn from_iter<I: IntoIterator<Item = NfaState<E>>>(iter: I) -> Self {
-        let mut v: Vec<NfaState<E>> = iter.into_iter().collect();
-        if v.len() == 1 {
-            States::One(v.pop().expect("one"))
-        } else {
-            States::Many(v)
+        let mut it = iter.into_iter();
+        match (it.next(), it.next()) {
+            (Some(one), None) => States::One(one),
+            (first, second) => States::Many(first.into_iter().chain(second).chain(it).collect()),
         }
     }
 }
@@ -837,6 +836,7 @@ fn flush<K: Clone, E>(
         });
     }
 }
+
 #[cfg(test)]
 mod layout {
     /// A held key costs its slot, its event and its index and due-time entries; the slot is

@@ -341,7 +341,18 @@ impl<T> KeySnapshot<T> {
         let mut nodes = Vec::with_capacity(s.nodes.len());
         for n in &s.nodes {
             let mut edges = Vec::with_capacity(n.edges.len());
+            // Every node and edge a buffer keeps is locked at least once (a count that reaches
+            // 0 removes it at once); the matcher relies on it (`Nfa::compute_next_states`).
+            let held = |lock: i32, what: &str| {
+                if lock < 1 {
+                    Err(err(format!("a buffer {what} with lock count {lock}")))
+                } else {
+                    Ok(())
+                }
+            };
+            held(n.lock, "node")?;
             for (target, v, lock) in &n.edges {
+                held(*lock, "edge")?;
                 edges.push((target.map(check_page).transpose()?, version(v)?, *lock));
             }
             let (event, page) = check_page(n.id)?;

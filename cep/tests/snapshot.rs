@@ -202,6 +202,21 @@ fn snapshots_are_checked_against_the_patterns() {
     );
     assert_eq!(fresh.stats().keys, 0);
 
+    // A buffer node that no lock holds (the buffer would have removed it): refused.
+    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
+    assert!(
+        json["patterns"][1]["nodes"][0]["lock"].is_number(),
+        "{json}"
+    );
+    json["patterns"][1]["nodes"][0]["lock"] = 0.into();
+    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
+    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
+    assert!(
+        err.to_string().contains("a buffer node with lock count 0"),
+        "{err}"
+    );
+    assert_eq!(fresh.stats().keys, 0);
+
     // Pattern 0 (a followed by b) runs the chain matcher: a partial match with more events than
     // the pattern has stages is refused, and so is a chain state for a pattern of another shape.
     let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();

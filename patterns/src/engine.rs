@@ -544,8 +544,9 @@ impl JsonEngine {
         Ok((key, self.time_in(event)?))
     }
 
-    /// The key of an event read by [`scan_fields`], moved out of the fields when it is a
-    /// top-level string (read after the row, which may read it too); `None` otherwise.
+    /// The key of an event read by [`scan_fields`] when it is a top-level string (read after
+    /// the row, which may read it too): copied from the text, or moved out of the fields when
+    /// it had to be decoded; `None` otherwise.
     fn take_key(&self, fields: &mut FieldList<'_>) -> Option<String> {
         let [Seg::Key(name)] = &self.key_path[..] else {
             return None;
