@@ -280,7 +280,7 @@ enum Source<'a, E> {
     Buffer {
         buffer: &'a SharedBuffer<E>,
         cs: &'a CState,
-        /// The extracted path (events grouped by page).
+        /// The extracted path, oldest event first.
         matched: OnceCell<Path>,
     },
     /// A linear matcher's partial match: its events with their pages, in order.
@@ -300,7 +300,7 @@ impl<'a, E> Context<'a, E> {
     fn matched<'m>(buffer: &SharedBuffer<E>, cs: &CState, matched: &'m OnceCell<Path>) -> &'m Path {
         matched.get_or_init(|| {
             cs.prev
-                .and_then(|prev| buffer.extract(prev, &cs.version, true).into_iter().next())
+                .and_then(|prev| buffer.extract_first_in_order(prev, &cs.version))
                 .unwrap_or_default()
         })
     }

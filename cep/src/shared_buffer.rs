@@ -464,6 +464,29 @@ impl<E> SharedBuffer<E> {
     /// All paths that end at `id` and are compatible with `version`, in Flink's order (only the
     /// first when `first_only`: the others are then not needed).
     pub fn extract(&self, id: NodeId, version: &Dewey, first_only: bool) -> Paths {
+        self.walk(id, version, first_only, group_by_page)
+    }
+
+    /// The first path of [`extract`](Self::extract), oldest event first and not grouped by
+    /// page (a page's events keep their order): what a condition reading the partial match
+    /// needs, without the grouping.
+    pub fn extract_first_in_order(&self, id: NodeId, version: &Dewey) -> Option<Path> {
+        self.walk(id, version, true, |newest_first| {
+            newest_first.iter().rev().copied().collect()
+        })
+        .into_iter()
+        .next()
+    }
+
+    /// The paths from `id` back to a first node along edges compatible with `version`, each
+    /// made from its `(page, event)` list (newest first) by `finish`.
+    fn walk(
+        &self,
+        id: NodeId,
+        version: &Dewey,
+        first_only: bool,
+        finish: impl Fn(&[(u16, EvRef)]) -> Path,
+    ) -> Paths {
         let mut result = Paths::new();
         if self.resolve(id).is_none() {
             return result;
@@ -478,7 +501,7 @@ impl<E> SharedBuffer<E> {
             path.truncate(depth);
             match entry {
                 None => {
-                    result.push(group_by_page(&path));
+                    result.push(finish(&path));
                     if first_only {
                         break;
                     }
