@@ -97,45 +97,43 @@ impl<E> FromIterator<(i64, Arc<E>)> for Waiting<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    /// Against a plain list kept in the same order (stable sort by time).
-    #[test]
-    fn keeps_time_order_with_ties_in_arrival_order() {
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            seed >> 33
-        };
-        for _ in 0..300 {
+    proptest! {
+        /// Against a plain list kept in the same order (stable by time): pushes at random
+        /// times (`Some`), and pops of what is ready at the earliest time (`None`), as the
+        /// operator does.
+        #[test]
+        fn keeps_time_order_with_ties_in_arrival_order(
+            ops in prop::collection::vec(prop::option::weighted(0.75, 0i64..5), 0..40),
+        ) {
             let mut w: Waiting<u32> = Waiting::default();
             let mut model: Vec<(i64, u32)> = Vec::new();
-            for id in 0..(next() % 12) as u32 {
-                if next() % 4 == 0 {
-                    // Pop what is ready at the earliest time, as the operator does.
-                    if let Some(ts) = w.front_ts() {
+            for (id, op) in ops.into_iter().enumerate() {
+                match op {
+                    Some(ts) => {
+                        w.push(ts, Arc::new(id as u32));
+                        let at = model.partition_point(|m| m.0 <= ts);
+                        model.insert(at, (ts, id as u32));
+                    }
+                    None => {
+                        let Some(ts) = w.front_ts() else {
+                            prop_assert!(model.is_empty());
+                            continue;
+                        };
                         let mut got = Vec::new();
                         while let Some(e) = w.pop_at(ts) {
                             got.push(*e);
                         }
-                        let want: Vec<u32> = model
-                            .iter()
-                            .take_while(|m| m.0 == ts)
-                            .map(|m| m.1)
-                            .collect();
-                        model.drain(..want.len());
-                        assert_eq!(got, want);
+                        let n = model.iter().take_while(|m| m.0 == ts).count();
+                        let want: Vec<u32> = model.drain(..n).map(|m| m.1).collect();
+                        prop_assert_eq!(got, want);
                     }
                 }
-                let ts = (next() % 5) as i64;
-                w.push(ts, Arc::new(id));
-                let at = model.partition_point(|m| m.0 <= ts);
-                model.insert(at, (ts, id));
                 let seen: Vec<(i64, u32)> = w.iter().map(|(t, e)| (*t, **e)).collect();
-                assert_eq!(seen, model);
-                assert_eq!(w.len(), model.len());
-                assert_eq!(w.is_empty(), model.is_empty());
+                prop_assert_eq!(&seen, &model);
+                prop_assert_eq!(w.len(), model.len());
+                prop_assert_eq!(w.is_empty(), model.is_empty());
             }
         }
     }
