@@ -170,6 +170,22 @@ proptest! {
     }
 }
 
+/// Restoring `snap` as changed by `edit` into `op` is refused with `want` in the message, and
+/// nothing is restored.
+fn refused(
+    op: &mut CepOperator<u8, Ev>,
+    snap: &KeySnapshot<Ev>,
+    edit: impl FnOnce(&mut serde_json::Value),
+    want: &str,
+) {
+    let mut json = serde_json::to_value(snap).unwrap();
+    edit(&mut json);
+    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
+    let err = op.restore_key(0, bad, |e| *e).unwrap_err();
+    assert!(err.to_string().contains(want), "{err}");
+    assert_eq!(op.stats().keys, 0);
+}
+
 #[test]
 fn snapshots_are_checked_against_the_patterns() {
     let mut op = CepOperator::new(patterns());
@@ -183,62 +199,49 @@ fn snapshots_are_checked_against_the_patterns() {
 
     // Fewer patterns: refused.
     let mut other = CepOperator::new(patterns()[..2].to_vec());
-    let err = other.restore_key(0, snap.clone(), |e| *e).unwrap_err();
-    assert!(
-        err.to_string().contains("4 patterns in the snapshot, 2"),
-        "{err}"
-    );
+    refused(&mut other, &snap, |_| {}, "4 patterns in the snapshot, 2");
 
-    // A state that does not exist in the automaton (pattern 1 runs the general automaton):
-    // refused, nothing restored.
-    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
-    json["patterns"][1]["partial"][0]["state"] = 999.into();
-    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
+    // A state that does not exist in the automaton (pattern 1 runs the general automaton).
     let mut fresh = CepOperator::new(patterns());
-    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
-    assert!(
-        err.to_string().contains("state 999 does not exist"),
-        "{err}"
+    refused(
+        &mut fresh,
+        &snap,
+        |json| json["patterns"][1]["partial"][0]["state"] = 999.into(),
+        "state 999 does not exist",
     );
-    assert_eq!(fresh.stats().keys, 0);
 
-    // A buffer node that no lock holds (the buffer would have removed it): refused.
-    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
-    assert!(
-        json["patterns"][1]["nodes"][0]["lock"].is_number(),
-        "{json}"
+    // A buffer node that no lock holds (the buffer would have removed it).
+    refused(
+        &mut fresh,
+        &snap,
+        |json| {
+            assert!(
+                json["patterns"][1]["nodes"][0]["lock"].is_number(),
+                "{json}"
+            );
+            json["patterns"][1]["nodes"][0]["lock"] = 0.into();
+        },
+        "a buffer node with lock count 0",
     );
-    json["patterns"][1]["nodes"][0]["lock"] = 0.into();
-    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
-    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
-    assert!(
-        err.to_string().contains("a buffer node with lock count 0"),
-        "{err}"
-    );
-    assert_eq!(fresh.stats().keys, 0);
 
     // Pattern 0 (a followed by b) runs the chain matcher: a partial match with more events than
     // the pattern has stages is refused, and so is a chain state for a pattern of another shape.
-    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
-    let held = json["patterns"][0]["chain"]["partials"][0][0].clone();
-    assert!(held.is_array(), "{json}");
-    json["patterns"][0]["chain"]["partials"][0] = serde_json::json!([held, held]);
-    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
-    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
-    assert!(
-        err.to_string().contains("a partial match of 2 events"),
-        "{err}"
+    refused(
+        &mut fresh,
+        &snap,
+        |json| {
+            let held = json["patterns"][0]["chain"]["partials"][0][0].clone();
+            assert!(held.is_array(), "{json}");
+            json["patterns"][0]["chain"]["partials"][0] = serde_json::json!([held, held]);
+        },
+        "a partial match of 2 events",
     );
-    let mut json: serde_json::Value = serde_json::to_value(&snap).unwrap();
-    json["patterns"][1] = json["patterns"][0].clone();
-    let bad: KeySnapshot<Ev> = serde_json::from_value(json).unwrap();
-    let err = fresh.restore_key(0, bad, |e| *e).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("pattern loop: a state of the chain matcher"),
-        "{err}"
+    refused(
+        &mut fresh,
+        &snap,
+        |json| json["patterns"][1] = json["patterns"][0].clone(),
+        "pattern loop: a state of the chain matcher",
     );
-    assert_eq!(fresh.stats().keys, 0);
 
     // Restored, the partial match times out as it would have.
     fresh.advance_watermark(5, &mut out);
