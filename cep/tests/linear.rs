@@ -336,3 +336,52 @@ fn only_chains_of_single_event_stages_are_linear() {
         assert!(!p.compile("p").unwrap().is_linear());
     }
 }
+
+/// The longest chains the linear matchers take (63 stages: partial matches of up to 62 events,
+/// the highest bits of the strict chain's word beside its drain flag), and the first too long
+/// for them, give what the general automaton gives, also once the pattern drains.
+#[test]
+fn the_longest_strict_chains_give_what_the_general_automaton_gives() {
+    for stages in [62u32, 63, 64] {
+        let pattern = || {
+            Pattern::<Ev>::begin("a")
+                .times(stages)
+                .consecutive()
+                .compile("p")
+                .unwrap()
+        };
+        assert_eq!(pattern().is_linear(), stages <= 63, "{stages} stages");
+        let spec = Spec {
+            stages: Vec::new(),
+            skip: (0, 0),
+            window: None,
+            bounds: (None, None),
+        };
+        let mut general = operator(pattern().general(), &spec);
+        let mut linear = operator(pattern(), &spec);
+        let (mut want, mut got) = (BTreeMap::new(), BTreeMap::new());
+        let (mut out_g, mut out_l) = (Vec::new(), Vec::new());
+        for i in 0..(2 * stages + 5) {
+            if i == stages + 2 {
+                for op in [&mut general, &mut linear] {
+                    let nfas = op.patterns().to_vec();
+                    op.set_patterns_draining(nfas, &[Some(0)], &[true]);
+                }
+            }
+            let e: Ev = (0, 0, i64::from(i), i);
+            general.process_element(0, e, e.2, &mut out_g);
+            linear.process_element(0, e, e.2, &mut out_l);
+            general.advance_watermark(e.2, &mut out_g);
+            linear.advance_watermark(e.2, &mut out_l);
+            seen(&mut out_g, &mut want);
+            seen(&mut out_l, &mut got);
+            assert_eq!(got, want, "{stages} stages, after event {i}");
+            assert_eq!(
+                held(&linear),
+                held(&general),
+                "{stages} stages, after event {i}"
+            );
+        }
+        assert!(!want.is_empty(), "{stages} stages: some matches");
+    }
+}
