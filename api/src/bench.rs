@@ -482,7 +482,7 @@ fn run_json(
                 cep_patterns::OutputKind::Late => {}
             }
             sink.clear();
-            serde_json::to_writer(&mut *sink, &o).expect("writing to memory");
+            o.write_json(sink);
             sink.push(b'\n');
         }
     };

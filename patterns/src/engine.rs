@@ -176,6 +176,12 @@ impl MatchEvents {
     }
 }
 
+impl From<cep::Events<JsonEvent>> for MatchEvents {
+    fn from(events: cep::Events<JsonEvent>) -> MatchEvents {
+        MatchEvents(events)
+    }
+}
+
 impl Serialize for MatchEvents {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;

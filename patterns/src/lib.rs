@@ -14,6 +14,7 @@ mod compile;
 pub mod condition;
 mod engine;
 mod spec;
+mod write;
 
 pub use cep::StateBounds;
 pub use compile::{compile, CompiledPattern, JsonEvent};
@@ -22,6 +23,7 @@ pub use engine::{
     OutputKind, ParsedEvent, PartialMatchInfo, PatternStats, RecordError, Replace, TimeFormat,
     WaitingEvent,
 };
+pub use write::write_str;
 pub use spec::{
     AfterMatchSpec, ContiguitySpec, DurationMs, PatternError, PatternErrors, PatternSpec,
     StageSpec, TimesSpec, WithinTypeSpec,

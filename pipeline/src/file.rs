@@ -81,6 +81,8 @@ pub fn run(
     };
     let mut summary = Summary::default();
     let mut outs = Vec::new();
+    // One output's text, written whole to the buffered output.
+    let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut read = 0u64;
     let mut last_report = Instant::now();
     // Lines are taken in batches (for workers, see `Engine::push_batch`): line numbers and texts.
@@ -131,8 +133,10 @@ pub fn run(
         }
         spare.extend(batch.drain(..).map(|(_, l)| l));
         for o in outs.drain(..) {
-            serde_json::to_writer(&mut output, &o)?;
-            output.write_all(b"\n")?;
+            line.clear();
+            o.write_json(&mut line);
+            line.push(b'\n');
+            output.write_all(&line)?;
             summary.outputs += 1;
         }
         if let Some(p) = &mut progress {
@@ -144,8 +148,10 @@ pub fn run(
     }
     engine.advance_watermark(i64::MAX, &mut outs);
     for o in outs.drain(..) {
-        serde_json::to_writer(&mut output, &o)?;
-        output.write_all(b"\n")?;
+        line.clear();
+        o.write_json(&mut line);
+        line.push(b'\n');
+        output.write_all(&line)?;
         summary.outputs += 1;
     }
     output.flush()?;

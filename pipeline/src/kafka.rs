@@ -1117,7 +1117,8 @@ impl KafkaPipeline {
     fn send_outputs(&mut self) -> anyhow::Result<()> {
         for o in std::mem::take(&mut self.outs) {
             if let Some(topic) = self.outputs_to.topic_of(o.kind) {
-                let bytes = serde_json::to_vec(&o)?;
+                let mut bytes = Vec::with_capacity(256);
+                o.write_json(&mut bytes);
                 let id = output_id(&bytes);
                 self.sink
                     .send(topic, Some(o.key.as_bytes()), &bytes, Some(&id))?;

@@ -97,7 +97,22 @@ impl OutputRecord {
 
     /// The record as JSON text.
     pub fn to_json_string(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        // Written from strings and events' JSON texts: UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the record as JSON text: the same text as serde_json writes from its derived
+    /// `Serialize` (the output's members, then `pipeline` and `seq`), without serde's
+    /// buffering of flattened members.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.output.write_json_open(out);
+        out.extend_from_slice(b",\"pipeline\":");
+        cep_patterns::write_str(out, &self.pipeline);
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.seq).as_bytes());
+        out.push(b'}');
     }
 
     /// `match`, `timeout` or `late`.
@@ -273,9 +288,9 @@ impl Outputs {
         let Some((_, keys)) = &self.log else { return };
         let at = now_ms().to_be_bytes();
         for r in records {
-            let mut value = at.to_vec();
-            // An output is plain data: it always serialises.
-            let _ = serde_json::to_writer(&mut value, &**r);
+            let mut value = Vec::with_capacity(256);
+            value.extend_from_slice(&at);
+            r.write_json(&mut value);
             batch.put(keys.out(r.seq), value);
         }
     }
@@ -1276,3 +1291,48 @@ impl Drop for Pipeline {
 }
 
 pub use cep_patterns::json_type;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cep_patterns::condition::Row;
+    use cep_patterns::{JsonEvent, MatchEvents};
+
+    /// `write_json` writes what the derived `Serialize` (with the output flattened) writes.
+    #[test]
+    fn record_text_is_serdes() {
+        let ev = |v: Value| Arc::new(JsonEvent::from_value(Row::empty(), &v));
+        let events: Vec<(Arc<str>, Vec<Arc<JsonEvent>>)> = vec![
+            (Arc::from("first"), vec![ev(serde_json::json!({"u": "a\"b"}))]),
+            (Arc::from("then\n"), vec![ev(serde_json::json!(1)), ev(Value::Null)]),
+        ];
+        let outputs = [
+            Output {
+                kind: OutputKind::Match,
+                pattern: Some(Arc::from("login")),
+                key: "u\\1".into(),
+                timestamp: 1_700_000_000_000,
+                events: Some(MatchEvents::from(events)),
+                event: None,
+                version: 3,
+            },
+            Output {
+                kind: OutputKind::Late,
+                pattern: None,
+                key: "é".into(),
+                timestamp: -1,
+                events: None,
+                event: Some(ev(serde_json::json!({"ts": 1}))),
+                version: 0,
+            },
+        ];
+        for output in outputs {
+            let r = OutputRecord {
+                output,
+                pipeline: Arc::from("p\u{1}"),
+                seq: u64::MAX,
+            };
+            assert_eq!(r.to_json_string(), serde_json::to_string(&r).unwrap());
+        }
+    }
+}
