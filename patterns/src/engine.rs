@@ -558,7 +558,7 @@ impl JsonEngine {
             return None;
         };
         match fields.iter_mut().rev().find(|(n, _)| n == name)? {
-            (_, Field::Str(s)) => Some(s.to_string()),
+            (_, Field::Str(s)) => Some((*s).to_owned()),
             (_, Field::Json(Value::String(s))) => Some(std::mem::take(s)),
             _ => None,
         }
