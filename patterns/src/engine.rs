@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use crate::compile::{build, CompiledPattern, JsonEvent};
-use crate::condition::{Field, FieldRef, Row, Schema, TopFields};
+use crate::condition::{lookup_in, Field, FieldRef, Row, Schema, Seg, TopFields};
 use crate::spec::PatternErrors;
 
 /// How the time field is written.
@@ -294,12 +294,7 @@ pub struct EngineStats {
     pub patterns: Vec<PatternStats>,
 }
 
-#[derive(Clone, Debug)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
+/// A key or time field path (`user.id`, `tags[0]`) as the condition language's path steps.
 fn parse_path(path: &str) -> Result<Vec<Seg>, String> {
     let mut segs = Vec::new();
     if path.trim().is_empty() {
@@ -314,7 +309,7 @@ fn parse_path(path: &str) -> Result<Vec<Seg>, String> {
             return Err(format!("invalid field path '{path}'"));
         }
         if !name.is_empty() {
-            segs.push(Seg::Key(name.to_string()));
+            segs.push(Seg::Key(name.into()));
         }
         while !rest.is_empty() {
             let close = rest
@@ -328,25 +323,6 @@ fn parse_path(path: &str) -> Result<Vec<Seg>, String> {
         }
     }
     Ok(segs)
-}
-
-/// Looks a path up in an event whose top-level fields `event` gives.
-fn lookup<'v, F: TopFields + ?Sized>(event: &'v F, path: &[Seg]) -> Option<FieldRef<'v>> {
-    let (Seg::Key(first), rest) = path.split_first()? else {
-        return None;
-    };
-    let top = event.top(first)?;
-    let FieldRef::Json(mut cur) = top else {
-        // A string from the text: it has no members.
-        return rest.is_empty().then_some(top);
-    };
-    for s in rest {
-        cur = match s {
-            Seg::Key(k) => crate::condition::field(cur.as_object()?, k)?,
-            Seg::Index(i) => cur.as_array()?.get(*i)?,
-        };
-    }
-    Some(FieldRef::Json(cur))
 }
 
 /// A field path (`user.id`, `tags[0]`) as the engine reads keys and times: for stages ahead of
@@ -366,7 +342,7 @@ impl FieldPath {
 
     /// The value at this path in `event`, if any.
     pub fn get<'v>(&self, event: &'v Value) -> Option<&'v Value> {
-        match lookup(event, &self.segs)? {
+        match lookup_in(event, &self.segs)? {
             FieldRef::Json(v) => Some(v),
             // A `Value` gives only `Json`.
             FieldRef::Str(_) => None,
@@ -379,7 +355,7 @@ impl FieldPath {
         let Some((Seg::Key(first), rest)) = self.segs.split_first() else {
             return;
         };
-        let mut cur = root.entry(first.clone()).or_insert(Value::Null);
+        let mut cur = root.entry(first.to_string()).or_insert(Value::Null);
         for s in rest {
             cur = match s {
                 Seg::Key(k) => {
@@ -387,7 +363,7 @@ impl FieldPath {
                         *cur = Value::Object(Map::new());
                     }
                     let Value::Object(m) = cur else { return };
-                    m.entry(k.clone()).or_insert(Value::Null)
+                    m.entry(k.to_string()).or_insert(Value::Null)
                 }
                 Seg::Index(i) => {
                     if !cur.is_array() {
@@ -521,7 +497,7 @@ impl JsonEngine {
     }
 
     fn key_in<F: TopFields + ?Sized>(&self, event: &F) -> Result<String, RecordError> {
-        Ok(match lookup(event, &self.key_path) {
+        Ok(match lookup_in(event, &self.key_path) {
             None => {
                 return Err(RecordError {
                     message: format!("missing key field '{}'", self.config.key_by),
@@ -557,7 +533,7 @@ impl JsonEngine {
         let [Seg::Key(name)] = &self.key_path[..] else {
             return None;
         };
-        match fields.iter_mut().rev().find(|(n, _)| n == name)? {
+        match fields.iter_mut().rev().find(|(n, _)| **n == **name)? {
             (_, Field::Str(s)) => Some((*s).to_owned()),
             (_, Field::Json(Value::String(s))) => Some(std::mem::take(s)),
             _ => None,
@@ -566,7 +542,7 @@ impl JsonEngine {
 
     fn time_in<F: TopFields + ?Sized>(&self, event: &F) -> Result<i64, RecordError> {
         let field = &self.config.time_field;
-        let raw = lookup(event, &self.time_path).ok_or_else(|| RecordError {
+        let raw = lookup_in(event, &self.time_path).ok_or_else(|| RecordError {
             message: format!("missing time field '{field}'"),
         })?;
         let ts = match self.config.time_format {
@@ -1071,7 +1047,7 @@ impl JsonEngine {
 fn wanted_fields(schema: &Schema, key: &[Seg], time: &[Seg]) -> Vec<Box<str>> {
     let mut wanted: Vec<Box<str>> = Vec::new();
     let firsts = [key, time].into_iter().filter_map(|p| match p.first() {
-        Some(Seg::Key(k)) => Some(k.as_str()),
+        Some(Seg::Key(k)) => Some(&**k),
         _ => None,
     });
     for name in firsts.chain(schema.top_fields()) {

@@ -23,8 +23,8 @@ pub use engine::{
     OutputKind, ParsedEvent, PartialMatchInfo, PatternStats, RecordError, Replace, TimeFormat,
     WaitingEvent,
 };
-pub use write::write_str;
 pub use spec::{
     AfterMatchSpec, ContiguitySpec, DurationMs, PatternError, PatternErrors, PatternSpec,
     StageSpec, TimesSpec, WithinTypeSpec,
 };
+pub use write::write_str;

@@ -1303,8 +1303,14 @@ mod tests {
     fn record_text_is_serdes() {
         let ev = |v: Value| Arc::new(JsonEvent::from_value(Row::empty(), &v));
         let events: Vec<(Arc<str>, Vec<Arc<JsonEvent>>)> = vec![
-            (Arc::from("first"), vec![ev(serde_json::json!({"u": "a\"b"}))]),
-            (Arc::from("then\n"), vec![ev(serde_json::json!(1)), ev(Value::Null)]),
+            (
+                Arc::from("first"),
+                vec![ev(serde_json::json!({"u": "a\"b"}))],
+            ),
+            (
+                Arc::from("then\n"),
+                vec![ev(serde_json::json!(1)), ev(Value::Null)],
+            ),
         ];
         let outputs = [
             Output {

@@ -28,7 +28,7 @@ mod value;
 use std::fmt;
 use std::sync::Arc;
 
-pub(crate) use value::{field, Field, FieldRef, TopFields};
+pub(crate) use value::{lookup_in, Field, FieldRef, Seg, TopFields};
 pub use value::{Row, Schema, Val};
 
 use eval::Expr;

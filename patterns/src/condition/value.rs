@@ -389,7 +389,10 @@ impl<N: AsRef<str>> TopFields for [(N, Field<'_>)] {
 }
 
 /// Looks a path up in an event whose top-level fields `event` gives.
-fn lookup_in<'v, F: TopFields + ?Sized>(event: &'v F, segs: &[Seg]) -> Option<FieldRef<'v>> {
+pub(crate) fn lookup_in<'v, F: TopFields + ?Sized>(
+    event: &'v F,
+    segs: &[Seg],
+) -> Option<FieldRef<'v>> {
     match segs.split_first() {
         Some((Seg::Key(k), rest)) => event.top(k)?.lookup(rest),
         _ => None,
@@ -410,7 +413,7 @@ fn lookup<'v>(mut value: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
 /// `map.get(name)`: for the small objects events usually are, comparing the keys in turn is
 /// cheaper than hashing the name (keys are unique, so both find the same entry).
 #[inline]
-pub(crate) fn field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+fn field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
     if map.len() <= 8 {
         map.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
     } else {
