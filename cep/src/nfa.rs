@@ -2,7 +2,7 @@
 //! per-key [`NfaState`] (partial matches, completed matches waiting for their turn, and the
 //! shared buffer).
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -270,6 +270,11 @@ pub struct Context<'a, E> {
     source: Source<'a, E>,
     pages: &'a [Arc<str>],
     ts: i64,
+    /// The iterative conditions (leaves 0 to 63) already evaluated with this context, and
+    /// their results: a stage's take and ignore transitions test the same condition, and the
+    /// state reached by proceeding may test it again, with the same event and partial match.
+    known: Cell<u64>,
+    results: Cell<u64>,
 }
 
 /// Where a [`Context`] reads the partial match's events from. It lives on the stack for one
@@ -294,6 +299,8 @@ impl<'a, E> Context<'a, E> {
             source: Source::Held(held),
             pages,
             ts,
+            known: Cell::new(0),
+            results: Cell::new(0),
         }
     }
 
@@ -338,6 +345,24 @@ impl<'a, E> Context<'a, E> {
     /// The timestamp of the event being evaluated.
     pub fn timestamp(&self) -> i64 {
         self.ts
+    }
+
+    /// The result of iterative condition `leaf` with this context: evaluated by `eval` the
+    /// first time, remembered after (conditions are functions of the event and the partial
+    /// match, which a context fixes).
+    fn remember(&self, leaf: u32, eval: impl FnOnce() -> bool) -> bool {
+        let Some(bit) = 1u64.checked_shl(leaf) else {
+            return eval();
+        };
+        if self.known.get() & bit != 0 {
+            return self.results.get() & bit != 0;
+        }
+        let r = eval();
+        self.known.set(self.known.get() | bit);
+        if r {
+            self.results.set(self.results.get() | bit);
+        }
+        r
     }
 }
 
@@ -727,7 +752,7 @@ impl<E> Nfa<E> {
             CondExpr::True => true,
             CondExpr::Leaf(i) => match &*self.leaves[*i as usize] {
                 Leaf::Simple(f) => simple_cached(f, ev.event, &mut ev.cache[*i as usize]),
-                Leaf::Iterative(f) => f(ev.event, ctx),
+                Leaf::Iterative(f) => ctx.remember(*i, || f(ev.event, ctx)),
             },
             CondExpr::Not(a) => !self.eval(a, ev, ctx),
             CondExpr::And(a, b) => self.eval(a, ev, ctx) && self.eval(b, ev, ctx),
@@ -1029,6 +1054,8 @@ impl<E> Nfa<E> {
             },
             pages: &self.pages,
             ts,
+            known: Cell::new(0),
+            results: Cell::new(0),
         };
         let mut d = Decision {
             edges: SmallVec::new(),

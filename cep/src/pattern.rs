@@ -90,7 +90,8 @@ type IterFn<E> = dyn for<'a> Fn(&E, &Context<'a, E>) -> bool + Send + Sync;
 pub enum Leaf<E> {
     /// Depends on the event only; evaluated at most once per event.
     Simple(Box<SimpleFn<E>>),
-    /// Also reads the partial match through a [`Context`].
+    /// Also reads the partial match through a [`Context`]; evaluated at most once per event
+    /// and partial match (a stage's take and ignore transitions test the same condition).
     Iterative(Box<IterFn<E>>),
 }
 

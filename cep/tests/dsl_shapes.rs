@@ -471,3 +471,33 @@ fn until_with_iterative_conditions() {
         ])
     );
 }
+
+/// An iterative condition is called once per event and partial match, although a relaxed
+/// stage tests it on two transitions (take, and ignore when it fails): Flink calls it once per
+/// transition, with the same event and partial match, so for a condition (a function of both)
+/// the results are the same.
+#[test]
+fn iterative_condition_called_once_per_event_and_partial_match() {
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let p = Pattern::begin("a")
+        .where_(ty("A"))
+        .followed_by("b")
+        .where_ctx(move |e: &Ev, ctx| {
+            let first = ctx.events("a").next().map_or(0, |a| a.id);
+            seen.lock().unwrap().push((e.id, first));
+            e.ty == "B" && e.value > last(ctx, "a")
+        });
+    let csv = "
+1,k1,1000,A,5
+2,k1,2000,X,0
+3,k1,3000,B,1
+4,k1,4000,A,0
+5,k1,5000,B,9
+";
+    assert_eq!(run(p, csv), sorted(&["M|k1|a=1;b=5", "M|k1|a=4;b=5"]));
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [(2, 1), (3, 1), (4, 1), (5, 1), (5, 4)]
+    );
+}
