@@ -472,7 +472,7 @@ impl<E> SharedBuffer<E> {
     /// needs, without the grouping.
     pub fn extract_first_in_order(&self, id: NodeId, version: &Dewey) -> Option<Path> {
         self.walk(id, version, true, |newest_first| {
-            newest_first.iter().rev().copied().collect()
+            newest_first.iter().rev().copied().collect::<Path>()
         })
         .into_iter()
         .next()
@@ -480,23 +480,24 @@ impl<E> SharedBuffer<E> {
 
     /// The paths from `id` back to a first node along edges compatible with `version`, each
     /// made from its `(page, event)` list (newest first) by `finish`.
-    fn walk(
+    fn walk<R>(
         &self,
         id: NodeId,
         version: &Dewey,
         first_only: bool,
-        finish: impl Fn(&[(u16, EvRef)]) -> Path,
-    ) -> Paths {
-        let mut result = Paths::new();
+        finish: impl Fn(&[(u16, EvRef)]) -> R,
+    ) -> SmallVec<[R; 1]> {
+        let mut result = SmallVec::new();
         if self.resolve(id).is_none() {
             return result;
         }
         // A depth-first walk from the newest node back to the first, with one path buffer: each
         // stacked branch remembers how long the path was where it forks (Flink copies the path
-        // per branch; the branches come out in the same order).
+        // per branch; the branches come out in the same order). Branches borrow their edge's
+        // version from the buffer.
         let mut path: SmallVec<[(u16, EvRef); 16]> = SmallVec::new();
-        let mut stack: SmallVec<[(Option<NodeId>, Dewey, usize); 8]> = SmallVec::new();
-        stack.push((Some(id), version.clone(), 0));
+        let mut stack: SmallVec<[(Option<NodeId>, &Dewey, usize); 8]> = SmallVec::new();
+        stack.push((Some(id), version, 0));
         while let Some((entry, ver, depth)) = stack.pop() {
             path.truncate(depth);
             match entry {
@@ -521,7 +522,7 @@ impl<E> SharedBuffer<E> {
                     ));
                     for e in &node.edges {
                         if ver.is_compatible_with(&e.version) {
-                            stack.push((e.target, e.version.clone(), depth + 1));
+                            stack.push((e.target, &e.version, depth + 1));
                         }
                     }
                 }
