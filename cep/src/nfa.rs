@@ -306,9 +306,11 @@ impl<'a, E> Context<'a, E> {
 
     fn matched<'m>(buffer: &SharedBuffer<E>, cs: &CState, matched: &'m OnceCell<Path>) -> &'m Path {
         matched.get_or_init(|| {
-            cs.prev
-                .and_then(|prev| buffer.extract_first_in_order(prev, &cs.version))
-                .unwrap_or_default()
+            let mut path = Path::new();
+            if let Some(prev) = cs.prev {
+                buffer.extract_first_in_order(prev, &cs.version, &mut path);
+            }
+            path
         })
     }
 

@@ -464,32 +464,34 @@ impl<E> SharedBuffer<E> {
     /// All paths that end at `id` and are compatible with `version`, in Flink's order (only the
     /// first when `first_only`: the others are then not needed).
     pub fn extract(&self, id: NodeId, version: &Dewey, first_only: bool) -> Paths {
-        self.walk(id, version, first_only, group_by_page)
+        let mut paths = Paths::new();
+        self.walk(id, version, first_only, |p| paths.push(group_by_page(p)));
+        paths
     }
 
-    /// The first path of [`extract`](Self::extract), oldest event first and not grouped by
-    /// page (a page's events keep their order): what a condition reading the partial match
-    /// needs, without the grouping.
-    pub fn extract_first_in_order(&self, id: NodeId, version: &Dewey) -> Option<Path> {
+    /// Appends the first path of [`extract`](Self::extract) to `out`, oldest event first and
+    /// not grouped by page (a page's events keep their order): what a condition reading the
+    /// partial match needs, without the grouping. False when there is none.
+    pub fn extract_first_in_order(&self, id: NodeId, version: &Dewey, out: &mut Path) -> bool {
+        let mut found = false;
         self.walk(id, version, true, |newest_first| {
-            newest_first.iter().rev().copied().collect::<Path>()
-        })
-        .into_iter()
-        .next()
+            out.extend(newest_first.iter().rev().copied());
+            found = true;
+        });
+        found
     }
 
-    /// The paths from `id` back to a first node along edges compatible with `version`, each
-    /// made from its `(page, event)` list (newest first) by `finish`.
-    fn walk<R>(
+    /// Calls `found` with each path from `id` back to a first node along edges compatible
+    /// with `version` (its `(page, event)` list, newest first), in Flink's order.
+    fn walk(
         &self,
         id: NodeId,
         version: &Dewey,
         first_only: bool,
-        finish: impl Fn(&[(u16, EvRef)]) -> R,
-    ) -> SmallVec<[R; 1]> {
-        let mut result = SmallVec::new();
+        mut found: impl FnMut(&[(u16, EvRef)]),
+    ) {
         if self.resolve(id).is_none() {
-            return result;
+            return;
         }
         // A depth-first walk from the newest node back to the first, with one path buffer: each
         // stacked branch remembers how long the path was where it forks (Flink copies the path
@@ -502,7 +504,7 @@ impl<E> SharedBuffer<E> {
             path.truncate(depth);
             match entry {
                 None => {
-                    result.push(finish(&path));
+                    found(&path);
                     if first_only {
                         break;
                     }
@@ -528,7 +530,6 @@ impl<E> SharedBuffer<E> {
                 }
             }
         }
-        result
     }
 
     /// The events held: identity, event, lock count (for snapshots).
