@@ -471,9 +471,7 @@ impl<E> Nfa<E> {
     /// When the oldest partial match of `st` times out (`i64::MAX`: never).
     pub(crate) fn lin_due(&self, st: &LinState<E>) -> i64 {
         match st.events.first() {
-            Some(&(start, _)) if self.window > 0 && st.alive() != 0 => {
-                start.saturating_add(self.window)
-            }
+            Some(&(start, _)) if st.alive() != 0 => self.window_end(start),
             _ => i64::MAX,
         }
     }
@@ -679,10 +677,9 @@ impl<E> ChainState<E> {
 impl<E> Nfa<E> {
     /// When the oldest partial match of `st` times out (`i64::MAX`: never).
     pub(crate) fn chain_due(&self, st: &ChainState<E>) -> i64 {
-        match st.partials.first() {
-            Some(p) if self.window > 0 => p.start().1.saturating_add(self.window),
-            _ => i64::MAX,
-        }
+        st.partials
+            .first()
+            .map_or(i64::MAX, |p| self.window_end(p.start().1))
     }
 
     /// Times out the partial matches whose window ended at `ts`, oldest first.

@@ -763,11 +763,18 @@ impl<E> Nfa<E> {
     }
 
     /// When a partial match times out (`i64::MAX`: never).
-    fn due_of(&self, cs: &CState) -> i64 {
-        let mut due = i64::MAX;
+    /// When the pattern's window of a partial match started at `start` ends (`i64::MAX`:
+    /// no window). The timeouts of every matcher start here.
+    pub(crate) fn window_end(&self, start: i64) -> i64 {
         if self.window > 0 {
-            due = due.min(cs.start_ts.saturating_add(self.window));
+            start.saturating_add(self.window)
+        } else {
+            i64::MAX
         }
+    }
+
+    fn due_of(&self, cs: &CState) -> i64 {
+        let mut due = self.window_end(cs.start_ts);
         if let Some(w) = self.window_times[cs.state as usize] {
             if w > 0 {
                 due = due.min(cs.prev_ts.saturating_add(w));
