@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the JSON path: condition evaluation over decoded rows, JSON decoding
-//! (parse, key and time, row extraction) and `JsonEngine::push` per event.
+//! (parse, key and time, row extraction), `JsonEngine::push` per event, and writing outputs
+//! (`Output::write_json` against serde_json's derived serializer, which writes the same text).
 //!
 //! Run with: `cargo bench -p cep-patterns --bench json`
 
@@ -7,7 +8,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use cep_patterns::condition::{Condition, NoStageEvents, Row, Schema, StageEvents};
-use cep_patterns::{compile, EngineConfig, JsonEngine, PatternSpec, TimeFormat};
+use cep_patterns::{
+    compile, EngineConfig, JsonEngine, JsonEvent, MatchEvents, Output, OutputKind, PatternSpec,
+    TimeFormat,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
 
@@ -139,5 +143,46 @@ fn engine(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conditions, decoding, engine);
+fn outputs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("json_output");
+    let ev = |v: Value| Arc::new(JsonEvent::from_value(Row::empty(), &v));
+    let line = |i: u64, kind: &str| serde_json::json!({"id": i, "key": "k17", "ts": 1_700_000_000_000u64 + i, "type": kind, "value": 12.34});
+    // A oneormore match: an A, three Bs, a C.
+    let events: Vec<(Arc<str>, Vec<Arc<JsonEvent>>)> = vec![
+        (Arc::from("a"), vec![ev(line(1, "A"))]),
+        (
+            Arc::from("b"),
+            (2..5).map(|i| ev(line(i, "B"))).collect::<Vec<_>>(),
+        ),
+        (Arc::from("c"), vec![ev(line(5, "C"))]),
+    ];
+    let output = Output {
+        kind: OutputKind::Match,
+        pattern: Some(Arc::from("oneormore")),
+        key: "k17".into(),
+        timestamp: 1_700_000_000_005,
+        events: Some(MatchEvents::from(events)),
+        event: None,
+        version: 0,
+    };
+    let mut buf = Vec::with_capacity(1024);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("write_json_match_5_events", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&output).write_json(&mut buf);
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("serde_json_match_5_events", |b| {
+        b.iter(|| {
+            buf.clear();
+            serde_json::to_writer(&mut buf, black_box(&output)).unwrap();
+            black_box(buf.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conditions, decoding, engine, outputs);
 criterion_main!(benches);
