@@ -762,7 +762,6 @@ impl<E> Nfa<E> {
         }
     }
 
-    /// When a partial match times out (`i64::MAX`: never).
     /// When the pattern's window of a partial match started at `start` ends (`i64::MAX`:
     /// no window). The timeouts of every matcher start here.
     pub(crate) fn window_end(&self, start: i64) -> i64 {
@@ -773,6 +772,7 @@ impl<E> Nfa<E> {
         }
     }
 
+    /// When a partial match times out (`i64::MAX`: never).
     fn due_of(&self, cs: &CState) -> i64 {
         let mut due = self.window_end(cs.start_ts);
         if let Some(w) = self.window_times[cs.state as usize] {
