@@ -355,7 +355,10 @@ impl<E> Pattern<E> {
         self.add_cond(Leaf::Simple(Box::new(f)), false)
     }
 
-    /// Adds an iterative condition, which also sees the events matched so far.
+    /// Adds an iterative condition, which also sees the events matched so far. Like every
+    /// condition it should be a function of its arguments: it is called at most once per event
+    /// and partial match, however many transitions test it (Flink calls it once per
+    /// transition).
     pub fn where_ctx(
         self,
         f: impl for<'a> Fn(&E, &Context<'a, E>) -> bool + Send + Sync + 'static,
