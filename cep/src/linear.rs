@@ -56,6 +56,9 @@ pub(crate) struct Linear {
     /// Per stage, the conditions of the `not_followed_by` stages before it: an event that
     /// matches one ends the partial match waiting there, unless the event completes the match.
     guards: Vec<SmallVec<[u32; 1]>>,
+    /// Every stage after the first is strict and unguarded: keys run [`LinState`], else
+    /// [`ChainState`].
+    all_strict: bool,
     /// Under `SkipToFirst` / `SkipToLast`: the stage of the match (its first / last with the
     /// named stage's page) whose event later partial matches must not have started before;
     /// `None` without such a skip or when the pattern lacks the stage.
@@ -177,8 +180,8 @@ impl Linear {
         // A condition that reads the partial match can leave an older partial match behind a
         // younger one at a relaxed stage; the general automaton then holds the younger one's
         // match back until the older one ends, which only it does. Strict chains cannot lag.
-        let strict = strict_of.iter().all(|&s| s) && guards.iter().all(|g| g.is_empty());
-        if !strict && conds.iter().flatten().any(|&i| !simple(i)) {
+        let all_strict = strict_of.iter().all(|&s| s) && guards.iter().all(|g| g.is_empty());
+        if !all_strict && conds.iter().flatten().any(|&i| !simple(i)) {
             return None;
         }
         let n = conds.len();
@@ -204,6 +207,7 @@ impl Linear {
             pages,
             strict: strict_of,
             guards,
+            all_strict,
             skip_keep,
             skip_at,
         })
@@ -217,7 +221,7 @@ impl Linear {
     /// Whether every stage after the first is strict: keys then run [`LinState`], else
     /// [`ChainState`].
     pub(crate) fn all_strict(&self) -> bool {
-        self.strict.iter().all(|&s| s) && self.guards.iter().all(|g| g.is_empty())
+        self.all_strict
     }
 }
 
@@ -593,6 +597,11 @@ pub(crate) struct Partial<E> {
 }
 
 impl<E> Partial<E> {
+    /// Its events, in order.
+    fn events(&self) -> impl Iterator<Item = &Arc<E>> {
+        self.events.iter().map(|e| &e.2)
+    }
+
     fn start(&self) -> (u64, i64) {
         let (seq, ts, _) = &self.events[0];
         (*seq, *ts)
@@ -697,7 +706,7 @@ impl<E> Nfa<E> {
             if ts - start < self.window {
                 return true;
             }
-            let events = self.grouped(p.events.iter().map(|e| &e.2), p.events.len());
+            let events = self.grouped(p.events(), p.events.len());
             timeouts.push((events, start + self.window));
             false
         });
@@ -721,7 +730,7 @@ impl<E> Nfa<E> {
         for i in 0..st.partials.len() {
             let p = &st.partials[i];
             let k = p.events.len();
-            let take = self.lin_holds(k, event, ts, &mut cache, p.events.iter().map(|e| &*e.2));
+            let take = self.lin_holds(k, event, ts, &mut cache, p.events().map(|e| &**e));
             // A guard that fires discards every way on but one that completes the match.
             let stopped = lin.guards[k]
                 .iter()
@@ -769,7 +778,7 @@ impl<E> Nfa<E> {
             if pruned_to.is_some_and(|id| self.skip_prunes(start, id)) {
                 continue;
             }
-            matches.push((self.grouped(m.events.iter().map(|e| &e.2), n), ts));
+            matches.push((self.grouped(m.events(), n), ts));
             let pruning = match &self.skip {
                 AfterMatchSkip::NoSkip => None,
                 AfterMatchSkip::SkipToNext => Some(start),
@@ -812,7 +821,7 @@ impl<E> Nfa<E> {
                     .name
                     .clone(),
                 start_ts: p.start().1,
-                events: self.grouped(p.events.iter().map(|e| &e.2), p.events.len()),
+                events: self.grouped(p.events(), p.events.len()),
             })
             .collect()
     }

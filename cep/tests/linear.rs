@@ -153,6 +153,12 @@ fn seen(out: &mut Vec<Output<u8, Ev>>, into: &mut BTreeMap<u8, Vec<Seen>>) {
     }
 }
 
+/// The pattern drains, as when it is replaced with `drain`: no new partial matches.
+fn drain(op: &mut CepOperator<u8, Ev>) {
+    let nfas = op.patterns().to_vec();
+    op.set_patterns_draining(nfas, &[Some(0)], &[true]);
+}
+
 /// A partial match as shown: its stage, start and events.
 type Shown = (String, i64, Vec<Ev>);
 
@@ -218,8 +224,7 @@ proptest! {
                 // automaton).
                 let mut fresh = operator(compile(&spec).unwrap(), &spec);
                 if drain_at.is_some_and(|d| d < i) {
-                    let nfas = fresh.patterns().to_vec();
-                    fresh.set_patterns_draining(nfas, &[Some(0)], &[true]);
+                    drain(&mut fresh);
                 }
                 fresh.advance_watermark(linear.watermark(), &mut out_l);
                 let from = if upgrade { &general } else { &linear };
@@ -234,10 +239,8 @@ proptest! {
                 linear = fresh;
             }
             if drain_at == Some(i) {
-                // The pattern drains (replaced with `drain`): no new partial matches.
                 for op in [&mut general, &mut linear] {
-                    let nfas = op.patterns().to_vec();
-                    op.set_patterns_draining(nfas, &[Some(0)], &[true]);
+                    drain(op);
                 }
             }
             general.process_element(e.0, *e, e.2, &mut out_g);
@@ -364,8 +367,7 @@ fn the_longest_strict_chains_give_what_the_general_automaton_gives() {
         for i in 0..(2 * stages + 5) {
             if i == stages + 2 {
                 for op in [&mut general, &mut linear] {
-                    let nfas = op.patterns().to_vec();
-                    op.set_patterns_draining(nfas, &[Some(0)], &[true]);
+                    drain(op);
                 }
             }
             let e: Ev = (0, 0, i64::from(i), i);
