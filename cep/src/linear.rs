@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::few::Few;
 use crate::nfa::{
     simple_cached, Action, CondExpr, Context, Events, Kind, Match, Nfa, PartialMatch, StateId,
     Timeout,
@@ -227,56 +228,8 @@ impl Linear {
 
 /// A strict chain's held events, oldest first, with their times: none, one inline (a key that
 /// waits with one event, the usual case with many keys, allocates nothing), or a vector (kept
-/// once allocated). An enum rather than a `SmallVec` so that the vector's capacity leaves a
-/// niche: the key's state stays 32 bytes with the enums around it.
-#[derive(Debug)]
-enum Held<E> {
-    One((i64, Arc<E>)),
-    Many(Vec<(i64, Arc<E>)>),
-}
-
-impl<E> Held<E> {
-    fn clear(&mut self) {
-        match self {
-            Held::One(_) => *self = Held::Many(Vec::new()),
-            Held::Many(v) => v.clear(),
-        }
-    }
-
-    fn push(&mut self, e: (i64, Arc<E>)) {
-        match self {
-            Held::Many(v) if v.is_empty() && v.capacity() == 0 => *self = Held::One(e),
-            Held::Many(v) => v.push(e),
-            Held::One(_) => {
-                let Held::One(first) = std::mem::replace(self, Held::Many(Vec::new())) else {
-                    unreachable!("matched above")
-                };
-                *self = Held::Many(vec![first, e]);
-            }
-        }
-    }
-
-    /// Drops the `n` oldest.
-    fn drop_oldest(&mut self, n: usize) {
-        match self {
-            Held::One(_) if n > 0 => *self = Held::Many(Vec::new()),
-            Held::One(_) => {}
-            Held::Many(v) => {
-                v.drain(..n);
-            }
-        }
-    }
-}
-
-impl<E> std::ops::Deref for Held<E> {
-    type Target = [(i64, Arc<E>)];
-    fn deref(&self) -> &Self::Target {
-        match self {
-            Held::One(e) => std::slice::from_ref(e),
-            Held::Many(v) => v,
-        }
-    }
-}
+/// once allocated); the key's state stays 32 bytes with the enums around it.
+type Held<E> = Few<(i64, Arc<E>)>;
 
 /// The per-key state of a linear pattern.
 #[derive(Debug)]
@@ -293,7 +246,7 @@ pub(crate) struct LinState<E> {
 impl<E> LinState<E> {
     pub(crate) fn new() -> Self {
         LinState {
-            events: Held::Many(Vec::new()),
+            events: Held::default(),
             bits: 0,
         }
     }
@@ -361,7 +314,7 @@ impl<E> LinState<E> {
         let keep = self.longest();
         if self.events.len() > keep {
             let extra = self.events.len() - keep;
-            self.events.drop_oldest(extra);
+            self.events.drop_first(extra);
         }
     }
 
@@ -385,10 +338,7 @@ impl<E> LinState<E> {
             ));
         }
         let st = LinState {
-            events: match <[_; 1]>::try_from(events) {
-                Ok([one]) => Held::One(one),
-                Err(v) => Held::Many(v),
-            },
+            events: events.into_iter().collect(),
             bits: alive | if starting { 0 } else { STOPPED },
         };
         if st.events.len() != st.longest() {

@@ -15,6 +15,7 @@ use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashSet};
 use smallvec::SmallVec;
 
+use crate::few::Few;
 use crate::nfa::{Events, Match, Nfa, NfaState, PartialMatch};
 use crate::snapshot::{snapshot_state, EventTable, KeySnapshot, SnapshotError};
 use crate::waiting::Waiting;
@@ -106,59 +107,10 @@ struct SpareSlot<E> {
 }
 
 /// A key's state per pattern: inline for one pattern (the usual case, and most of a key's
-/// memory when it holds one partial match), on the heap for more. An enum rather than a
-/// `SmallVec`, so that it takes no more room than one pattern's state (the vector's variant
-/// fits beside the state's spare bits) and leaves `Option<KeySlot>` a niche.
-enum States<E> {
-    One(NfaState<E>),
-    Many(Vec<NfaState<E>>),
-}
-
-impl<E> Default for States<E> {
-    fn default() -> Self {
-        States::Many(Vec::new())
-    }
-}
-
-impl<E> std::ops::Deref for States<E> {
-    type Target = [NfaState<E>];
-    fn deref(&self) -> &[NfaState<E>] {
-        match self {
-            States::One(st) => std::slice::from_ref(st),
-            States::Many(v) => v,
-        }
-    }
-}
-
-impl<E> std::ops::DerefMut for States<E> {
-    fn deref_mut(&mut self) -> &mut [NfaState<E>] {
-        match self {
-            States::One(st) => std::slice::from_mut(st),
-            States::Many(v) => v,
-        }
-    }
-}
-
-impl<E> FromIterator<NfaState<E>> for States<E> {
-    fn from_iter<I: IntoIterator<Item = NfaState<E>>>(iter: I) -> Self {
-        let mut it = iter.into_iter();
-        match (it.next(), it.next()) {
-            (Some(one), None) => States::One(one),
-            (first, second) => States::Many(first.into_iter().chain(second).chain(it).collect()),
-        }
-    }
-}
-
-impl<E> IntoIterator for States<E> {
-    type Item = NfaState<E>;
-    type IntoIter = std::vec::IntoIter<NfaState<E>>;
-    fn into_iter(self) -> Self::IntoIter {
-        match self {
-            States::One(st) => vec![st].into_iter(),
-            States::Many(v) => v.into_iter(),
-        }
-    }
-}
+/// memory when it holds one partial match), on the heap for more; no more room than one
+/// pattern's state (the vector's variant fits beside the state's spare bits), leaving
+/// `Option<KeySlot>` a niche.
+type States<E> = Few<NfaState<E>>;
 
 /// Keys to their slots: a hash table of slot numbers, hashed and compared by the key in the
 /// slot, so that a key is stored once (a `HashMap<K, u32>` would hold a second copy: for the
