@@ -25,52 +25,72 @@ use crate::spec::{
 pub struct JsonEvent {
     /// One value per schema slot.
     pub row: Row,
-    raw: Box<RawValue>,
+    /// One JSON value, checked when the event came in (by serde_json, or by the engine's
+    /// scanner, which accepts what serde_json accepts).
+    text: Box<str>,
 }
 
 impl JsonEvent {
     /// An event from its row and its JSON text.
     pub fn new(row: Row, raw: Box<RawValue>) -> JsonEvent {
-        JsonEvent { row, raw }
+        JsonEvent {
+            row,
+            text: raw.into(),
+        }
+    }
+
+    /// An event from its row and its text, which the caller has checked to be one JSON value
+    /// without whitespace around it.
+    pub(crate) fn checked(row: Row, text: &str) -> JsonEvent {
+        JsonEvent {
+            row,
+            text: text.into(),
+        }
+    }
+
+    /// The same event with another row (the schema grew, or it was read back from a snapshot).
+    pub(crate) fn with_row(&self, row: Row) -> JsonEvent {
+        JsonEvent {
+            row,
+            text: self.text.clone(),
+        }
     }
 
     /// An event from a JSON value (written compactly), with its row.
     pub fn from_value(row: Row, value: &serde_json::Value) -> JsonEvent {
         let raw = serde_json::value::to_raw_value(value).expect("a Value always serializes");
-        JsonEvent { row, raw }
+        JsonEvent::new(row, raw)
     }
 
     /// The event as JSON text: as it came in when pushed as text (`push_str`: `cep run`,
     /// `cep bench`), or written compactly from the value it was pushed as (`push`: the HTTP and
     /// Kafka pipelines).
     pub fn json(&self) -> &str {
-        self.raw.get()
-    }
-
-    /// The event as JSON text, for serializers.
-    pub fn raw(&self) -> &RawValue {
-        &self.raw
+        &self.text
     }
 
     /// The event decoded into a JSON value. `Null` if the text is nested deeper than serde_json
     /// decodes (128 levels): the engine refuses such events, so only one made with
     /// [`JsonEvent::new`] or read back from an output can be.
     pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(self.raw.get()).unwrap_or(serde_json::Value::Null)
+        serde_json::from_str(&self.text).unwrap_or(serde_json::Value::Null)
     }
 }
 
 /// Two events are equal when their JSON texts are.
 impl PartialEq for JsonEvent {
     fn eq(&self, other: &Self) -> bool {
-        self.raw.get() == other.raw.get()
+        self.text == other.text
     }
 }
 
-/// Serializes as the event's JSON.
+/// Serializes as the event's JSON. The text goes through serde_json's `RawValue`, which checks
+/// it again: the outputs' own writer (`Output::write_json`) copies it instead, and this is for
+/// the other serializers (snapshots, the service's views).
 impl Serialize for JsonEvent {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.raw.serialize(s)
+        let raw: &RawValue = serde_json::from_str(&self.text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
@@ -78,10 +98,10 @@ impl Serialize for JsonEvent {
 /// event is shown, not matched).
 impl<'de> Deserialize<'de> for JsonEvent {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(JsonEvent {
-            row: Row::empty(),
-            raw: Box::<RawValue>::deserialize(d)?,
-        })
+        Ok(JsonEvent::new(
+            Row::empty(),
+            Box::<RawValue>::deserialize(d)?,
+        ))
     }
 }
 

@@ -9,10 +9,10 @@ use cep::{CepOperator, OutputKind as CepKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use smallvec::SmallVec;
 
 use crate::compile::{build, CompiledPattern, JsonEvent};
 use crate::condition::{lookup_in, Field, FieldRef, Row, Schema, Seg, TopFields};
+use crate::scan::{scan_fields, FieldList};
 use crate::spec::PatternErrors;
 
 /// How the time field is written.
@@ -639,14 +639,14 @@ impl JsonEngine {
     /// text (and the fields the conditions read), for a caller that routes or checks it by them
     /// before [`push_parsed`](Self::push_parsed) takes it.
     pub fn parse_str(&self, text: &str) -> Result<ParsedEvent, RecordError> {
-        // One pass of serde_json checks the whole text and gives the value's bounds: the event's
-        // text is then kept as it is (no second check), and the wanted members are found in it
-        // by `scan_fields`, which only has to find where values end.
-        let Ok(raw) = serde_json::from_str::<&RawValue>(text) else {
-            return Err(Self::reject(text));
-        };
+        // One pass of `scan_fields` checks the text and finds the wanted members in it; what
+        // it leaves (malformed text, escaped member names, deep nesting, values a `Value` does
+        // not hold) goes to serde_json, whose answers it gives.
         let mut fields = FieldList::new();
-        if scan_fields(&self.wanted, raw.get(), &mut fields).is_none() {
+        if scan_fields(&self.wanted, text, &mut fields).is_none() {
+            if serde_json::from_str::<&RawValue>(text).is_err() {
+                return Err(Self::reject(text));
+            }
             // serde_json skips values without a nesting limit, while decoding a `Value` stops
             // at 128 levels (the scanner gives up far below). A line with that many brackets
             // (in strings too: a cheap, cautious count) is decoded in full once, so that it is
@@ -660,7 +660,7 @@ impl JsonEngine {
                 }
             }
             fields.clear();
-            if !decode_fields(&self.wanted, raw.get(), &mut fields) {
+            if !decode_fields(&self.wanted, text, &mut fields) {
                 return Err(Self::reject(text));
             }
         }
@@ -673,7 +673,8 @@ impl JsonEngine {
         Ok(ParsedEvent {
             key,
             ts,
-            event: JsonEvent::new(row, raw.to_owned()),
+            // The value's text, without the whitespace around it (as serde_json's `RawValue`).
+            event: JsonEvent::checked(row, text.trim_matches([' ', '\t', '\n', '\r'])),
         })
     }
 
@@ -916,9 +917,8 @@ impl JsonEngine {
         self.op.set_patterns_draining(nfas, &keep, &draining);
         if grown {
             let (schema, wanted) = (&self.schema, &self.wanted);
-            self.op.map_queued(|e| {
-                JsonEvent::new(row_of(schema, wanted, e.json()), e.raw().to_owned())
-            });
+            self.op
+                .map_queued(|e| e.with_row(row_of(schema, wanted, e.json())));
         }
         let old_stats = std::mem::take(&mut self.stats.patterns);
         self.stats.patterns = slots
@@ -959,21 +959,21 @@ impl JsonEngine {
     pub fn snapshot_key(&self, key: &str) -> Option<Vec<u8>> {
         let snap = self
             .op
-            .snapshot_key(&key.to_string(), |e| e.raw().to_owned())?;
+            .snapshot_key(&key.to_string(), |e| e.with_row(Row::empty()))?;
         serde_json::to_vec(&snap).ok()
     }
 
     /// Replaces `key`'s state by a snapshot of [`snapshot_key`](Self::snapshot_key). What is
     /// due at or before the current watermark is handled at the next advance.
     pub fn restore_key(&mut self, key: &str, snapshot: &[u8]) -> Result<(), RecordError> {
-        let snap: cep::KeySnapshot<Box<RawValue>> =
+        let snap: cep::KeySnapshot<JsonEvent> =
             serde_json::from_slice(snapshot).map_err(|e| RecordError {
                 message: format!("unreadable state of key '{key}': {e}"),
             })?;
         let (schema, wanted) = (&self.schema, &self.wanted);
         self.op
-            .restore_key(key.to_string(), snap, |raw| {
-                JsonEvent::new(row_of(schema, wanted, raw.get()), raw.clone())
+            .restore_key(key.to_string(), snap, |e| {
+                e.with_row(row_of(schema, wanted, e.json()))
             })
             .map_err(|e| RecordError {
                 message: format!("state of key '{key}': {e}"),
@@ -1061,7 +1061,11 @@ fn wanted_fields(schema: &Schema, key: &[Seg], time: &[Seg]) -> Vec<Box<str>> {
 /// Decodes the fields of an event object that some path reads (`wanted`) into `fields`, in
 /// input order (filled in place: the list is large to move); false if the text is not a
 /// well-formed JSON object.
-fn decode_fields<'t>(wanted: &[Box<str>], text: &'t str, fields: &mut FieldList<'t>) -> bool {
+pub(crate) fn decode_fields<'t>(
+    wanted: &[Box<str>],
+    text: &'t str,
+    fields: &mut FieldList<'t>,
+) -> bool {
     use serde::de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_str(text);
     let seed = Fields {
@@ -1069,125 +1073,6 @@ fn decode_fields<'t>(wanted: &[Box<str>], text: &'t str, fields: &mut FieldList<
         out: fields,
     };
     seed.deserialize(&mut de).is_ok() && de.end().is_ok()
-}
-
-/// Finds the members of a JSON object whose names are wanted and decodes their values into
-/// `fields`, in input order, in text that serde_json has checked already: it only has to find
-/// where each value ends, not check it, which is several times cheaper than serde_json's
-/// visitor. `None` when the text is not an object or a member name has an escape (the caller
-/// then decodes with [`decode_fields`]).
-fn scan_fields<'t>(wanted: &[Box<str>], text: &'t str, fields: &mut FieldList<'t>) -> Option<()> {
-    let b = text.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = skip_ws(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        return Some(());
-    }
-    loop {
-        // At a member name's opening quote.
-        let start = i + 1;
-        let end = start
-            + b.get(start..)?
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\')?;
-        if b[end] != b'"' {
-            return None;
-        }
-        let name = &text[start..end];
-        // Past the colon.
-        i = skip_ws(b, skip_ws(b, end + 1) + 1);
-        let value_end = skip_value(b, i)?;
-        if wanted.iter().any(|w| **w == *name) {
-            fields.push((Cow::Borrowed(name), scalar_or_decode(&text[i..value_end])?));
-        }
-        i = skip_ws(b, value_end);
-        match b.get(i)? {
-            b',' => i = skip_ws(b, i + 1),
-            b'}' => return Some(()),
-            _ => return None,
-        }
-    }
-}
-
-/// A checked JSON value: strings without escapes (left in the text) and integers read directly
-/// (the usual key, time and type fields), anything else through serde_json.
-fn scalar_or_decode(v: &str) -> Option<Field<'_>> {
-    let b = v.as_bytes();
-    match b.first()? {
-        b'"' if !b.contains(&b'\\') => Some(Field::Str(&v[1..v.len() - 1])),
-        // serde_json reads `-0` as a float.
-        b'-' | b'0'..=b'9'
-            if b.len() < 19 && b[1..].iter().all(u8::is_ascii_digit) && !v.starts_with("-0") =>
-        {
-            v.parse::<i64>().ok().map(|i| Field::Json(Value::from(i)))
-        }
-        _ => serde_json::from_str(v).ok().map(Field::Json),
-    }
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// Nesting the scanner reads through: deeper values are left to serde_json (whose `Value`
-/// stops at 128 levels), so that what the scanner reads always decodes.
-const MAX_SCAN_DEPTH: usize = 64;
-
-/// Where the (checked) JSON value starting at `i` ends; `None` past [`MAX_SCAN_DEPTH`].
-fn skip_value(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        b'"' => skip_string(b, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match *b.get(j)? {
-                    b'"' => {
-                        j = skip_string(b, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' if depth == MAX_SCAN_DEPTH => return None,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        _ => {
-            let mut j = i;
-            while !matches!(
-                b.get(j),
-                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-            ) {
-                j += 1;
-            }
-            Some(j)
-        }
-    }
-}
-
-/// Past the closing quote of the (checked) string starting at `i`.
-fn skip_string(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    loop {
-        match *b.get(j)? {
-            b'"' => return Some(j + 1),
-            b'\\' => j += 2,
-            _ => j += 1,
-        }
-    }
 }
 
 /// The row of an event kept as text (every field absent if the text is not a JSON object).
@@ -1198,10 +1083,6 @@ fn row_of(schema: &Schema, wanted: &[Box<str>], text: &str) -> Row {
     }
     schema.extract_from(&fields[..])
 }
-
-/// The wanted members of an event object, in input order (a repeated name reads as its last
-/// value, as in a decoded object).
-type FieldList<'t> = SmallVec<[(Cow<'t, str>, Field<'t>); 4]>;
 
 /// Decodes the members of a JSON object whose names are wanted into `out`; checks and skips
 /// the others.
@@ -1275,95 +1156,5 @@ pub fn json_type(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Any JSON value, nested a few levels, with names and strings that need escapes.
-    fn json() -> impl Strategy<Value = Value> {
-        let text = prop::sample::select(vec!["", "a", "key", "ts", "x\"y", "\\", "é\n", "}{,:"]);
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            (-1e9f64..1e9).prop_map(Value::from),
-            text.clone().prop_map(Value::from),
-        ];
-        leaf.prop_recursive(3, 24, 4, move |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec((text.clone(), inner), 0..4).prop_map(|m| Value::Object(
-                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-                )),
-            ]
-        })
-    }
-
-    proptest! {
-        /// `scan_fields` finds what serde_json's visitor finds, in compact and pretty text, or
-        /// leaves the text to it.
-        #[test]
-        fn scanning_checked_text_finds_what_decoding_finds(
-            members in prop::collection::vec((prop::sample::select(vec!["key", "ts", "type", "a\"b", "other"]), json()), 0..6),
-            pretty in any::<bool>(),
-            wanted in prop::sample::subsequence(vec!["key", "ts", "type", "a\"b", "nested"], 0..5),
-        ) {
-            // Written by hand so that repeated names stay.
-            let body: Vec<String> = members
-                .iter()
-                .map(|(k, v)| {
-                    let v = if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) };
-                    format!("{}:{}", serde_json::to_string(k).unwrap(), v.unwrap())
-                })
-                .collect();
-            let text = if pretty {
-                format!(" {{\n  {} \n}}\n", body.join(" ,\n  "))
-            } else {
-                format!("{{{}}}", body.join(","))
-            };
-            let wanted: Vec<Box<str>> = wanted.into_iter().map(Box::from).collect();
-            let mut want = FieldList::new();
-            prop_assert!(decode_fields(&wanted, &text, &mut want));
-            let mut got = FieldList::new();
-            if scan_fields(&wanted, &text, &mut got).is_some() {
-                let values = |f: &FieldList<'_>| -> Vec<(String, Value)> {
-                    f.iter().map(|(n, v)| (n.to_string(), v.to_value())).collect()
-                };
-                prop_assert_eq!(values(&got), values(&want));
-            } else {
-                prop_assert!(text.contains('\\'), "{}", text);
-            }
-        }
-    }
-
-    #[test]
-    fn scanning_gives_way_to_decoding_where_it_must() {
-        let wanted: Vec<Box<str>> = vec!["a".into()];
-        let mut f = FieldList::new();
-        assert!(scan_fields(&wanted, "[1]", &mut f).is_none());
-        assert!(scan_fields(&wanted, r#"{"\u0061":1}"#, &mut f).is_none());
-        assert!(scan_fields(&wanted, r#"{"b":"\"}","a":[{"c":"]"}]}"#, &mut f).is_some());
-        assert_eq!(f[0].1.to_value(), serde_json::json!([{"c": "]"}]));
-        let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(70), "]".repeat(70));
-        assert!(scan_fields(&wanted, &deep, &mut FieldList::new()).is_none());
-        for v in [
-            "-0",
-            "0",
-            "-12",
-            "123456789012345678",
-            "1e3",
-            "\"a\\\"b\"",
-            "\"\"",
-            "true",
-        ] {
-            let want: Value = serde_json::from_str(v).unwrap();
-            let got = scalar_or_decode(v).unwrap().to_value();
-            assert_eq!(got, want, "{v}");
-            assert_eq!(got.to_string(), want.to_string(), "{v}");
-        }
     }
 }

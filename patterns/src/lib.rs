@@ -13,6 +13,7 @@
 mod compile;
 pub mod condition;
 mod engine;
+mod scan;
 mod spec;
 mod write;
 

@@ -89,7 +89,7 @@ fn outputs_show_the_input_text() {
     let lines = [
         r#"{"user": {"id": "u1"}, "ts": 1, "type": "fail", "note": 1.50}"#,
         r#"{"user": {"id": "u1"}, "ts": 2, "type": "fail", "note": 1e2}"#,
-        r#"  {"user": {"id": "u1"}, "ts": 3, "type": "fail"}  "#,
+        "\t {\"user\": {\"id\": \"u1\"}, \"ts\": 3, \"type\": \"fail\"}  \r\n",
     ];
     for l in lines {
         engine.push_str(l, &mut out).unwrap();
