@@ -643,27 +643,10 @@ impl JsonEngine {
         // it leaves (malformed text, escaped member names, deep nesting, values a `Value` does
         // not hold) goes to serde_json, whose answers it gives.
         let mut fields = FieldList::new();
-        if scan_fields(&self.wanted, text, &mut fields).is_none() {
-            if serde_json::from_str::<&RawValue>(text).is_err() {
-                return Err(Self::reject(text));
-            }
-            // serde_json skips values without a nesting limit, while decoding a `Value` stops
-            // at 128 levels (the scanner gives up far below). A line with that many brackets
-            // (in strings too: a cheap, cautious count) is decoded in full once, so that it is
-            // refused exactly when `push` would refuse it, and every event kept can be decoded
-            // again (`JsonEvent::value`).
-            if text.bytes().filter(|&b| b == b'[' || b == b'{').count() > 128 {
-                if let Err(e) = serde_json::from_str::<Value>(text) {
-                    return Err(RecordError {
-                        message: format!("malformed JSON: {e}"),
-                    });
-                }
-            }
-            fields.clear();
-            if !decode_fields(&self.wanted, text, &mut fields) {
-                return Err(Self::reject(text));
-            }
-        }
+        let object = match scan_fields(&self.wanted, text, &mut fields) {
+            Some(object) => object,
+            None => self.decode_slowly(text, &mut fields)?,
+        };
         let row = self.schema.extract_from(&fields[..]);
         let key = match self.take_key(&mut fields) {
             Some(key) => key,
@@ -673,9 +656,39 @@ impl JsonEngine {
         Ok(ParsedEvent {
             key,
             ts,
-            // The value's text, without the whitespace around it (as serde_json's `RawValue`).
-            event: JsonEvent::checked(row, text.trim_matches([' ', '\t', '\n', '\r'])),
+            event: JsonEvent::checked(row, object),
         })
+    }
+
+    /// What [`parse_str`](Self::parse_str) does with a text the scanner leaves: serde_json
+    /// checks it, decodes the wanted members, or says why it refuses it. Returns the value's
+    /// text without the whitespace around it (as serde_json's `RawValue`).
+    #[cold]
+    fn decode_slowly<'t>(
+        &self,
+        text: &'t str,
+        fields: &mut FieldList<'t>,
+    ) -> Result<&'t str, RecordError> {
+        let Ok(raw) = serde_json::from_str::<&RawValue>(text) else {
+            return Err(Self::reject(text));
+        };
+        // serde_json skips values without a nesting limit, while decoding a `Value` stops
+        // at 128 levels (the scanner gives up far below). A line with that many brackets
+        // (in strings too: a cheap, cautious count) is decoded in full once, so that it is
+        // refused exactly when `push` would refuse it, and every event kept can be decoded
+        // again (`JsonEvent::value`).
+        if text.bytes().filter(|&b| b == b'[' || b == b'{').count() > 128 {
+            if let Err(e) = serde_json::from_str::<Value>(text) {
+                return Err(RecordError {
+                    message: format!("malformed JSON: {e}"),
+                });
+            }
+        }
+        fields.clear();
+        if !decode_fields(&self.wanted, raw.get(), fields) {
+            return Err(Self::reject(text));
+        }
+        Ok(raw.get())
     }
 
     /// The second half of [`push_str`](Self::push_str): takes an event read by

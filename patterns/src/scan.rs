@@ -51,7 +51,8 @@ fn string_stop(b: &[u8], j: usize) -> Option<usize> {
 }
 
 /// Checks that `text` is a JSON object and pushes its members whose names are `wanted` onto
-/// `fields`, in input order, their values decoded. `None` (with `fields` in any state) when the
+/// `fields`, in input order, their values decoded; returns the object's text (without the
+/// whitespace around it). `None` (with `fields` in any state) when the
 /// text is not a well-formed object, a member name has an escape, a value nests deeper than
 /// [`MAX_SCAN_DEPTH`], or a wanted value does not decode into a [`Value`] (a number out of
 /// range, a lone surrogate): the caller then asks serde_json.
@@ -59,12 +60,13 @@ pub(crate) fn scan_fields<'t>(
     wanted: &[Box<str>],
     text: &'t str,
     fields: &mut FieldList<'t>,
-) -> Option<()> {
+) -> Option<&'t str> {
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
     }
+    let start = i;
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
         i += 1;
@@ -103,7 +105,7 @@ pub(crate) fn scan_fields<'t>(
             }
         }
     }
-    (skip_ws(b, i) == b.len()).then_some(())
+    (skip_ws(b, i) == b.len()).then(|| &text[start..i])
 }
 
 /// A member's name (bounds, without the quotes) and where its value starts, for a member
@@ -443,18 +445,18 @@ mod tests {
         ) {
             let wanted: Vec<Box<str>> = wanted.into_iter().map(Box::from).collect();
             let mut got = FieldList::new();
-            let scanned = scan_fields(&wanted, &text, &mut got).is_some();
-            let checked = serde_json::from_str::<&serde_json::value::RawValue>(&text).is_ok();
+            let scanned = scan_fields(&wanted, &text, &mut got);
+            let checked = serde_json::from_str::<&serde_json::value::RawValue>(&text).ok();
             let mut want = FieldList::new();
             let decoded = decode_fields(&wanted, &text, &mut want);
-            if scanned {
-                prop_assert!(checked, "scanner accepted what serde_json refuses: {:?}", text);
+            if let Some(object) = scanned {
+                prop_assert_eq!(checked.map(|r| r.get()), Some(object), "scanner accepted what serde_json refuses: {:?}", text);
                 prop_assert!(decoded, "{:?}", text);
                 let values = |f: &FieldList<'_>| -> Vec<(String, Value)> {
                     f.iter().map(|(n, v)| (n.to_string(), v.to_value())).collect()
                 };
                 prop_assert_eq!(values(&got), values(&want));
-            } else if checked && decoded {
+            } else if checked.is_some() && decoded {
                 // Left to serde_json only for an escape (in a member name, or in a wanted
                 // value that does not decode).
                 prop_assert!(text.contains('\\'), "scanner refused what serde_json accepts: {:?}", text);
@@ -522,9 +524,11 @@ mod tests {
             r#"{"a":1E+2, "a" : 2 }"#,
         ] {
             let mut f = FieldList::new();
-            assert!(scan_fields(&wanted, text, &mut f).is_some(), "{text:?}");
-            assert!(
-                serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok(),
+            let raw = serde_json::from_str::<&serde_json::value::RawValue>(text).unwrap();
+            // The object's text, as serde_json's `RawValue` keeps it.
+            assert_eq!(
+                scan_fields(&wanted, text, &mut f),
+                Some(raw.get()),
                 "{text:?}"
             );
         }
