@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the JSON path: condition evaluation over decoded rows, JSON decoding
-//! (parse, key and time, row extraction), `JsonEngine::push` per event, and writing outputs
+//! (parse, key and time, row extraction, the engine's reading of a line), `JsonEngine::push` per event, and writing outputs
 //! (`Output::write_json` against serde_json's derived serializer, which writes the same text).
 //!
 //! Run with: `cargo bench -p cep-patterns --bench json`
@@ -79,6 +79,29 @@ fn decoding(c: &mut Criterion) {
     let event: Value = serde_json::from_str(LINE).unwrap();
     g.bench_function("extract_row", |b| {
         b.iter(|| black_box(schema.extract(black_box(&event))))
+    });
+    // What `push_str` did before its scanner (serde_json's check of the line, without the scan
+    // of the wanted members that followed it), and what it does now: check the line, find the
+    // wanted members, read key and time, fill the row, keep the text.
+    g.bench_function("serde_json_check_raw_value", |b| {
+        b.iter(|| {
+            let raw = serde_json::from_str::<&serde_json::value::RawValue>(black_box(LINE));
+            black_box(raw.unwrap().get().len())
+        })
+    });
+    let spec = PatternSpec::from_json(
+        r#"{"name":"p","stages":[{"name":"fail","where":"type == 'fail' && value > 40"}]}"#,
+    )
+    .unwrap();
+    let config = EngineConfig {
+        key_by: "key".into(),
+        time_field: "ts".into(),
+        time_format: TimeFormat::EpochMs,
+        out_of_orderness_ms: 0,
+    };
+    let engine = JsonEngine::new(config, vec![Arc::new(compile(&spec).unwrap())]).unwrap();
+    g.bench_function("engine_parse_str", |b| {
+        b.iter(|| black_box(engine.parse_str(black_box(LINE)).unwrap()))
     });
     g.finish();
 }
