@@ -265,9 +265,11 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         self.watermark
     }
 
-    fn slot_of(&mut self, key: &K) -> u32 {
-        if let Some(s) = self.index.get(key, &self.slots) {
-            return s;
+    /// The slot of `key`, made if it has none. The key comes back unless a new slot took it
+    /// (so that an event of a new key costs no copy of it).
+    fn slot_of(&mut self, key: K) -> (u32, Option<K>) {
+        if let Some(s) = self.index.get(&key, &self.slots) {
+            return (s, Some(key));
         }
         self.make_room();
         let slot = match self.spare.pop() {
@@ -279,7 +281,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                     }
                 }
                 KeySlot {
-                    key: key.clone(),
+                    key,
                     queue: spare.queue,
                     states: spare.states,
                     due: i64::MAX,
@@ -287,7 +289,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 }
             }
             None => KeySlot {
-                key: key.clone(),
+                key,
                 queue: Waiting::default(),
                 states: self
                     .nfas
@@ -316,10 +318,11 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             }
         };
         let slots = &self.slots;
+        let key = &slots[s as usize].as_ref().expect("live slot").key;
         self.index.insert(key, s, |x| {
             &slots[x as usize].as_ref().expect("indexed").key
         });
-        s
+        (s, None)
     }
 
     fn schedule(&mut self, s: u32, due: i64, source: Source) {
@@ -351,20 +354,20 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                     });
                     return;
                 }
-                let s = self.slot_of(&key);
+                let (s, key) = self.slot_of(key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
                 slot.last_seen = slot.last_seen.max(ts);
                 slot.queue.push(ts, event);
-                self.schedule(s, ts, Source::Event);
                 if let Some(c) = &mut self.changed {
-                    c.insert(key);
+                    c.insert(key.unwrap_or_else(|| slot.key.clone()));
                 }
+                self.schedule(s, ts, Source::Event);
             }
             TimeMode::ProcessingTime => {
                 if let Some(c) = &mut self.changed {
                     c.insert(key.clone());
                 }
-                let s = self.slot_of(&key);
+                let (s, _) = self.slot_of(key);
                 let slot = self.slots[s as usize].as_mut().expect("live slot");
                 slot.last_seen = slot.last_seen.max(ts);
                 slot.queue.push(ts, event);
@@ -652,7 +655,7 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
             .map(|(p, nfa)| snapshot.restore_state(p, nfa, &events))
             .collect::<Result<States<_>, _>>()?;
         self.remove_key(&key);
-        let s = self.slot_of(&key);
+        let (s, _) = self.slot_of(key.clone());
         let slot = self.slots[s as usize].as_mut().expect("live slot");
         slot.queue = queue;
         slot.states = states;
