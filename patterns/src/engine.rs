@@ -392,9 +392,9 @@ pub struct JsonEngine {
     patterns: Vec<Arc<CompiledPattern>>,
     /// The patterns' names, shared by their outputs.
     names: Vec<Arc<str>>,
-    op: CepOperator<String, JsonEvent>,
+    op: CepOperator<Key, JsonEvent>,
     max_ts: i64,
-    scratch: Vec<cep::Output<String, JsonEvent>>,
+    scratch: Vec<cep::Output<Key, JsonEvent>>,
     stats: EngineStats,
     /// See [`set_max_future`](Self::set_max_future).
     max_future: Option<i64>,
@@ -408,17 +408,25 @@ impl std::fmt::Debug for JsonEngine {
     }
 }
 
+/// A key as the engine holds it: up to 24 bytes inline (no allocation for the usual keys),
+/// longer ones on the heap.
+type Key = compact_str::CompactString;
+
 /// An event read from JSON text by [`JsonEngine::parse_str`], not yet taken.
 #[derive(Debug)]
 pub struct ParsedEvent {
-    /// Its key.
-    pub key: String,
+    key: Key,
     /// Its event time (ms).
     pub ts: i64,
     event: JsonEvent,
 }
 
 impl ParsedEvent {
+    /// Its key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The event as a JSON value.
     pub fn value(&self) -> Value {
         self.event.value()
@@ -529,13 +537,13 @@ impl JsonEngine {
     /// The key of an event read by [`scan_fields`] when it is a top-level string (read after
     /// the row, which may read it too): copied from the text, or moved out of the fields when
     /// it had to be decoded; `None` otherwise.
-    fn take_key(&self, fields: &mut FieldList<'_>) -> Option<String> {
+    fn take_key(&self, fields: &mut FieldList<'_>) -> Option<Key> {
         let [Seg::Key(name)] = &self.key_path[..] else {
             return None;
         };
         match fields.iter_mut().rev().find(|(n, _)| **n == **name)? {
-            (_, Field::Str(s)) => Some((*s).to_owned()),
-            (_, Field::Json(Value::String(s))) => Some(std::mem::take(s)),
+            (_, Field::Str(s)) => Some(Key::from(*s)),
+            (_, Field::Json(Value::String(s))) => Some(Key::from(std::mem::take(s))),
             _ => None,
         }
     }
@@ -621,7 +629,7 @@ impl JsonEngine {
     pub fn push(&mut self, event: Value, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let (key, ts) = self.key_and_time(&event)?;
         let row = self.schema.extract(&event);
-        self.accept(key, ts, JsonEvent::from_value(row, &event), out);
+        self.accept(Key::from(key), ts, JsonEvent::from_value(row, &event), out);
         Ok(())
     }
 
@@ -650,7 +658,7 @@ impl JsonEngine {
         let row = self.schema.extract_from(&fields[..]);
         let key = match self.take_key(&mut fields) {
             Some(key) => key,
-            None => self.key_in(&fields[..])?,
+            None => Key::from(self.key_in(&fields[..])?),
         };
         let ts = self.time_in(&fields[..])?;
         Ok(ParsedEvent {
@@ -707,7 +715,7 @@ impl JsonEngine {
         RecordError { message }
     }
 
-    fn accept(&mut self, key: String, ts: i64, event: JsonEvent, out: &mut Vec<Output>) {
+    fn accept(&mut self, key: Key, ts: i64, event: JsonEvent, out: &mut Vec<Output>) {
         self.stats.events += 1;
         self.op.process_element(key, event, ts, &mut self.scratch);
         self.max_ts = self.max_ts.max(ts);
@@ -727,7 +735,7 @@ impl JsonEngine {
         let row = self.schema.extract(event);
         self.stats.events += 1;
         self.op.process_element(
-            key,
+            Key::from(key),
             JsonEvent::from_value(row, event),
             ts,
             &mut self.scratch,
@@ -805,7 +813,7 @@ impl JsonEngine {
             out.push(Output {
                 kind,
                 pattern,
-                key: o.key,
+                key: o.key.into_string(),
                 timestamp: o.timestamp,
                 events,
                 event: o.event,
@@ -963,7 +971,11 @@ impl JsonEngine {
     /// The keys whose state may have changed since the last call (when tracked): what a
     /// checkpoint snapshots with [`snapshot_key`](Self::snapshot_key).
     pub fn take_changed(&mut self) -> Vec<String> {
-        self.op.take_changed()
+        self.op
+            .take_changed()
+            .into_iter()
+            .map(Key::into_string)
+            .collect()
     }
 
     /// The state of `key` (events waiting for the watermark, partial matches and their events)
@@ -972,7 +984,7 @@ impl JsonEngine {
     pub fn snapshot_key(&self, key: &str) -> Option<Vec<u8>> {
         let snap = self
             .op
-            .snapshot_key(&key.to_string(), |e| e.with_row(Row::empty()))?;
+            .snapshot_key(&Key::from(key), |e| e.with_row(Row::empty()))?;
         serde_json::to_vec(&snap).ok()
     }
 
@@ -985,7 +997,7 @@ impl JsonEngine {
             })?;
         let (schema, wanted) = (&self.schema, &self.wanted);
         self.op
-            .restore_key(key.to_string(), snap, |e| {
+            .restore_key(Key::from(key), snap, |e| {
                 e.with_row(row_of(schema, wanted, e.json()))
             })
             .map_err(|e| RecordError {
@@ -1001,18 +1013,18 @@ impl JsonEngine {
     /// When `key` next has something to do (`i64::MAX`: nothing until an event), or `None` if
     /// it has no state; see `cep::CepOperator::due_of`.
     pub fn due_of(&self, key: &str) -> Option<i64> {
-        self.op.due_of(&key.to_string())
+        self.op.due_of(&Key::from(key))
     }
 
     /// Drops `key`'s state; true if it had any.
     pub fn remove_key(&mut self, key: &str) -> bool {
-        self.op.remove_key(&key.to_string())
+        self.op.remove_key(&Key::from(key))
     }
 
     /// The partial matches held for `key` now.
     pub fn partial_matches(&self, key: &str) -> Vec<PartialMatchInfo> {
         self.op
-            .partial_matches(&key.to_string())
+            .partial_matches(&Key::from(key))
             .into_iter()
             .map(|(i, pm)| PartialMatchInfo {
                 version: self.patterns[i].version(),
@@ -1030,7 +1042,7 @@ impl JsonEngine {
     pub fn key_view(&self, key: &str) -> KeyView {
         let waiting_events = self
             .op
-            .waiting_events(&key.to_string())
+            .waiting_events(&Key::from(key))
             .into_iter()
             .map(|(timestamp, event)| WaitingEvent { timestamp, event })
             .collect();

@@ -1009,7 +1009,7 @@ impl KafkaPipeline {
                 .engine
                 .parse_str(text)
                 .map(|p| {
-                    let (key, ts) = (p.key.clone(), p.ts);
+                    let (key, ts) = (p.key().to_string(), p.ts);
                     (Taken::Text(p), key, ts)
                 })
                 .map_err(|e| e.message),

@@ -426,7 +426,7 @@ impl Sharded {
                     self.max_ts = self.max_ts.max(parsed.ts);
                     let wm = bounded_watermark(self.max_ts, self.out_of_orderness);
                     self.watermark = self.watermark.max(wm);
-                    work[worker_of(&parsed.key, n)].push((parsed, before));
+                    work[worker_of(parsed.key(), n)].push((parsed, before));
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
