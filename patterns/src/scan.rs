@@ -464,6 +464,39 @@ mod tests {
         }
     }
 
+    /// Wanted numbers are serde_json's numbers: an integer stays one (up to 18 digits read
+    /// here, serde_json's reading beyond), `-0` is a float.
+    #[test]
+    fn numbers_read_as_serde_json_reads_them() {
+        let wanted: Vec<Box<str>> = vec!["a".into()];
+        for v in [
+            "0",
+            "-0",
+            "-0.0",
+            "7",
+            "-12",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1.5",
+            "1e3",
+            "-2E-2",
+            "10",
+        ] {
+            let text = format!(r#"{{"a":{v},"b":{v}}}"#);
+            let mut f = FieldList::new();
+            assert!(scan_fields(&wanted, &text, &mut f).is_some(), "{v}");
+            let want: Value = serde_json::from_str(v).unwrap();
+            let got = f[0].1.to_value();
+            assert_eq!(got, want, "{v}");
+            assert_eq!(got.to_string(), want.to_string(), "{v}");
+        }
+    }
+
     #[test]
     fn the_scanner_refuses_what_serde_json_refuses() {
         let wanted: Vec<Box<str>> = vec!["a".into()];
