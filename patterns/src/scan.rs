@@ -464,6 +464,29 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        /// Short texts of JSON's own bytes in any order, starting with a brace: the scanner
+        /// accepts one only if serde_json does.
+        #[test]
+        fn the_scanner_accepts_no_text_serde_json_refuses(
+            body in prop::collection::vec(
+                prop::sample::select(b" \"\\{}[],:-+.0e1tru\x01".to_vec()),
+                0..24,
+            ),
+        ) {
+            let mut bytes = vec![b'{'];
+            bytes.extend(body);
+            let text = String::from_utf8(bytes).unwrap();
+            let wanted: Vec<Box<str>> = vec!["".into(), "e".into()];
+            let scanned = scan_fields(&wanted, &text, &mut FieldList::new());
+            let checked = serde_json::from_str::<&serde_json::value::RawValue>(&text).ok();
+            if let Some(object) = scanned {
+                prop_assert_eq!(checked.map(|r| r.get()), Some(object), "{:?}", text);
+            }
+        }
+    }
+
     /// Wanted numbers are serde_json's numbers: an integer stays one (up to 18 digits read
     /// here, serde_json's reading beyond), `-0` is a float.
     #[test]
