@@ -29,8 +29,8 @@ use smallvec::SmallVec;
 
 use crate::few::Few;
 use crate::nfa::{
-    simple_cached, Action, CondExpr, Context, Events, Kind, Match, Nfa, PartialMatch, StateId,
-    Timeout,
+    guard_cached, simple_cached, Action, CondExpr, Context, Events, Kind, Match, Nfa, PartialMatch,
+    StateId, Timeout,
 };
 use crate::pattern::{AfterMatchSkip, Leaf};
 
@@ -419,6 +419,13 @@ impl<E> Nfa<E> {
                     held.enumerate().map(|(k, e)| (lin.pages[k], e)).collect();
                 f(event, &Context::held(&held, &self.pages, ts))
             }
+            Leaf::Guarded(g, f) => {
+                guard_cached(g, event, &mut cache[i as usize]) && {
+                    let held: SmallVec<[(u16, &E); 8]> =
+                        held.enumerate().map(|(k, e)| (lin.pages[k], e)).collect();
+                    f(event, &Context::held(&held, &self.pages, ts))
+                }
+            }
         }
     }
 
@@ -686,7 +693,9 @@ impl<E> Nfa<E> {
                 .iter()
                 .any(|&g| match &*self.leaves[g as usize] {
                     Leaf::Simple(f) => simple_cached(f, event, &mut cache[g as usize]),
-                    Leaf::Iterative(_) => unreachable!("guards are simple conditions (Linear::of)"),
+                    Leaf::Iterative(_) | Leaf::Guarded(..) => {
+                        unreachable!("guards are simple conditions (Linear::of)")
+                    }
                 });
             let keep = if take && (k + 1 == n || !stopped) {
                 st.partials[i].events.push((seq, ts, event.clone()));

@@ -406,7 +406,9 @@ impl<E> Nfa<E> {
             .filter(|(_, s)| s.kind == Kind::Start)
             .map(|(i, _)| i as StateId)
             .collect();
-        let has_iterative = leaves.iter().any(|l| matches!(**l, Leaf::Iterative(_)));
+        let has_iterative = leaves
+            .iter()
+            .any(|l| matches!(**l, Leaf::Iterative(_) | Leaf::Guarded(..)));
         let has_stop = states.iter().any(|s| s.kind == Kind::Stop);
         let proceeds = states
             .iter()
@@ -725,7 +727,8 @@ impl<E> Nfa<E> {
     }
 
     /// [`Nfa::eval`], answering the common cases inline: no condition, and a simple condition
-    /// (or its negation) already evaluated for this event. Only simple conditions are cached.
+    /// (or its negation) already evaluated for this event. Only simple conditions are cached
+    /// (and guards, whose refusal, 1, is the leaf's answer too: their 3 goes on to `eval`).
     #[inline(always)]
     fn eval_cached(&self, c: &CondExpr, ev: &mut Eval<'_, E>, ctx: &Context<'_, E>) -> bool {
         match c {
@@ -755,6 +758,10 @@ impl<E> Nfa<E> {
             CondExpr::Leaf(i) => match &*self.leaves[*i as usize] {
                 Leaf::Simple(f) => simple_cached(f, ev.event, &mut ev.cache[*i as usize]),
                 Leaf::Iterative(f) => ctx.remember(*i, || f(ev.event, ctx)),
+                Leaf::Guarded(g, f) => {
+                    guard_cached(g, ev.event, &mut ev.cache[*i as usize])
+                        && ctx.remember(*i, || f(ev.event, ctx))
+                }
             },
             CondExpr::Not(a) => !self.eval(a, ev, ctx),
             CondExpr::And(a, b) => self.eval(a, ev, ctx) && self.eval(b, ev, ctx),
@@ -1283,6 +1290,16 @@ pub(crate) fn simple_cached<E, F: Fn(&E) -> bool + ?Sized>(
         *slot = if f(event) { 2 } else { 1 };
     }
     *slot == 2
+}
+
+/// The guard of a [`Leaf::Guarded`] for `event`, evaluated at most once per event: `slot` holds
+/// it (0 not evaluated, 1 false: the leaf is false, 3 true: the leaf is its iterative part's
+/// answer). Not 2, which [`Nfa::eval_cached`] reads as "the leaf is true".
+pub(crate) fn guard_cached<E, F: Fn(&E) -> bool + ?Sized>(f: &F, event: &E, slot: &mut u8) -> bool {
+    if *slot == 0 {
+        *slot = if f(event) { 3 } else { 1 };
+    }
+    *slot == 3
 }
 
 fn increasing_self_state(ignore: i32, take: i32) -> i32 {

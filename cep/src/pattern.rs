@@ -93,6 +93,12 @@ pub enum Leaf<E> {
     /// Also reads the partial match through a [`Context`]; evaluated at most once per event
     /// and partial match (a stage's take and ignore transitions test the same condition).
     Iterative(Box<IterFn<E>>),
+    /// An iterative condition (the second) that holds only for events a simple one (the guard)
+    /// accepts: the guard is evaluated at most once per event, the iterative part at most once
+    /// per event and partial match, and only for events the guard accepts. The same answers
+    /// as `Iterative(|e, ctx| guard(e) && f(e, ctx))`, without a call per partial match for the
+    /// events the guard refuses.
+    Guarded(Box<SimpleFn<E>>, Box<IterFn<E>>),
 }
 
 /// A stage condition: user conditions combined with `where` (and) and `or`.
@@ -364,6 +370,18 @@ impl<E> Pattern<E> {
         f: impl for<'a> Fn(&E, &Context<'a, E>) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.add_cond(Leaf::Iterative(Box::new(f)), false)
+    }
+
+    /// Adds an iterative condition `f` that holds only for events `guard` accepts: the same
+    /// as `where_ctx(|e, ctx| guard(e) && f(e, ctx))`, but `guard` is evaluated once per event
+    /// (like [`where_`](Self::where_)) and `f` only for the events it accepts, instead of both
+    /// once per partial match. For conditions like "a B whose value is above the A's".
+    pub fn where_ctx_guarded(
+        self,
+        guard: impl Fn(&E) -> bool + Send + Sync + 'static,
+        f: impl for<'a> Fn(&E, &Context<'a, E>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.add_cond(Leaf::Guarded(Box::new(guard), Box::new(f)), false)
     }
 
     /// ORs a condition with the stage's conditions so far.

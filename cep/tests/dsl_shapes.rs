@@ -501,3 +501,67 @@ fn iterative_condition_called_once_per_event_and_partial_match() {
         [(2, 1), (3, 1), (4, 1), (5, 1), (5, 4)]
     );
 }
+
+/// A guarded iterative condition answers as its guard and its iterative part together; the
+/// guard runs once per event, the iterative part only for the events the guard accepts, once
+/// per partial match.
+#[test]
+fn guarded_condition_runs_its_guard_once_per_event() {
+    let guards = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let parts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (g, f) = (guards.clone(), parts.clone());
+    let guarded = Pattern::begin("a")
+        .where_(ty("A"))
+        .followed_by("b")
+        .where_ctx_guarded(
+            move |e: &Ev| {
+                g.lock().unwrap().push(e.id);
+                e.ty == "B"
+            },
+            move |e: &Ev, ctx| {
+                let first = ctx.events("a").next().map_or(0, |a| a.id);
+                let taken: Vec<u32> = ctx.events("b").map(|b| b.id).collect();
+                f.lock().unwrap().push((e.id, first, taken));
+                e.value > last(ctx, "a")
+            },
+        )
+        .one_or_more()
+        .followed_by("c")
+        .where_(ty("C"))
+        .within(s(10));
+    let plain = Pattern::begin("a")
+        .where_(ty("A"))
+        .followed_by("b")
+        .where_ctx(|e: &Ev, ctx| e.ty == "B" && e.value > last(ctx, "a"))
+        .one_or_more()
+        .followed_by("c")
+        .where_(ty("C"))
+        .within(s(10));
+    let csv = "
+1,k1,1000,A,5
+2,k1,2000,X,0
+3,k1,3000,B,1
+4,k1,4000,A,0
+5,k1,5000,B,9
+6,k1,6000,B,7
+7,k1,7000,C,0
+";
+    let want = run(plain, csv);
+    assert_eq!(want.len(), 6, "{want:?}");
+    assert_eq!(run(guarded, csv), want);
+    // Once per event from the first one a partial match tests at "b" (event 2) on.
+    assert_eq!(*guards.lock().unwrap(), [2, 3, 4, 5, 6, 7]);
+    // Only the Bs, once per partial match (its first event and its Bs so far): event 3 for the
+    // A of 1 (refused, 1 < 5), event 5 for the As of 1 and 4 (both take it), event 6 for the
+    // two partial matches looping in "b".
+    assert_eq!(
+        *parts.lock().unwrap(),
+        [
+            (3, 1, vec![]),
+            (5, 1, vec![]),
+            (5, 4, vec![]),
+            (6, 1, vec![5]),
+            (6, 4, vec![5]),
+        ]
+    );
+}

@@ -22,7 +22,8 @@ type Ev = (u8, u8, i64, u32);
 /// before a `followed_by`; elsewhere it reads as 1).
 ///
 /// A stage marked rising also reads the partial match: it takes an event only if its value is
-/// at least the last value taken by this stage or the one before (an iterative condition).
+/// at least the last value taken by this stage or the one before (an iterative condition; on
+/// odd stages with values, a guarded one whose guard is the values).
 type StageSpec = (Option<Vec<u8>>, bool, (u32, bool), u8);
 
 #[derive(Clone, Debug)]
@@ -72,12 +73,21 @@ fn compile(spec: &Spec) -> Option<Nfa<Ev>> {
             // One condition (a `where_` beside it would make a conjunction, which the linear
             // matchers leave to the general automaton).
             let (own, prev) = (name(i), name(i.saturating_sub(1)));
-            q = q.where_ctx(move |e: &Ev, ctx| {
+            // The arrival numbers of the events taken so far stand in for values.
+            let rises = move |e: &Ev, ctx: &cep::Context<'_, Ev>| {
                 let last = ctx.events(&prev).chain(ctx.events(&own)).map(|x| x.3).max();
-                // The arrival numbers of the events taken so far stand in for values.
-                values.as_ref().is_none_or(|vs| vs.contains(&e.1))
-                    && last.is_none_or(|l| !(e.1 as u32 + l).is_multiple_of(3))
-            });
+                last.is_none_or(|l| !(e.1 as u32 + l).is_multiple_of(3))
+            };
+            q = match values {
+                // On odd stages, the values as the guard of a guarded condition.
+                Some(vs) if i % 2 == 1 => q.where_ctx_guarded(
+                    move |e: &Ev| vs.contains(&e.1),
+                    move |e, ctx| rises(e, ctx),
+                ),
+                values => q.where_ctx(move |e: &Ev, ctx| {
+                    values.as_ref().is_none_or(|vs| vs.contains(&e.1)) && rises(e, ctx)
+                }),
+            };
         } else if let Some(vs) = values {
             q = q.where_(move |e: &Ev| vs.contains(&e.1));
         }

@@ -403,6 +403,15 @@ impl Builder<'_> {
     }
 
     fn add_where(&self, p: Pattern<JsonEvent>, c: Arc<Condition>) -> Pattern<JsonEvent> {
+        if let Some((guard, rest)) = c.split_guard() {
+            // `type == 'B' && value > last(a.value)`: the event-only part once per event, the
+            // rest per partial match, for the events it accepts. One leaf: one label.
+            let names = self.names.clone();
+            return p.where_ctx_guarded(
+                move |e| guard.eval(&e.row, &NoStageEvents),
+                move |e, ctx| rest.eval(&e.row, &Matched { ctx, names: &names }),
+            );
+        }
         if c.is_iterative() {
             let names = self.names.clone();
             p.where_ctx(move |e, ctx| c.eval(&e.row, &Matched { ctx, names: &names }))

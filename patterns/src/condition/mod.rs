@@ -124,6 +124,36 @@ impl Condition {
         }
     }
 
+    /// For an iterative condition that is a conjunction with conjuncts that read only the event
+    /// (`type == 'B' && value > last(s.value)`): those conjuncts (the guard) and the rest. The
+    /// condition is their conjunction (conditions are pure and never fail, so the order of the
+    /// conjuncts does not change the answer): an event the guard refuses needs no partial match
+    /// read.
+    pub fn split_guard(&self) -> Option<(Condition, Condition)> {
+        let Expr::And(xs) = &*self.expr else {
+            return None;
+        };
+        if !self.iterative {
+            return None;
+        }
+        let (guard, rest): (Vec<&Expr>, Vec<&Expr>) = xs.iter().partition(|x| !x.is_iterative());
+        if guard.is_empty() {
+            return None;
+        }
+        let part = |xs: Vec<&Expr>, iterative: bool| {
+            let expr = match &xs[..] {
+                [one] => (*one).clone(),
+                _ => Expr::And(xs.into_iter().cloned().collect()),
+            };
+            Condition {
+                expr: Arc::new(expr),
+                source: self.source.clone(),
+                iterative,
+            }
+        };
+        Some((part(guard, false), part(rest, true)))
+    }
+
     /// Whether the condition is true for an event, given the events already matched.
     /// Anything other than the value `true` (including `null`) does not match.
     #[inline]
