@@ -84,9 +84,11 @@ fn rules() -> anyhow::Result<Vec<Arc<Nfa<Login>>>> {
         .within(Duration::from_secs(2))
         .compile("fails-relaxed")?;
     let ips = Pattern::<Login>::begin_with_skip("fail", skip)
-        .where_ctx(|e: &Login, ctx: &Context<'_, Login>| {
-            !e.ok && ctx.events("fail").all(|seen| seen.ip != e.ip)
-        })
+        // A failure (once per event) from an address not seen yet (per partial match).
+        .where_ctx_guarded(
+            |e: &Login| !e.ok,
+            |e: &Login, ctx: &Context<'_, Login>| ctx.events("fail").all(|seen| seen.ip != e.ip),
+        )
         .times(3)
         .within(Duration::from_secs(60))
         .compile("fails-3-ips")?;
