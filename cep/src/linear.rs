@@ -412,21 +412,19 @@ impl<E> Nfa<E> {
         let Some(i) = lin.conds[stage] else {
             return true;
         };
-        match &*self.leaves[i as usize] {
-            Leaf::Simple(f) => simple_cached(f, event, &mut cache[i as usize]),
-            Leaf::Iterative(f) => {
-                let held: SmallVec<[(u16, &E); 8]> =
-                    held.enumerate().map(|(k, e)| (lin.pages[k], e)).collect();
-                f(event, &Context::held(&held, &self.pages, ts))
-            }
+        let f = match &*self.leaves[i as usize] {
+            Leaf::Simple(f) => return simple_cached(f, event, &mut cache[i as usize]),
+            Leaf::Iterative(f) => f,
             Leaf::Guarded(g, f) => {
-                guard_cached(g, event, &mut cache[i as usize]) && {
-                    let held: SmallVec<[(u16, &E); 8]> =
-                        held.enumerate().map(|(k, e)| (lin.pages[k], e)).collect();
-                    f(event, &Context::held(&held, &self.pages, ts))
+                if !guard_cached(g, event, &mut cache[i as usize]) {
+                    return false;
                 }
+                f
             }
-        }
+        };
+        let held: SmallVec<[(u16, &E); 8]> =
+            held.enumerate().map(|(k, e)| (lin.pages[k], e)).collect();
+        f(event, &Context::held(&held, &self.pages, ts))
     }
 
     /// When the oldest partial match of `st` times out (`i64::MAX`: never).

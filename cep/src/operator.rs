@@ -325,6 +325,19 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
         (s, None)
     }
 
+    /// Queues `event` in `key`'s slot (made if it has none) and notes the key as changed (when
+    /// tracked); returns the slot.
+    fn enqueue(&mut self, key: K, event: Arc<E>, ts: i64) -> u32 {
+        let (s, key) = self.slot_of(key);
+        let slot = self.slots[s as usize].as_mut().expect("live slot");
+        slot.last_seen = slot.last_seen.max(ts);
+        slot.queue.push(ts, event);
+        if let Some(c) = &mut self.changed {
+            c.insert(key.unwrap_or_else(|| slot.key.clone()));
+        }
+        s
+    }
+
     fn schedule(&mut self, s: u32, due: i64, source: Source) {
         let slot = self.slots[s as usize].as_mut().expect("live slot");
         if due < slot.due {
@@ -354,23 +367,11 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                     });
                     return;
                 }
-                let (s, key) = self.slot_of(key);
-                let slot = self.slots[s as usize].as_mut().expect("live slot");
-                slot.last_seen = slot.last_seen.max(ts);
-                slot.queue.push(ts, event);
-                if let Some(c) = &mut self.changed {
-                    c.insert(key.unwrap_or_else(|| slot.key.clone()));
-                }
+                let s = self.enqueue(key, event, ts);
                 self.schedule(s, ts, Source::Event);
             }
             TimeMode::ProcessingTime => {
-                if let Some(c) = &mut self.changed {
-                    c.insert(key.clone());
-                }
-                let (s, _) = self.slot_of(key);
-                let slot = self.slots[s as usize].as_mut().expect("live slot");
-                slot.last_seen = slot.last_seen.max(ts);
-                slot.queue.push(ts, event);
+                let s = self.enqueue(key, event, ts);
                 self.run_ready(s, i64::MAX, out);
                 self.finish_slot(s, ts, out);
             }
