@@ -389,8 +389,7 @@ impl Builder<'_> {
             if let Some(src) = &st.until {
                 if let Some(c) = self.condition(src, &format!("{path}.until")) {
                     p = if c.is_iterative() {
-                        let names = self.names.clone();
-                        p.until_ctx(move |e, ctx| c.eval(&e.row, &Matched { ctx, names: &names }))
+                        p.until_ctx(self.over_partial_match(c))
                     } else {
                         p.until(move |e| c.eval(&e.row, &NoStageEvents))
                     }
@@ -406,17 +405,27 @@ impl Builder<'_> {
         if let Some((guard, rest)) = c.split_guard() {
             // `type == 'B' && value > last(a.value)`: the event-only part once per event, the
             // rest per partial match, for the events it accepts. One leaf: one label.
-            let names = self.names.clone();
             return p.where_ctx_guarded(
                 move |e| guard.eval(&e.row, &NoStageEvents),
-                move |e, ctx| rest.eval(&e.row, &Matched { ctx, names: &names }),
+                self.over_partial_match(Arc::new(rest)),
             );
         }
         if c.is_iterative() {
-            let names = self.names.clone();
-            p.where_ctx(move |e, ctx| c.eval(&e.row, &Matched { ctx, names: &names }))
+            p.where_ctx(self.over_partial_match(c))
         } else {
             p.where_(move |e| c.eval(&e.row, &NoStageEvents))
+        }
+    }
+
+    /// Iterative condition `c` as the engine calls it: over the event's row and the events of
+    /// the partial match.
+    fn over_partial_match(
+        &self,
+        c: Arc<Condition>,
+    ) -> impl for<'a> Fn(&JsonEvent, &Context<'a, JsonEvent>) -> bool + Send + Sync + 'static {
+        let names = self.names.clone();
+        move |e: &JsonEvent, ctx: &Context<'_, JsonEvent>| {
+            c.eval(&e.row, &Matched { ctx, names: &names })
         }
     }
 }
