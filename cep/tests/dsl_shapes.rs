@@ -510,10 +510,16 @@ fn guarded_condition_runs_its_guard_once_per_event() {
     let guards = Arc::new(std::sync::Mutex::new(Vec::new()));
     let parts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (g, f) = (guards.clone(), parts.clone());
-    let guarded = Pattern::begin("a")
-        .where_(ty("A"))
-        .followed_by("b")
-        .where_ctx_guarded(
+    /// A, then Bs (whose condition `b` adds), then a C, within 10 s.
+    fn abc(b: impl FnOnce(Pattern<Ev>) -> Pattern<Ev>) -> Pattern<Ev> {
+        b(Pattern::begin("a").where_(ty("A")).followed_by("b"))
+            .one_or_more()
+            .followed_by("c")
+            .where_(ty("C"))
+            .within(s(10))
+    }
+    let guarded = abc(|p| {
+        p.where_ctx_guarded(
             move |e: &Ev| {
                 g.lock().unwrap().push(e.id);
                 e.ty == "B"
@@ -525,18 +531,8 @@ fn guarded_condition_runs_its_guard_once_per_event() {
                 e.value > last(ctx, "a")
             },
         )
-        .one_or_more()
-        .followed_by("c")
-        .where_(ty("C"))
-        .within(s(10));
-    let plain = Pattern::begin("a")
-        .where_(ty("A"))
-        .followed_by("b")
-        .where_ctx(|e: &Ev, ctx| e.ty == "B" && e.value > last(ctx, "a"))
-        .one_or_more()
-        .followed_by("c")
-        .where_(ty("C"))
-        .within(s(10));
+    });
+    let plain = abc(|p| p.where_ctx(|e: &Ev, ctx| e.ty == "B" && e.value > last(ctx, "a")));
     let csv = "
 1,k1,1000,A,5
 2,k1,2000,X,0

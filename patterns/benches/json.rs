@@ -67,6 +67,16 @@ fn conditions(c: &mut Criterion) {
     g.finish();
 }
 
+/// Keyed by `key`, timed by `ts` (epoch ms), no out-of-orderness: the bench lines' fields.
+fn config() -> EngineConfig {
+    EngineConfig {
+        key_by: "key".into(),
+        time_field: "ts".into(),
+        time_format: TimeFormat::EpochMs,
+        out_of_orderness_ms: 0,
+    }
+}
+
 fn decoding(c: &mut Criterion) {
     let mut g = c.benchmark_group("json_decode");
     g.throughput(Throughput::Bytes(LINE.len() as u64));
@@ -93,12 +103,7 @@ fn decoding(c: &mut Criterion) {
         r#"{"name":"p","stages":[{"name":"fail","where":"type == 'fail' && value > 40"}]}"#,
     )
     .unwrap();
-    let config = EngineConfig {
-        key_by: "key".into(),
-        time_field: "ts".into(),
-        time_format: TimeFormat::EpochMs,
-        out_of_orderness_ms: 0,
-    };
+    let config = config();
     let engine = JsonEngine::new(config, vec![Arc::new(compile(&spec).unwrap())]).unwrap();
     g.bench_function("engine_parse_str", |b| {
         b.iter(|| black_box(engine.parse_str(black_box(LINE)).unwrap()))
@@ -113,12 +118,7 @@ fn engine(c: &mut Criterion) {
             "stages":[{"name":"fail","where":"type == 'fail'","times":3,"consecutive":true}]}"#,
     )
     .unwrap();
-    let config = EngineConfig {
-        key_by: "key".into(),
-        time_field: "ts".into(),
-        time_format: TimeFormat::EpochMs,
-        out_of_orderness_ms: 0,
-    };
+    let config = config();
     let n = 10_000u64;
     g.throughput(Throughput::Elements(n));
     // The same lines, parsed into a `Value` and pushed (`push`, as HTTP and Kafka pipelines do),

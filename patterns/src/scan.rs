@@ -289,6 +289,13 @@ mod tests {
     use crate::engine::decode_fields;
     use proptest::prelude::*;
 
+    /// The members found, as names and values.
+    fn found(f: &FieldList<'_>) -> Vec<(String, Value)> {
+        f.iter()
+            .map(|(n, v)| (n.to_string(), v.to_value()))
+            .collect()
+    }
+
     /// Any JSON value, nested a few levels, with names and strings that need escapes.
     fn json() -> impl Strategy<Value = Value> {
         let text = prop::sample::select(vec!["", "a", "key", "ts", "x\"y", "\\", "é\n", "}{,:"]);
@@ -336,10 +343,7 @@ mod tests {
             prop_assert!(decode_fields(&wanted, &text, &mut want));
             let mut got = FieldList::new();
             if scan_fields(&wanted, &text, &mut got).is_some() {
-                let values = |f: &FieldList<'_>| -> Vec<(String, Value)> {
-                    f.iter().map(|(n, v)| (n.to_string(), v.to_value())).collect()
-                };
-                prop_assert_eq!(values(&got), values(&want));
+                prop_assert_eq!(found(&got), found(&want));
             } else {
                 prop_assert!(text.contains('\\'), "{}", text);
             }
@@ -452,10 +456,7 @@ mod tests {
             if let Some(object) = scanned {
                 prop_assert_eq!(checked.map(|r| r.get()), Some(object), "scanner accepted what serde_json refuses: {:?}", text);
                 prop_assert!(decoded, "{:?}", text);
-                let values = |f: &FieldList<'_>| -> Vec<(String, Value)> {
-                    f.iter().map(|(n, v)| (n.to_string(), v.to_value())).collect()
-                };
-                prop_assert_eq!(values(&got), values(&want));
+                prop_assert_eq!(found(&got), found(&want));
             } else if checked.is_some() && decoded {
                 // Left to serde_json only for an escape (in a member name, or in a wanted
                 // value that does not decode).
