@@ -24,7 +24,7 @@ pub(crate) type FieldList<'t> = SmallVec<[(Cow<'t, str>, Field<'t>); 4]>;
 
 /// Nesting the scanner reads through: deeper values are left to serde_json (whose `Value`
 /// stops at 128 levels), so that what the scanner accepts always decodes.
-pub(crate) const MAX_SCAN_DEPTH: u32 = 64;
+const MAX_SCAN_DEPTH: u32 = 64;
 
 /// Bytes a string scan stops at: the closing quote, an escape, a control character (which
 /// JSON refuses in strings).
@@ -128,7 +128,7 @@ fn member(b: &[u8], i: usize) -> Option<((usize, usize), usize)> {
 
 /// A wanted value, checked: strings without escapes (left in the text) and integers read
 /// directly (the usual key, time and type fields), anything else through serde_json.
-pub(crate) fn scalar_or_decode(v: &str) -> Option<Field<'_>> {
+fn scalar_or_decode(v: &str) -> Option<Field<'_>> {
     let b = v.as_bytes();
     match b.first()? {
         b'"' if !b.contains(&b'\\') => Some(Field::Str(&v[1..v.len() - 1])),
@@ -151,7 +151,7 @@ pub(crate) fn scalar_or_decode(v: &str) -> Option<Field<'_>> {
 }
 
 /// Past JSON's whitespace (the four characters serde_json skips) from `i`.
-pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
     }
