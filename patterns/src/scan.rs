@@ -40,14 +40,36 @@ static STRING_STOP: [bool; 256] = {
     t
 };
 
-/// Where the next byte `STRING_STOP` stops at is, from `j`.
-fn string_stop(b: &[u8], j: usize) -> Option<usize> {
+/// Where the next byte `STRING_STOP` stops at is, from `j`: eight bytes at a time while eight
+/// are left ([`stops_in`]), then byte by byte.
+#[inline]
+fn string_stop(b: &[u8], mut j: usize) -> Option<usize> {
+    while let Some(chunk) = b.get(j..).and_then(<[u8]>::first_chunk::<8>) {
+        let stops = stops_in(u64::from_le_bytes(*chunk));
+        if stops != 0 {
+            return Some(j + (stops.trailing_zeros() / 8) as usize);
+        }
+        j += 8;
+    }
     Some(
         j + b
             .get(j..)?
             .iter()
             .position(|&c| STRING_STOP[usize::from(c)])?,
     )
+}
+
+/// The bytes of `w` (eight bytes of text, the first in the lowest byte) that `STRING_STOP`
+/// stops at, as their high bits. Only the lowest bit set is exact: a byte that stops borrows
+/// from the byte above it, which may then read as one too (the classic "has a zero byte" and
+/// "has a byte below n" tests, which flag no byte below the first that stops).
+#[inline]
+fn stops_in(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = ONES * 0x80;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | control
 }
 
 /// Checks that `text` is a JSON object and pushes its members whose names are `wanted` onto
@@ -73,26 +95,47 @@ pub(crate) fn scan_fields<'t>(
     } else {
         loop {
             let (name, value) = member(b, i)?;
-            let name = &text[name.0..name.1];
-            let wanted_here = wanted.iter().any(|w| **w == *name);
-            let value_end = if b.get(value) == Some(&b'"') {
-                // Strings (the usual key and type fields) need no second look for escapes.
-                let (end, escaped) = check_string(b, value)?;
-                if wanted_here {
-                    let field = if escaped {
-                        scalar_or_decode(&text[value..end])?
-                    } else {
-                        Field::Str(&text[value + 1..end - 1])
-                    };
-                    fields.push((Cow::Borrowed(name), field));
+            // Names are compared as bytes; only a wanted one is sliced out of the text.
+            let wanted_here = wanted
+                .iter()
+                .any(|w| same_bytes(w.as_bytes(), &b[name.0..name.1]));
+            let value_end = match b.get(value)? {
+                b'"' => {
+                    // Strings (the usual key and type fields) need no second look for escapes.
+                    let (end, escaped) = check_string(b, value)?;
+                    if wanted_here {
+                        let field = if escaped {
+                            scalar_or_decode(&text[value..end])?
+                        } else {
+                            Field::Str(&text[value + 1..end - 1])
+                        };
+                        fields.push((Cow::Borrowed(&text[name.0..name.1]), field));
+                    }
+                    end
                 }
-                end
-            } else {
-                let end = check_value(b, value)?;
-                if wanted_here {
-                    fields.push((Cow::Borrowed(name), scalar_or_decode(&text[value..end])?));
+                b'-' | b'0'..=b'9' => {
+                    // Numbers (the usual time field) are checked once, and a wanted integer
+                    // is read from the digits just checked.
+                    let (end, integer) = check_number(b, value)?;
+                    if wanted_here {
+                        let field = match integer.then(|| read_integer(&b[value..end])) {
+                            Some(Some(n)) => Field::Json(Value::from(n)),
+                            _ => scalar_or_decode(&text[value..end])?,
+                        };
+                        fields.push((Cow::Borrowed(&text[name.0..name.1]), field));
+                    }
+                    end
                 }
-                end
+                _ => {
+                    let end = check_value(b, value)?;
+                    if wanted_here {
+                        fields.push((
+                            Cow::Borrowed(&text[name.0..name.1]),
+                            scalar_or_decode(&text[value..end])?,
+                        ));
+                    }
+                    end
+                }
             };
             i = skip_ws(b, value_end);
             match b.get(i)? {
@@ -108,8 +151,16 @@ pub(crate) fn scan_fields<'t>(
     (skip_ws(b, i) == b.len()).then(|| &text[start..i])
 }
 
+/// Whether two (short: member names) byte strings are equal, compared inline rather than by a
+/// `memcmp` call.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// A member's name (bounds, without the quotes) and where its value starts, for a member
 /// starting at `i` (its opening quote); `None` if the name has an escape or is malformed.
+#[inline(always)]
 fn member(b: &[u8], i: usize) -> Option<((usize, usize), usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
@@ -150,8 +201,17 @@ fn scalar_or_decode(v: &str) -> Option<Field<'_>> {
     }
 }
 
-/// Past JSON's whitespace (the four characters serde_json skips) from `i`.
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+/// Past JSON's whitespace (the four characters serde_json skips) from `i`. Compact text has
+/// none: that case is one test.
+#[inline(always)]
+fn skip_ws(b: &[u8], i: usize) -> usize {
+    match b.get(i) {
+        Some(b' ' | b'\t' | b'\n' | b'\r') => skip_more_ws(b, i + 1),
+        _ => i,
+    }
+}
+
+fn skip_more_ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
     }
@@ -191,7 +251,7 @@ fn check_value(b: &[u8], mut i: usize) -> Option<usize> {
             b't' => i = literal(b, i, b"true")?,
             b'f' => i = literal(b, i, b"false")?,
             b'n' => i = literal(b, i, b"null")?,
-            b'-' | b'0'..=b'9' => i = check_number(b, i)?,
+            b'-' | b'0'..=b'9' => i = check_number(b, i)?.0,
             _ => return None,
         }
         // After a value: a comma and the next value, or closing brackets.
@@ -252,15 +312,13 @@ fn check_string(b: &[u8], i: usize) -> Option<(usize, bool)> {
     }
 }
 
-/// Past the number starting at `i`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`. What
-/// follows it is the caller's to check (a digit after a leading `0` is then refused there).
-fn check_number(b: &[u8], mut i: usize) -> Option<usize> {
-    let digits = |b: &[u8], mut i: usize| {
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        (i > start).then_some(i)
+/// Past the number starting at `i`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, and
+/// whether it is an integer (no fraction, no exponent). What follows it is the caller's to
+/// check (a digit after a leading `0` is then refused there).
+fn check_number(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    let digits = |b: &[u8], i: usize| {
+        let end = skip_digits(b, i);
+        (end > i).then_some(end)
     };
     if b.get(i) == Some(&b'-') {
         i += 1;
@@ -270,8 +328,10 @@ fn check_number(b: &[u8], mut i: usize) -> Option<usize> {
         b'1'..=b'9' => digits(b, i)?,
         _ => return None,
     };
+    let mut integer = true;
     if b.get(i) == Some(&b'.') {
         i = digits(b, i + 1)?;
+        integer = false;
     }
     if matches!(b.get(i), Some(b'e' | b'E')) {
         i += 1;
@@ -279,8 +339,47 @@ fn check_number(b: &[u8], mut i: usize) -> Option<usize> {
             i += 1;
         }
         i = digits(b, i)?;
+        integer = false;
     }
-    Some(i)
+    Some((i, integer))
+}
+
+/// Past the ASCII digits from `i`: eight bytes at a time while eight are left, then byte by
+/// byte. In `t`, the bytes xor `'0'`, a digit is a byte below 10; adding 0x76 to each sets the
+/// high bit of those at 10 or above, and a carry only runs upwards from a byte that is not a
+/// digit, so the lowest high bit set is the first byte that is not one.
+#[inline]
+fn skip_digits(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let t = u64::from_le_bytes(*chunk) ^ (ONES * u64::from(b'0'));
+        let others = (t.wrapping_add(ONES * 0x76) | t) & (ONES * 0x80);
+        if others != 0 {
+            return i + (others.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+/// The value of an integer that [`check_number`] checked, when it is read as serde_json reads
+/// it into an `i64` and has at most 18 digits (no overflow); `None` for the others (`-0` is a
+/// float to serde_json; longer ones go to it).
+fn read_integer(b: &[u8]) -> Option<i64> {
+    let (negative, digits) = match b.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.len() > 18 || (negative && digits.first() == Some(&b'0')) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    Some(if negative { -n } else { n })
 }
 
 #[cfg(test)]
@@ -317,6 +416,47 @@ mod tests {
     }
 
     proptest! {
+        /// The eight-bytes-at-a-time search stops where a byte-by-byte one does, whatever the
+        /// bytes around the stop (borrows run upwards from a stopping byte).
+        #[test]
+        fn string_stop_finds_the_first_stopping_byte(
+            bytes in prop::collection::vec(
+                prop_oneof![
+                    Just(b'"'), Just(b'\\'), Just(0u8), Just(0x1f), Just(0x20), Just(0x21),
+                    Just(0x01), Just(0x7f), Just(0x80), Just(0xff), Just(b'"' + 1),
+                    Just(b'\\' - 1), Just(b'a'), any::<u8>(),
+                ],
+                0..40,
+            ),
+            from in 0usize..41,
+        ) {
+            let naive = bytes
+                .get(from..)
+                .and_then(|rest| rest.iter().position(|&c| STRING_STOP[usize::from(c)]))
+                .map(|p| from + p);
+            prop_assert_eq!(string_stop(&bytes, from), naive);
+        }
+    }
+
+    proptest! {
+        /// The eight-bytes-at-a-time walk over digits stops where a byte-by-byte one does.
+        #[test]
+        fn skip_digits_stops_at_the_first_other_byte(
+            bytes in prop::collection::vec(
+                prop_oneof![
+                    4 => b'0'..=b'9',
+                    1 => Just(b'/'), 1 => Just(b':'), 1 => Just(0u8), 1 => Just(0x8a),
+                    1 => Just(0xb9), 1 => Just(0xff), 1 => Just(b'.'), 1 => any::<u8>(),
+                ],
+                0..40,
+            ),
+            from in 0usize..41,
+        ) {
+            let from = from.min(bytes.len());
+            let naive = from + bytes[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+            prop_assert_eq!(skip_digits(&bytes, from), naive);
+        }
+
         /// `scan_fields` finds what serde_json's visitor finds, in compact and pretty text, or
         /// leaves the text to it.
         #[test]
