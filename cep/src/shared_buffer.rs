@@ -490,6 +490,70 @@ impl<E> SharedBuffer<E> {
         first_only: bool,
         mut found: impl FnMut(&[(u16, EvRef)]),
     ) {
+        if first_only {
+            let mut path: SmallVec<[(u16, EvRef); 16]> = SmallVec::new();
+            if self.descend(id, version, &mut path) {
+                #[cfg(debug_assertions)]
+                {
+                    let mut first = None;
+                    self.walk_all(id, version, true, |p| first = Some(p.to_vec()));
+                    assert_eq!(first.as_deref(), Some(&path[..]), "descent and walk differ");
+                }
+                found(&path);
+                return;
+            }
+        }
+        self.walk_all(id, version, first_only, found);
+    }
+
+    /// The first path of [`walk`](Self::walk) when no branch on its way dead-ends: the walk
+    /// explores the last compatible edge of a node first, so following that edge from each node
+    /// finds the same path without a stack. False (with `path` in any state) at a dead end
+    /// (a node missing, or none of its edges compatible), where the walk would backtrack.
+    fn descend(
+        &self,
+        id: NodeId,
+        version: &Dewey,
+        path: &mut SmallVec<[(u16, EvRef); 16]>,
+    ) -> bool {
+        let (mut cur, mut ver) = (id, version);
+        loop {
+            let Some(s) = self.resolve(cur) else {
+                return false;
+            };
+            let node = &self.nodes[s as usize];
+            path.push((
+                cur.page,
+                EvRef {
+                    id: cur.event,
+                    slot: node.ev,
+                },
+            ));
+            match node
+                .edges
+                .iter()
+                .rev()
+                .find(|e| ver.is_compatible_with(&e.version))
+            {
+                Some(Edge {
+                    target: Some(next),
+                    version,
+                    ..
+                }) => (cur, ver) = (*next, version),
+                Some(Edge { target: None, .. }) => return true,
+                None => return false,
+            }
+        }
+    }
+
+    /// [`walk`](Self::walk) as a depth-first search, backtracking at dead ends.
+    fn walk_all(
+        &self,
+        id: NodeId,
+        version: &Dewey,
+        first_only: bool,
+        mut found: impl FnMut(&[(u16, EvRef)]),
+    ) {
         if self.resolve(id).is_none() {
             return;
         }
