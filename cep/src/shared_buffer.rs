@@ -702,3 +702,38 @@ impl<E> SharedBuffer<E> {
         self.counters.retain(|c| c.0 >= ts);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node with two edges compatible with the version extracted: the first path (what
+    /// conditions, timeouts and matches under no skip read) is the walk's first, along the
+    /// edge put last.
+    #[test]
+    fn the_first_path_follows_the_last_compatible_edge() {
+        let mut b: SharedBuffer<u32> = SharedBuffer::default();
+        let e1 = b.register_event(Arc::new(1), 1);
+        let n1 = b.put(0, e1, None, &Dewey::new(1));
+        let e2 = b.register_event(Arc::new(2), 2);
+        let n2 = b.put(0, e2, None, &Dewey::new(1));
+        let e3 = b.register_event(Arc::new(3), 3);
+        let v0 = Dewey::new(1).add_stage();
+        let v1 = v0.increase(1);
+        let n3 = b.put(1, e3, Some(n1), &v0);
+        assert_eq!(b.put(1, e3, Some(n2), &v1), n3);
+        let all = b.extract(n3, &v1, false);
+        assert_eq!(all.len(), 2);
+        let first = b.extract(n3, &v1, true);
+        assert_eq!(&first[..], &all[..1]);
+        let ids: Vec<EventId> = first[0].iter().map(|(_, e)| e.id).collect();
+        assert_eq!(ids, [e2.id, e3.id]);
+        let mut in_order = Path::new();
+        assert!(b.extract_first_in_order(n3, &v1, &mut in_order));
+        assert_eq!(in_order, first[0]);
+        // Only the edge of the older version is compatible with it.
+        let older = b.extract(n3, &v0, true);
+        let ids: Vec<EventId> = older[0].iter().map(|(_, e)| e.id).collect();
+        assert_eq!(ids, [e1.id, e3.id]);
+    }
+}
