@@ -37,6 +37,7 @@
 mod compile;
 pub mod dataflow;
 mod dewey;
+mod due;
 mod few;
 mod linear;
 mod nfa;

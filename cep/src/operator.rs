@@ -6,8 +6,6 @@
 //! earliest time one of its partial matches can time out. Those times sit in a min-heap, so a
 //! watermark costs nothing for keys with nothing due, whatever the number of keys.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
@@ -15,6 +13,7 @@ use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashSet};
 use smallvec::SmallVec;
 
+use crate::due::{DueQueue, Source};
 use crate::few::Few;
 use crate::nfa::{Events, Match, Nfa, NfaState, PartialMatch};
 use crate::snapshot::{snapshot_state, EventTable, KeySnapshot, SnapshotError};
@@ -706,61 +705,6 @@ impl<K: Hash + Eq + Clone, E> CepOperator<K, E> {
                 *e = Arc::new(f(e));
             }
         }
-    }
-}
-
-/// Where a due time comes from; each source mostly pushes in ascending order.
-#[derive(Clone, Copy)]
-enum Source {
-    Event,
-    Timeout,
-}
-
-/// A min-queue of `(due, slot)`, popped in exactly the order of a binary heap of them. Event
-/// times mostly ascend, and so do the timeouts they start: a push that is above the last one
-/// of its source goes to that source's FIFO run, any other to a heap, and pops merge the three.
-/// So the common case costs a deque push and pop instead of two heap sifts.
-#[derive(Default)]
-struct DueQueue {
-    events: VecDeque<(i64, u32)>,
-    timeouts: VecDeque<(i64, u32)>,
-    heap: BinaryHeap<Reverse<(i64, u32)>>,
-}
-
-impl DueQueue {
-    fn push(&mut self, e: (i64, u32), source: Source) {
-        let run = match source {
-            Source::Event => &mut self.events,
-            Source::Timeout => &mut self.timeouts,
-        };
-        if run.back().is_none_or(|b| *b < e) {
-            run.push_back(e);
-        } else {
-            self.heap.push(Reverse(e));
-        }
-    }
-
-    /// Removes and returns the least entry if it is due at or before `until`.
-    #[inline]
-    fn pop_until(&mut self, until: i64) -> Option<(i64, u32)> {
-        // An empty source reads as `NONE`, above every entry (no slot has index `u32::MAX`).
-        const NONE: (i64, u32) = (i64::MAX, u32::MAX);
-        let e = self.events.front().copied().unwrap_or(NONE);
-        let t = self.timeouts.front().copied().unwrap_or(NONE);
-        let h = self.heap.peek().map_or(NONE, |r| r.0);
-        let least = e.min(t).min(h);
-        if least.0 > until || least == NONE {
-            return None;
-        }
-        // Equal entries are identical, so which source gives one up does not matter.
-        if least == e {
-            self.events.pop_front();
-        } else if least == t {
-            self.timeouts.pop_front();
-        } else {
-            self.heap.pop();
-        }
-        Some(least)
     }
 }
 
