@@ -188,6 +188,8 @@ mod tests {
                 prop_oneof![
                     4 => 1i64..40,
                     2 => 1i64..(3 * SPAN),
+                    // At the edges of the span, from a cursor at or just past the watermark.
+                    1 => (SPAN - 2)..(SPAN + 3),
                     1 => -20i64..=0,
                 ],
                 0u32..6,
