@@ -797,6 +797,9 @@ impl JsonEngine {
     }
 
     fn drain(&mut self, out: &mut Vec<Output>) {
+        if self.scratch.is_empty() {
+            return;
+        }
         for o in self.scratch.drain(..) {
             let pattern = self.names.get(o.pattern).cloned();
             match o.kind {
