@@ -143,7 +143,13 @@ pub(crate) fn test(e: &Expr, row: &Row, ctx: &dyn StageEvents) -> bool {
         Expr::And(xs) => xs.iter().all(|x| test(x, row, ctx)),
         Expr::Or(xs) => xs.iter().any(|x| test(x, row, ctx)),
         Expr::Not(x) => matches!(*eval(x, row, ctx), Val::Bool(false)),
-        Expr::Cmp(op, a, b) => compare(*op, &eval(a, row, ctx), &eval(b, row, ctx)),
+        Expr::Cmp(op, a, b) => match (&**a, &**b) {
+            // The usual shape (`type == 'fail'`, `value > 10`): what `eval` would borrow,
+            // read directly.
+            (Expr::Field(slot), Expr::Const(v)) => compare(*op, row.get(*slot), v),
+            (Expr::Const(v), Expr::Field(slot)) => compare(*op, v, row.get(*slot)),
+            _ => compare(*op, &eval(a, row, ctx), &eval(b, row, ctx)),
+        },
         Expr::Exists(slot) => row.is_present(*slot),
         Expr::In {
             negated,
