@@ -904,11 +904,11 @@ impl<E> Nfa<E> {
                         new_partial.add(ncs, cmp_cs);
                     }
                 };
-                self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut emit);
+                self.compute_next_states(st, cs, event, ts, &mut ev, &mut event_id, &mut emit);
                 continue;
             }
             next.clear();
-            self.compute_next_states(st, &cs, event, ts, &mut ev, &mut event_id, &mut |ncs| {
+            self.compute_next_states(st, cs, event, ts, &mut ev, &mut event_id, &mut |ncs| {
                 next.push(ncs)
             });
             // Reaching a stop state discards the partial match's other branches (Flink releases
@@ -1166,13 +1166,14 @@ impl<E> Nfa<E> {
     fn compute_next_states(
         &self,
         st: &mut GenState<E>,
-        cs: &CState,
+        owned: CState,
         event: &Arc<E>,
         ts: i64,
         ev: &mut Eval<'_, E>,
         event_id: &mut Option<EvRef>,
         result: &mut impl FnMut(CState),
     ) {
+        let cs = &owned;
         let is_start = self.is_start(cs);
         let d = {
             let ctx = self.context(st, cs, ts);
@@ -1219,7 +1220,9 @@ impl<E> Nfa<E> {
                         "a partial match that waits changed the shared buffer"
                     );
                 }
-                result(cs.clone());
+                // The same partial match goes on: moved, not copied (a long version is a heap
+                // block).
+                result(owned);
                 return;
             }
         };
