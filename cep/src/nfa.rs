@@ -389,6 +389,13 @@ struct Decision {
     total_ignore: i32,
 }
 
+impl Decision {
+    /// Whether the event only passes a partial match in `state` by: one ignore back to it.
+    fn waits(&self, state: StateId) -> bool {
+        matches!(self.edges[..], [(Action::Ignore, _, target, _)] if target == state)
+    }
+}
+
 /// The next computation states of one computation state; rarely more than a few.
 type NextStates = SmallVec<[CState; 4]>;
 
@@ -1179,36 +1186,28 @@ impl<E> Nfa<E> {
             let ctx = self.context(st, cs, ts);
             if !is_start && self.passes_by(cs, ev, &ctx) {
                 // Debug builds (every test, the conformance corpus) decide too, and check.
-                #[cfg(debug_assertions)]
-                {
-                    let d = self.decide(cs, ev, &ctx);
-                    assert!(
-                        matches!(d.edges[..], [(Action::Ignore, _, t, _)] if t == cs.state),
-                        "an event the take refuses does more than pass the partial match by"
-                    );
-                }
+                debug_assert!(
+                    self.decide(cs, ev, &ctx).waits(cs.state),
+                    "an event the take refuses does more than pass the partial match by"
+                );
                 None
             } else {
                 Some(self.decide(cs, ev, &ctx))
             }
         };
         let d = match d {
-            Some(d)
-                if is_start
-                    || !matches!(d.edges[..], [(Action::Ignore, _, target, _)] if target == cs.state) =>
-            {
-                d
-            }
+            Some(d) if is_start || !d.waits(cs.state) => d,
             _ => {
-                // The event passes the partial match by, and nothing else: Flink makes the same
-                // partial match again (same node, same version: `increase(0)`), locking its node
-                // and the edges compatible with the version once more, then releases the old one's
-                // locks, which are the same node and edges. Every node and edge the buffer keeps has
-                // a count of at least 1 (a count reaches 0 only in a release, which removes it at
-                // once; `put` makes an edge that `add_state` locks at once; restored snapshots are
-                // checked), so the release only undoes the lock: skip both (most partial matches of
-                // a looping pattern wait like this on most events). Debug builds (every test) do
-                // what Flink does and check that it changed nothing.
+                // The event passes the partial match by, and nothing else: Flink makes the
+                // same partial match again (same node, same version: `increase(0)`), locking
+                // its node and the edges compatible with the version once more, then releases
+                // the old one's locks, which are the same node and edges. Every node and edge
+                // the buffer keeps has a count of at least 1 (a count reaches 0 only in a
+                // release, which removes it at once; `put` makes an edge that `add_state` locks
+                // at once; restored snapshots are checked), so the release only undoes the
+                // lock: skip both (most partial matches of a looping pattern wait like this on
+                // most events). Debug builds (every test) do what Flink does and check that it
+                // changed nothing.
                 #[cfg(debug_assertions)]
                 if let Some(p) = cs.prev {
                     let before = st.buffer.lock_counts();

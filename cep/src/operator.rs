@@ -3,8 +3,9 @@
 //! time advanced before each timestamp and to the watermark at the end (Flink's `CepOperator`).
 //!
 //! A key is only visited when something is due for it: its earliest buffered event, or the
-//! earliest time one of its partial matches can time out. Those times sit in a min-heap, so a
-//! watermark costs nothing for keys with nothing due, whatever the number of keys.
+//! earliest time one of its partial matches can time out. Those times sit in a min-queue
+//! (`due.rs`), so a watermark costs nothing for keys with nothing due, whatever the number of
+//! keys.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
