@@ -40,6 +40,7 @@ mod dewey;
 mod due;
 mod few;
 mod linear;
+mod looping;
 mod nfa;
 mod operator;
 mod pattern;

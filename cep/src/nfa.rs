@@ -10,6 +10,7 @@ use smallvec::{smallvec, SmallVec};
 
 use crate::dewey::Dewey;
 use crate::linear::{ChainState, LinState, Linear};
+use crate::looping::{LoopState, Looped};
 use crate::pattern::{AfterMatchSkip, Leaf};
 use crate::pq::JavaPq;
 use crate::shared_buffer::{page_groups, EvRef, EventId, NodeId, Path, SharedBuffer};
@@ -142,6 +143,9 @@ pub struct Nfa<E> {
     /// The chain of stages, when the pattern never branches: its keys then run the linear
     /// matcher (`crate::linear`).
     pub(crate) linear: Option<Linear>,
+    /// The loop between two single stages, when the pattern is one: its keys then run the loop
+    /// matcher (`crate::looping`).
+    pub(crate) looped: Option<Looped>,
 }
 
 /// Events of a match or partial match, by stage, in order.
@@ -178,6 +182,7 @@ pub(crate) enum Repr<E> {
     Linear(LinState<E>),
     /// Boxed, so that a strict chain's state (the smaller and more common) sets the size.
     Chain(Box<ChainState<E>>),
+    Loop(Box<LoopState<E>>),
 }
 
 impl<E> NfaState<E> {
@@ -187,6 +192,7 @@ impl<E> NfaState<E> {
             Repr::General(g) => g.is_idle(),
             Repr::Linear(l) => l.is_idle(),
             Repr::Chain(c) => c.is_idle(),
+            Repr::Loop(l) => l.is_idle(),
         }
     }
 
@@ -196,6 +202,7 @@ impl<E> NfaState<E> {
             Repr::General(g) => g.partial_count(),
             Repr::Linear(l) => l.partial_count(),
             Repr::Chain(c) => c.partial_count(),
+            Repr::Loop(l) => l.partial_count(),
         }
     }
 
@@ -205,6 +212,7 @@ impl<E> NfaState<E> {
             Repr::General(g) => g.buffered_events(),
             Repr::Linear(l) => l.buffered_events(),
             Repr::Chain(c) => c.buffered_events(),
+            Repr::Loop(l) => l.buffered_events(),
         }
     }
 
@@ -294,6 +302,12 @@ enum Source<'a, E> {
     },
     /// A linear matcher's partial match: its events with their pages, in order.
     Held(&'a [(u16, &'a E)]),
+    /// The loop matcher's partial match: one event of the first page, then events of the
+    /// second.
+    Run {
+        events: &'a [Arc<E>],
+        pages: [u16; 2],
+    },
 }
 
 impl<'a, E> Context<'a, E> {
@@ -301,6 +315,27 @@ impl<'a, E> Context<'a, E> {
     pub(crate) fn held(held: &'a [(u16, &'a E)], pages: &'a [Arc<str>], ts: i64) -> Self {
         Context {
             source: Source::Held(held),
+            pages,
+            ts,
+            known: Cell::new(0),
+            results: Cell::new(0),
+        }
+    }
+
+    /// The context of the loop matcher's partial match `events`: the first on page `first`, the
+    /// rest on page `rest` (none: the start state's).
+    pub(crate) fn run(
+        events: &'a [Arc<E>],
+        first: u16,
+        rest: u16,
+        pages: &'a [Arc<str>],
+        ts: i64,
+    ) -> Self {
+        Context {
+            source: Source::Run {
+                events,
+                pages: [first, rest],
+            },
             pages,
             ts,
             known: Cell::new(0),
@@ -340,11 +375,22 @@ impl<'a, E> Context<'a, E> {
                         .filter_map(move |(_, id)| buffer.event(*id).map(|e| &**e)),
                 )
             }
-            Source::Held(held) => either::Either::Right(
+            Source::Held(held) => either::Either::Right(either::Either::Left(
                 held.iter()
                     .filter(move |(p, _)| *p as usize == page)
                     .map(|(_, e)| *e),
-            ),
+            )),
+            Source::Run { events, pages } => {
+                let first = usize::from(pages[0]) == page;
+                let rest = usize::from(pages[1]) == page;
+                let slice: &'a [Arc<E>] = match (first, rest) {
+                    (true, true) => events,
+                    (true, false) => events.get(..1).unwrap_or(&[]),
+                    (false, true) => events.get(1..).unwrap_or(&[]),
+                    (false, false) => &[],
+                };
+                either::Either::Right(either::Either::Right(slice.iter().map(|e| &**e)))
+            }
         }
     }
 
@@ -373,9 +419,24 @@ impl<'a, E> Context<'a, E> {
 }
 
 /// Per-event cache of the results of simple conditions (0: not evaluated, 1: false, 2: true).
-struct Eval<'e, E> {
+pub(crate) struct Eval<'e, E> {
     event: &'e E,
     cache: SmallVec<[u8; 16]>,
+}
+
+impl<'e, E> Eval<'e, E> {
+    /// Nothing evaluated yet for `event`, under a pattern of `n` leaves.
+    #[inline]
+    pub(crate) fn new(event: &'e E, n: usize) -> Self {
+        Eval {
+            event,
+            cache: if n <= 16 {
+                SmallVec::from_buf_and_len([0; 16], n)
+            } else {
+                smallvec![0; n]
+            },
+        }
+    }
 }
 
 /// A transition taken: action, source, target, and the final state reached from the target by
@@ -427,6 +488,10 @@ impl<E> Nfa<E> {
             .collect();
         let take_or_wait = states.iter().enumerate().map(take_or_wait).collect();
         let linear = Linear::of(&states, &leaves, &window_times, &skip, skip_page);
+        let looped = match linear {
+            None => Looped::of(&states, &window_times, &skip),
+            Some(_) => None,
+        };
         Nfa {
             name,
             states,
@@ -443,6 +508,7 @@ impl<E> Nfa<E> {
             proceeds,
             take_or_wait,
             linear,
+            looped,
         }
     }
 
@@ -524,6 +590,7 @@ impl<E> Nfa<E> {
         let repr = match &self.linear {
             Some(lin) if lin.all_strict() => Repr::Linear(LinState::new()),
             Some(_) => Repr::Chain(Box::new(ChainState::new())),
+            None if self.looped.is_some() => Repr::Loop(Box::new(LoopState::new())),
             None => Repr::General(Box::new(self.initial_gen())),
         };
         NfaState { repr }
@@ -538,11 +605,13 @@ impl<E> Nfa<E> {
 
     /// Which matcher runs the pattern's keys: `"strict chain"` (a chain of strict stages:
     /// `LinState`), `"chain"` (a chain with relaxed or NOT stages: `ChainState`), or
-    /// `"automaton"` (the general automaton, Flink's NFA with its shared buffer).
+    /// `"loop"` (one loop between two single stages: `LoopState`), or `"automaton"` (the
+    /// general automaton, Flink's NFA with its shared buffer).
     pub fn matcher(&self) -> &'static str {
         match &self.linear {
             Some(lin) if lin.all_strict() => "strict chain",
             Some(_) => "chain",
+            None if self.looped.is_some() => "loop",
             None => "automaton",
         }
     }
@@ -551,6 +620,7 @@ impl<E> Nfa<E> {
     /// compare the two matchers with it).
     pub fn general(mut self) -> Self {
         self.linear = None;
+        self.looped = None;
         self
     }
 
@@ -560,7 +630,8 @@ impl<E> Nfa<E> {
         match &mut st.repr {
             Repr::Linear(l) if strict == Some(true) => l.reset(),
             Repr::Chain(c) if strict == Some(false) => c.reset(),
-            Repr::General(g) if strict.is_none() => self.reset_gen(g),
+            Repr::Loop(l) if strict.is_none() && self.looped.is_some() => l.reset(),
+            Repr::General(g) if strict.is_none() && self.looped.is_none() => self.reset_gen(g),
             _ => *st = self.initial_state(),
         }
     }
@@ -572,6 +643,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => self.stop_starting_gen(g),
             Repr::Linear(l) => l.stop_starting(),
             Repr::Chain(c) => c.stop_starting(),
+            Repr::Loop(l) => l.stop_starting(),
         }
     }
 
@@ -582,6 +654,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => self.trim_gen(g, max),
             Repr::Linear(l) => self.lin_trim(l, max),
             Repr::Chain(c) => self.chain_trim(c, max),
+            Repr::Loop(l) => self.loop_trim(l, max),
         }
     }
 
@@ -593,6 +666,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => self.trim_buffer_gen(g, max),
             Repr::Linear(l) => self.lin_trim_buffer(l, max),
             Repr::Chain(c) => self.chain_trim_buffer(c, max),
+            Repr::Loop(l) => self.loop_trim_buffer(l, max),
         }
     }
 
@@ -603,6 +677,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => g.due,
             Repr::Linear(l) => self.lin_due(l),
             Repr::Chain(c) => self.chain_due(c),
+            Repr::Loop(l) => self.loop_due(l),
         }
     }
 
@@ -619,6 +694,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => self.advance_time_gen(g, ts, matches, timeouts),
             Repr::Linear(l) => self.lin_advance_time(l, ts, timeouts),
             Repr::Chain(c) => self.chain_advance_time(c, ts, timeouts),
+            Repr::Loop(l) => self.loop_advance_time(l, ts, timeouts),
         }
     }
 
@@ -634,6 +710,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => self.process_gen(g, event, ts, matches),
             Repr::Linear(l) => self.lin_process(l, event, ts, matches),
             Repr::Chain(c) => self.chain_process(c, event, ts, matches),
+            Repr::Loop(l) => self.loop_process(l, event, ts, matches),
         }
     }
 
@@ -643,6 +720,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => self.partial_matches_gen(g),
             Repr::Linear(l) => self.lin_partial_matches(l),
             Repr::Chain(c) => self.chain_partial_matches(c),
+            Repr::Loop(l) => self.loop_partial_matches(l),
         }
     }
 
@@ -743,7 +821,12 @@ impl<E> Nfa<E> {
     /// (or its negation) already evaluated for this event. Only simple conditions are cached
     /// (and guards, whose refusal, 1, is the leaf's answer too: their 3 goes on to `eval`).
     #[inline(always)]
-    fn eval_cached(&self, c: &CondExpr, ev: &mut Eval<'_, E>, ctx: &Context<'_, E>) -> bool {
+    pub(crate) fn eval_cached(
+        &self,
+        c: &CondExpr,
+        ev: &mut Eval<'_, E>,
+        ctx: &Context<'_, E>,
+    ) -> bool {
         match c {
             CondExpr::True => return true,
             CondExpr::Leaf(i) => match ev.cache.get(*i as usize) {
@@ -886,15 +969,7 @@ impl<E> Nfa<E> {
         ts: i64,
         matches: &mut Vec<Match<E>>,
     ) {
-        let n = self.leaves.len();
-        let mut ev = Eval {
-            event: &**event,
-            cache: if n <= 16 {
-                SmallVec::from_buf_and_len([0; 16], n)
-            } else {
-                smallvec![0; n]
-            },
-        };
+        let mut ev = Eval::new(&**event, self.leaves.len());
         let mut event_id: Option<EvRef> = None;
         let mut new_partial = JavaPq::from_vec(take_scratch());
         let mut potential = JavaPq::new();
@@ -1367,7 +1442,7 @@ fn take_or_wait((s, state): (usize, &State)) -> Option<usize> {
 }
 
 /// Whether two conditions are the same expression.
-fn same_cond(a: &CondExpr, b: &CondExpr) -> bool {
+pub(crate) fn same_cond(a: &CondExpr, b: &CondExpr) -> bool {
     match (a, b) {
         (CondExpr::True, CondExpr::True) => true,
         (CondExpr::Leaf(x), CondExpr::Leaf(y)) => x == y,

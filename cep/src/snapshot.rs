@@ -19,6 +19,7 @@ use smallvec::SmallVec;
 
 use crate::dewey::Dewey;
 use crate::linear::{ChainState, LinState, Partial};
+use crate::looping::{Entry, LoopState, Pos};
 use crate::nfa::{CState, GenState, Nfa, NfaState, Repr};
 use crate::pq::JavaPq;
 use crate::shared_buffer::{EventId, NodeId, SharedBuffer};
@@ -58,6 +59,21 @@ struct NfaSnapshot {
     /// The state of a key on the chain matcher (the fields above are then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chain: Option<ChainSnapshot>,
+    /// The state of a key on the loop matcher (the fields above are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    looped: Option<LoopSnapshot>,
+}
+
+/// A key's state on the loop matcher (`crate::looping`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct LoopSnapshot {
+    /// The partial matches in queue order: `(position, first event's timestamp, its arrival
+    /// id, run, events of the run held after the first)`.
+    partial: Vec<(u8, i64, u32, u32, u32)>,
+    /// Per run, its events (indices into the key's events).
+    runs: Vec<Vec<u32>>,
+    /// Per timestamp, the next arrival id.
+    counters: Vec<(i64, u32)>,
 }
 
 /// A key's state on the chain matcher (`crate::linear`).
@@ -178,7 +194,7 @@ pub(crate) fn snapshot_state<E, T>(
     st: &NfaState<E>,
     table: &mut EventTable<'_, E, T>,
 ) -> NfaSnapshotOf {
-    let empty = |linear, chain| {
+    let empty = |linear, chain, looped| {
         NfaSnapshotOf(NfaSnapshot {
             partial: Vec::new(),
             completed: Vec::new(),
@@ -187,6 +203,7 @@ pub(crate) fn snapshot_state<E, T>(
             nodes: Vec::new(),
             linear,
             chain,
+            looped,
         })
     };
     let st = match &st.repr {
@@ -209,6 +226,7 @@ pub(crate) fn snapshot_state<E, T>(
                     seq: c.seq,
                     starting: c.starting,
                 }),
+                None,
             );
         }
         Repr::Linear(l) => {
@@ -220,6 +238,26 @@ pub(crate) fn snapshot_state<E, T>(
                     starting,
                 }),
                 None,
+                None,
+            );
+        }
+        Repr::Loop(l) => {
+            let (entries, runs, counters) = l.parts();
+            let runs = runs
+                .into_iter()
+                .map(|r| r.iter().map(|e| table.add(e)).collect())
+                .collect();
+            return empty(
+                None,
+                None,
+                Some(LoopSnapshot {
+                    partial: entries
+                        .iter()
+                        .map(|e| (e.pos as u8, e.ts, e.id, e.run, e.len))
+                        .collect(),
+                    runs,
+                    counters: counters.to_vec(),
+                }),
             );
         }
     };
@@ -254,6 +292,7 @@ pub(crate) fn snapshot_state<E, T>(
         nodes,
         linear: None,
         chain: None,
+        looped: None,
     })
 }
 
@@ -288,6 +327,33 @@ impl<T> KeySnapshot<T> {
                 .cloned()
                 .ok_or_else(|| err(format!("held event {i} does not exist")))
         };
+        if let Some(lp) = &s.looped {
+            if nfa.looped.is_none() {
+                return Err(err(
+                    "a state of the loop matcher, for another pattern".into()
+                ));
+            }
+            let mut entries = Vec::with_capacity(lp.partial.len());
+            for &(pos, ts, id, run, len) in &lp.partial {
+                let pos = Pos::from_u8(pos).ok_or_else(|| err(format!("position {pos}")))?;
+                entries.push(Entry {
+                    ts,
+                    id,
+                    pos,
+                    run,
+                    len,
+                });
+            }
+            let mut runs = Vec::with_capacity(lp.runs.len());
+            for r in &lp.runs {
+                runs.push(r.iter().map(|&i| event(i)).collect::<Result<Vec<_>, _>>()?);
+            }
+            let st = LoopState::from_parts(entries, runs, lp.counters.clone(), nfa.window())
+                .map_err(err)?;
+            return Ok(NfaState {
+                repr: Repr::Loop(Box::new(st)),
+            });
+        }
         if let Some(chain) = &s.chain {
             let shape = nfa
                 .linear

@@ -1,0 +1,638 @@
+//! The matcher for one loop between two single stages: `a`, then one or more `b` (relaxed
+//! between themselves and after `a`), then `c` (relaxed), under no skip, with the pattern's
+//! window: the issue's `oneormore` and `iterative` shapes ("3 rising readings, then a drop").
+//!
+//! Like [`crate::linear`], it is picked at compile time ([`Looped::of`], from the automaton's
+//! states, not from the DSL) and gives exactly what the general automaton gives: matches,
+//! timeouts and their times, their order, the partial matches shown and the events held
+//! (`tests/looping.rs` runs both on random patterns and streams; the conformance corpus runs it
+//! against Flink's outputs).
+//!
+//! The shape branches (a partial match at the loop forks one that waits for `c` on every event
+//! that `c` refuses), so the matcher keeps Flink's queue of partial matches ([`JavaPq`], whose
+//! array order decides the order of one event's matches); what it drops is the shared buffer.
+//! Every partial match of one `a` event holds a prefix of the same events: the `a`, then the
+//! `b`s taken so far, which only the one partial match still at the loop extends. They live in
+//! one [`Run`], and a partial match is its position, its run and the length of its prefix: no
+//! Dewey versions, nodes or edges, and a condition's context is a slice of the run.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::nfa::{
+    same_cond, Action, CondExpr, Context, Eval, Events, Kind, Match, Nfa, PartialMatch, State,
+    StateId, Timeout,
+};
+use crate::pattern::AfterMatchSkip;
+use crate::pq::JavaPq;
+
+/// Where a partial match stands, by the automaton state it would be in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Pos {
+    /// The start state (no events).
+    Start = 0,
+    /// After `a`, before its first `b` (`b:1` in Flink's automaton).
+    First = 1,
+    /// At the loop, having just taken a `b` (`b`): it proceeds to `c` on the next event.
+    Loop = 2,
+    /// Back in the loop after an event it did not take (`b:0`): waits for a `b`.
+    Idle = 3,
+    /// Waiting for `c` (`c`), with a prefix of its run's `b`s.
+    Wait = 4,
+}
+
+impl Pos {
+    pub(crate) fn from_u8(p: u8) -> Option<Pos> {
+        Some(match p {
+            0 => Pos::Start,
+            1 => Pos::First,
+            2 => Pos::Loop,
+            3 => Pos::Idle,
+            4 => Pos::Wait,
+            _ => return None,
+        })
+    }
+}
+
+/// The shape, when the automaton has it: its states and the three stages' conditions.
+#[derive(Debug, Clone)]
+pub(crate) struct Looped {
+    /// The automaton state of each [`Pos`], by its number.
+    states: [StateId; 5],
+    take_a: CondExpr,
+    take_b: CondExpr,
+    take_c: CondExpr,
+    /// The pages of `a`, `b` and `c`.
+    pages: [u16; 3],
+}
+
+impl Looped {
+    /// The loop of `states`, if the automaton is one: the start state takes `a` or waits;
+    /// `b:1` takes `b` (to the loop) or waits; the loop proceeds to `c`, takes `b` (staying) or
+    /// goes to `b:0`; `b:0` takes `b` (to the loop) or waits; `c` takes `c` (to the final state)
+    /// or waits. Every wait is on the negation of the state's take; no window per stage, no skip.
+    pub(crate) fn of(
+        states: &[State],
+        window_times: &[Option<i64>],
+        skip: &AfterMatchSkip,
+    ) -> Option<Looped> {
+        if *skip != AfterMatchSkip::NoSkip
+            || states.len() != 6
+            || window_times.iter().any(|w| w.is_some_and(|w| w > 0))
+        {
+            return None;
+        }
+        // `[take, wait]` with the take's condition; the wait loops on `s`.
+        let take_wait = |s: StateId, t: &[crate::nfa::Transition]| -> Option<(StateId, CondExpr)> {
+            let [take, wait] = t else { return None };
+            let negates = matches!(&wait.cond, CondExpr::Not(c) if same_cond(c, &take.cond));
+            (take.action == Action::Take
+                && wait.action == Action::Ignore
+                && wait.target == s
+                && negates)
+                .then(|| (take.target, take.cond.clone()))
+        };
+        let state = |s: StateId| states.get(s as usize);
+        let start = states.iter().position(|s| s.kind == Kind::Start)? as StateId;
+        let (first, take_a) = take_wait(start, &state(start)?.transitions)?;
+        let (looping, take_b) = take_wait(first, &state(first)?.transitions)?;
+        let [proceed, take, leave] = &state(looping)?.transitions[..] else {
+            return None;
+        };
+        let last = proceed.target;
+        let idle = leave.target;
+        let loop_ok = proceed.action == Action::Proceed
+            && matches!(proceed.cond, CondExpr::True)
+            && take.action == Action::Take
+            && take.target == looping
+            && same_cond(&take.cond, &take_b)
+            && leave.action == Action::Ignore
+            && matches!(&leave.cond, CondExpr::Not(c) if same_cond(c, &take_b));
+        if !loop_ok {
+            return None;
+        }
+        let (back, idle_take) = take_wait(idle, &state(idle)?.transitions)?;
+        let (fin, take_c) = take_wait(last, &state(last)?.transitions)?;
+        let ids = [start, first, looping, idle, last, fin];
+        let distinct = (0..6).all(|i| (i + 1..6).all(|j| ids[i] != ids[j]));
+        let kinds = [first, looping, idle, last]
+            .iter()
+            .all(|&s| states[s as usize].kind == Kind::Normal);
+        let page_b = states[looping as usize].page;
+        let pages = [
+            states[start as usize].page,
+            page_b,
+            states[last as usize].page,
+        ];
+        let ok = distinct
+            && kinds
+            && back == looping
+            && same_cond(&idle_take, &take_b)
+            && states[fin as usize].kind == Kind::Final
+            && states[fin as usize].transitions.is_empty()
+            && states[first as usize].page == page_b
+            && states[idle as usize].page == page_b
+            && pages[0] != page_b
+            && pages[2] != page_b
+            && pages[0] != pages[2];
+        ok.then_some(Looped {
+            states: [start, first, looping, idle, last],
+            take_a,
+            take_b,
+            take_c,
+            pages,
+        })
+    }
+
+    /// The automaton state of a position.
+    pub(crate) fn state_of(&self, pos: Pos) -> StateId {
+        self.states[pos as usize]
+    }
+}
+
+/// The events of one `a` and the `b`s its partial match at the loop took, shared by every
+/// partial match the `a` started (each holds a prefix).
+struct Run<E> {
+    /// The `a`, then the `b`s.
+    events: Vec<Arc<E>>,
+    /// Partial matches (and matches not yet emitted) that hold this run.
+    refs: u32,
+}
+
+/// A partial match: Flink's computation state without a buffer node or version.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Entry {
+    /// Its first event's timestamp and arrival id (`i64::MAX`, `u32::MAX` for the start state:
+    /// it comes out last, as in the general automaton).
+    pub(crate) ts: i64,
+    pub(crate) id: u32,
+    pub(crate) pos: Pos,
+    /// Its run (unused by the start state).
+    pub(crate) run: u32,
+    /// How many `b`s of the run it holds.
+    pub(crate) len: u32,
+}
+
+impl Entry {
+    const START: Entry = Entry {
+        ts: i64::MAX,
+        id: u32::MAX,
+        pos: Pos::Start,
+        run: 0,
+        len: 0,
+    };
+}
+
+/// By first event, as the general automaton orders its computation states.
+fn cmp(a: &Entry, b: &Entry) -> Ordering {
+    (a.ts, a.id).cmp(&(b.ts, b.id))
+}
+
+/// A key's state on the loop matcher.
+pub(crate) struct LoopState<E> {
+    partial: JavaPq<Entry>,
+    runs: Vec<Run<E>>,
+    /// Runs no partial match holds, for reuse.
+    free: Vec<u32>,
+    /// Per timestamp, the next arrival id (the shared buffer's counters: an event gets an id
+    /// when some partial match takes it).
+    counters: Vec<(i64, u32)>,
+    due: i64,
+}
+
+impl<E> LoopState<E> {
+    pub(crate) fn new() -> Self {
+        let mut partial = JavaPq::new();
+        partial.add(Entry::START, cmp);
+        LoopState {
+            partial,
+            runs: Vec::new(),
+            free: Vec::new(),
+            counters: Vec::new(),
+            due: i64::MAX,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        let mut es = self.partial.take_vec();
+        es.clear();
+        self.partial = JavaPq::from_vec(es);
+        self.partial.add(Entry::START, cmp);
+        self.runs.clear();
+        self.free.clear();
+        self.counters.clear();
+        self.due = i64::MAX;
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.partial.as_slice().iter().all(|e| e.pos == Pos::Start)
+    }
+
+    pub(crate) fn partial_count(&self) -> usize {
+        self.partial
+            .as_slice()
+            .iter()
+            .filter(|e| e.pos != Pos::Start)
+            .count()
+    }
+
+    /// The distinct events the runs hold (one event taken by two runs counts once, as in the
+    /// shared buffer).
+    pub(crate) fn buffered_events(&self) -> usize {
+        let mut ptrs: Vec<*const E> = self
+            .runs
+            .iter()
+            .filter(|r| r.refs > 0)
+            .flat_map(|r| r.events.iter().map(Arc::as_ptr))
+            .collect();
+        ptrs.sort_unstable();
+        ptrs.dedup();
+        ptrs.len()
+    }
+
+    pub(crate) fn stop_starting(&mut self) {
+        self.partial.remove_if(|e| e.pos == Pos::Start, cmp);
+    }
+
+    /// The next arrival id of an event at `ts` (the shared buffer's `register_event`).
+    fn register(&mut self, ts: i64) -> u32 {
+        match self.counters.iter_mut().rev().find(|c| c.0 == ts) {
+            Some(c) => {
+                c.1 += 1;
+                c.1 - 1
+            }
+            None => {
+                self.counters.retain(|c| c.0 > ts);
+                self.counters.push((ts, 1));
+                0
+            }
+        }
+    }
+
+    fn new_run(&mut self, a: Arc<E>) -> u32 {
+        match self.free.pop() {
+            Some(r) => {
+                let run = &mut self.runs[r as usize];
+                run.events.push(a);
+                run.refs = 1;
+                r
+            }
+            None => {
+                self.runs.push(Run {
+                    events: vec![a],
+                    refs: 1,
+                });
+                (self.runs.len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&mut self, r: u32) {
+        let run = &mut self.runs[r as usize];
+        run.refs -= 1;
+        if run.refs == 0 {
+            run.events.clear();
+            self.free.push(r);
+        }
+    }
+
+    /// The partial matches in queue order, and each run's events (runs numbered in order of
+    /// first use, so that equal states give equal parts).
+    pub(crate) fn parts(&self) -> (Vec<Entry>, Vec<&[Arc<E>]>, &[(i64, u32)]) {
+        let mut number = vec![u32::MAX; self.runs.len()];
+        let mut runs = Vec::new();
+        let entries = self
+            .partial
+            .as_slice()
+            .iter()
+            .map(|e| {
+                let mut e = *e;
+                if e.pos != Pos::Start {
+                    let n = &mut number[e.run as usize];
+                    if *n == u32::MAX {
+                        *n = runs.len() as u32;
+                        runs.push(&self.runs[e.run as usize].events[..]);
+                    }
+                    e.run = *n;
+                } else {
+                    e.run = 0;
+                }
+                e
+            })
+            .collect();
+        (entries, runs, &self.counters)
+    }
+
+    /// A state from its parts (a snapshot), checked: every run held, every prefix within its
+    /// run, one partial match at most extending each run.
+    pub(crate) fn from_parts(
+        entries: Vec<Entry>,
+        runs: Vec<Vec<Arc<E>>>,
+        counters: Vec<(i64, u32)>,
+        window: i64,
+    ) -> Result<Self, String> {
+        let mut runs: Vec<Run<E>> = runs
+            .into_iter()
+            .map(|events| Run { events, refs: 0 })
+            .collect();
+        let mut extended = vec![false; runs.len()];
+        for e in &entries {
+            if e.pos == Pos::Start {
+                continue;
+            }
+            let run = runs
+                .get_mut(e.run as usize)
+                .ok_or_else(|| format!("partial match of run {} that does not exist", e.run))?;
+            let full = run.events.len().checked_sub(1).ok_or("an empty run")?;
+            let whole = matches!(e.pos, Pos::First | Pos::Loop | Pos::Idle);
+            let fits = if whole {
+                e.len as usize == full
+            } else {
+                e.len as usize <= full
+            };
+            let shape = match e.pos {
+                Pos::First => e.len == 0,
+                Pos::Loop | Pos::Wait => e.len > 0,
+                _ => true,
+            };
+            if !fits || !shape {
+                return Err(format!(
+                    "partial match with {} of the {full} events of its run",
+                    e.len
+                ));
+            }
+            if whole {
+                if extended[e.run as usize] {
+                    return Err(format!("two partial matches extend run {}", e.run));
+                }
+                extended[e.run as usize] = true;
+            }
+            run.refs += 1;
+        }
+        let mut free = Vec::new();
+        for (i, r) in runs.iter_mut().enumerate() {
+            if r.refs == 0 {
+                r.events.clear();
+                free.push(i as u32);
+            }
+        }
+        let partial = JavaPq::from_vec(entries);
+        let due = due_of(&partial, window);
+        Ok(LoopState {
+            partial,
+            runs,
+            free,
+            counters,
+            due,
+        })
+    }
+}
+
+/// The earliest end of window of the partial matches in `partial`.
+fn due_of(partial: &JavaPq<Entry>, window: i64) -> i64 {
+    if window <= 0 {
+        return i64::MAX;
+    }
+    partial
+        .as_slice()
+        .iter()
+        .filter(|e| e.pos != Pos::Start)
+        .map(|e| e.ts.saturating_add(window))
+        .min()
+        .unwrap_or(i64::MAX)
+}
+
+thread_local! {
+    /// The queue a step builds, swapped with a key's (as the general automaton's `SCRATCH`).
+    static SCRATCH: std::cell::Cell<Vec<Entry>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl<E> Nfa<E> {
+    fn looped(&self) -> &Looped {
+        self.looped.as_ref().expect("a key on the loop matcher")
+    }
+
+    /// The events of a partial match holding `len` `b`s of `run`, by stage.
+    fn loop_events(&self, run: &[Arc<E>], len: u32) -> Events<E> {
+        let l = self.looped();
+        let mut out: Events<E> = Vec::with_capacity(3);
+        out.push((
+            self.pages[l.pages[0] as usize].clone(),
+            vec![run[0].clone()],
+        ));
+        if len > 0 {
+            out.push((
+                self.pages[l.pages[1] as usize].clone(),
+                run[1..=len as usize].to_vec(),
+            ));
+        }
+        out
+    }
+
+    pub(crate) fn loop_due(&self, st: &LoopState<E>) -> i64 {
+        st.due
+    }
+
+    pub(crate) fn loop_advance_time(
+        &self,
+        st: &mut LoopState<E>,
+        ts: i64,
+        timeouts: &mut Vec<Timeout<E>>,
+    ) {
+        let window = self.window;
+        let old = st.partial.take_vec();
+        let mut next = JavaPq::from_vec(SCRATCH.with(|s| s.take()));
+        for &e in &old {
+            if e.pos != Pos::Start && window > 0 && ts - e.ts >= window {
+                let run = &st.runs[e.run as usize].events;
+                timeouts.push((self.loop_events(run, e.len), e.ts + window));
+                st.release(e.run);
+            } else {
+                next.add(e, cmp);
+            }
+        }
+        give_scratch(old);
+        st.due = due_of(&next, window);
+        st.partial = next;
+        st.counters.retain(|c| c.0 >= ts);
+    }
+
+    pub(crate) fn loop_process(
+        &self,
+        st: &mut LoopState<E>,
+        event: &Arc<E>,
+        ts: i64,
+        matches: &mut Vec<Match<E>>,
+    ) {
+        let l = self.looped();
+        let pages = &self.pages;
+        let (pa, pb) = (l.pages[0], l.pages[1]);
+        let mut ev = Eval::new(&**event, self.leaves.len());
+        let mut id: Option<u32> = None;
+        let old = st.partial.take_vec();
+        let mut next = JavaPq::from_vec(SCRATCH.with(|s| s.take()));
+        let mut potential: JavaPq<Entry> = JavaPq::new();
+        for &e in &old {
+            match e.pos {
+                Pos::Start => {
+                    let ctx = Context::run(&[], pa, pb, pages, ts);
+                    if self.eval_cached(&l.take_a, &mut ev, &ctx) {
+                        let id = *id.get_or_insert_with(|| st.register(ts));
+                        let run = st.new_run(event.clone());
+                        next.add(
+                            Entry {
+                                ts,
+                                id,
+                                pos: Pos::First,
+                                run,
+                                len: 0,
+                            },
+                            cmp,
+                        );
+                    }
+                    next.add(e, cmp);
+                }
+                Pos::First | Pos::Idle | Pos::Loop => {
+                    let run = &st.runs[e.run as usize].events;
+                    debug_assert_eq!(run.len(), e.len as usize + 1, "the loop holds its run");
+                    let ctx = Context::run(run, pa, pb, pages, ts);
+                    let takes = self.eval_cached(&l.take_b, &mut ev, &ctx);
+                    let ends = e.pos == Pos::Loop && self.eval_cached(&l.take_c, &mut ev, &ctx);
+                    if takes {
+                        id.get_or_insert_with(|| st.register(ts));
+                        st.runs[e.run as usize].events.push(event.clone());
+                        let pos = Pos::Loop;
+                        next.add(
+                            Entry {
+                                pos,
+                                len: e.len + 1,
+                                ..e
+                            },
+                            cmp,
+                        );
+                    } else if e.pos == Pos::Loop {
+                        next.add(
+                            Entry {
+                                pos: Pos::Idle,
+                                ..e
+                            },
+                            cmp,
+                        );
+                    } else {
+                        next.add(e, cmp);
+                    }
+                    if e.pos == Pos::Loop {
+                        // Proceeding to `c`: it takes the event (a match) or waits for one.
+                        st.runs[e.run as usize].refs += 1;
+                        if ends {
+                            id.get_or_insert_with(|| st.register(ts));
+                            potential.add(e, cmp);
+                        } else {
+                            next.add(
+                                Entry {
+                                    pos: Pos::Wait,
+                                    ..e
+                                },
+                                cmp,
+                            );
+                        }
+                    }
+                }
+                Pos::Wait => {
+                    let run = &st.runs[e.run as usize].events[..=e.len as usize];
+                    let ctx = Context::run(run, pa, pb, pages, ts);
+                    if self.eval_cached(&l.take_c, &mut ev, &ctx) {
+                        id.get_or_insert_with(|| st.register(ts));
+                        potential.add(e, cmp);
+                    } else {
+                        next.add(e, cmp);
+                    }
+                }
+            }
+        }
+        give_scratch(old);
+        st.due = due_of(&next, self.window);
+        st.partial = next;
+        if potential.is_empty() {
+            return;
+        }
+        // Flink's completed queue, empty between steps under no skip: the matches go in in the
+        // array order of the step's queue and come out least first.
+        let mut completed = JavaPq::new();
+        for e in potential.take_vec() {
+            completed.add(e, cmp);
+        }
+        let pc = &self.pages[l.pages[2] as usize];
+        while let Some(e) = completed.poll(cmp) {
+            let run = &st.runs[e.run as usize].events;
+            let mut events = self.loop_events(run, e.len);
+            events.push((pc.clone(), vec![event.clone()]));
+            matches.push((events, ts));
+            st.release(e.run);
+        }
+    }
+
+    pub(crate) fn loop_trim(&self, st: &mut LoopState<E>, max: usize) -> usize {
+        let count = st.partial_count();
+        if count <= max {
+            return 0;
+        }
+        let mut starts: Vec<(i64, u32)> = st
+            .partial
+            .as_slice()
+            .iter()
+            .filter(|e| e.pos != Pos::Start)
+            .map(|e| (e.ts, e.id))
+            .collect();
+        starts.sort_unstable();
+        let cut = starts[count - max - 1];
+        let mut dropped = Vec::new();
+        st.partial.remove_if(
+            |e| {
+                let old = e.pos != Pos::Start && (e.ts, e.id) <= cut;
+                if old {
+                    dropped.push(e.run);
+                }
+                old
+            },
+            cmp,
+        );
+        for &r in &dropped {
+            st.release(r);
+        }
+        st.due = due_of(&st.partial, self.window);
+        dropped.len()
+    }
+
+    pub(crate) fn loop_trim_buffer(&self, st: &mut LoopState<E>, max: usize) -> usize {
+        let mut dropped = 0;
+        while st.buffered_events() > max {
+            let count = st.partial_count();
+            if count == 0 {
+                break;
+            }
+            dropped += self.loop_trim(st, count - 1);
+        }
+        dropped
+    }
+
+    pub(crate) fn loop_partial_matches(&self, st: &LoopState<E>) -> Vec<PartialMatch<E>> {
+        let l = self.looped();
+        st.partial
+            .as_slice()
+            .iter()
+            .filter(|e| e.pos != Pos::Start)
+            .map(|e| PartialMatch {
+                stage: self.states[l.state_of(e.pos) as usize].name.clone(),
+                start_ts: e.ts,
+                events: self.loop_events(&st.runs[e.run as usize].events, e.len),
+            })
+            .collect()
+    }
+}
+
+fn give_scratch(mut v: Vec<Entry>) {
+    v.clear();
+    SCRATCH.with(|s| s.set(v));
+}
