@@ -707,4 +707,25 @@ mod tests {
         }
         compile(&PatternSpec::from_json(LOGIN_FAIL_JSON).unwrap()).unwrap();
     }
+
+    /// Which matcher runs each workload's keys, typed and JSON: the benchmarks measure these.
+    #[test]
+    fn each_workload_runs_on_its_matcher() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/conformance/patterns");
+        for (w, matcher) in [
+            ("login_fail", "strict chain"),
+            ("seq_fby", "chain"),
+            ("oneormore", "loop"),
+            ("timeout", "chain"),
+            ("not_fby", "chain"),
+            ("iterative", "loop"),
+        ] {
+            assert_eq!(typed_pattern(w).unwrap().matcher(), matcher, "{w}, typed");
+            if w == "login_fail" || dir.exists() {
+                let json = compile(&json_pattern(w, &dir).unwrap()).unwrap();
+                assert_eq!(json.nfa().matcher(), matcher, "{w}, JSON");
+            }
+        }
+    }
 }

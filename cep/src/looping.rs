@@ -189,6 +189,16 @@ fn cmp(a: &Entry, b: &Entry) -> Ordering {
     (a.ts, a.id).cmp(&(b.ts, b.id))
 }
 
+/// What a snapshot of a key on the loop matcher holds ([`LoopState::parts`]).
+pub(crate) struct LoopParts<'a, E> {
+    /// The partial matches in queue order, with their runs renumbered.
+    pub(crate) entries: Vec<Entry>,
+    /// The events of each run, by its new number.
+    pub(crate) runs: Vec<&'a [Arc<E>]>,
+    /// Per timestamp, the next arrival id.
+    pub(crate) counters: &'a [(i64, u32)],
+}
+
 /// A key's state on the loop matcher.
 pub(crate) struct LoopState<E> {
     partial: JavaPq<Entry>,
@@ -299,7 +309,7 @@ impl<E> LoopState<E> {
 
     /// The partial matches in queue order, and each run's events (runs numbered in order of
     /// first use, so that equal states give equal parts).
-    pub(crate) fn parts(&self) -> (Vec<Entry>, Vec<&[Arc<E>]>, &[(i64, u32)]) {
+    pub(crate) fn parts(&self) -> LoopParts<'_, E> {
         let mut number = vec![u32::MAX; self.runs.len()];
         let mut runs = Vec::new();
         let entries = self
@@ -321,7 +331,11 @@ impl<E> LoopState<E> {
                 e
             })
             .collect();
-        (entries, runs, &self.counters)
+        LoopParts {
+            entries,
+            runs,
+            counters: &self.counters,
+        }
     }
 
     /// A state from its parts (a snapshot), checked: every run held, every prefix within its

@@ -242,8 +242,10 @@ pub(crate) fn snapshot_state<E, T>(
             );
         }
         Repr::Loop(l) => {
-            let (entries, runs, counters) = l.parts();
-            let runs = runs
+            let parts = l.parts();
+            let (entries, counters) = (parts.entries, parts.counters);
+            let runs = parts
+                .runs
                 .into_iter()
                 .map(|r| r.iter().map(|e| table.add(e)).collect())
                 .collect();
