@@ -26,8 +26,10 @@ struct Spec {
     conds: [Cond; 3],
     window: Option<u64>,
     bounds: (Option<usize>, Option<usize>),
-    /// A variation that is not the loop's shape: 0 none, 1 `b` consecutive, 2 `c` strict, 3
-    /// skip past last, 4 `b` strict after `a`, 5 `b` greedy.
+    /// A variation: 0 none, 1 `b` consecutive, 2 `c` strict, 3 skip past last, 4 `b` strict
+    /// after `a`, 5 `b` greedy, 6 `b` until a 3, 7 `b` optional, 8 `b` with combinations, 9 two
+    /// or more `b`s, 10 `b`'s condition or a 3, 11 `b`s at most 4 ms apart, 12 `c` relaxed
+    /// any, 13 the window between consecutive events. Only 0 and 10 are the loop's shape.
     variation: u8,
 }
 
@@ -57,27 +59,42 @@ fn compile(spec: &Spec) -> Nfa<Ev> {
             }),
         }
     };
+    let three = |e: &Ev| e.1 == 3;
     let p = with(Pattern::begin_with_skip("a", skip), 0);
     let p = if spec.variation == 4 {
         p.next("b")
     } else {
         p.followed_by("b")
     };
-    let mut p = with(p, 1).one_or_more();
-    if spec.variation == 1 {
-        p = p.consecutive();
-    }
-    if spec.variation == 5 {
-        p = p.greedy();
-    }
-    let p = if spec.variation == 2 {
-        p.next("c")
-    } else {
-        p.followed_by("c")
+    let mut p = with(p, 1);
+    p = match spec.variation {
+        9 => p.times_or_more(2),
+        _ => p.one_or_more(),
+    };
+    p = match spec.variation {
+        1 => p.consecutive(),
+        5 => p.greedy(),
+        6 => p.until(three),
+        7 => p.optional(),
+        8 => p.allow_combinations(),
+        10 => p.or(three),
+        11 => p.max_gap(Duration::from_millis(4)),
+        _ => p,
+    };
+    let p = match spec.variation {
+        2 => p.next("c"),
+        12 => p.followed_by_any("c"),
+        _ => p.followed_by("c"),
     };
     let mut p = with(p, 2);
     if let Some(w) = spec.window {
-        p = p.within(Duration::from_millis(w));
+        p = match spec.variation {
+            13 => p.within_type(
+                Duration::from_millis(w),
+                cep::WithinType::PreviousAndCurrent,
+            ),
+            _ => p.within(Duration::from_millis(w)),
+        };
     }
     p.compile("p").unwrap()
 }
@@ -94,7 +111,9 @@ fn spec() -> impl Strategy<Value = Spec> {
             prop::option::weighted(0.15, 1usize..4),
             prop::option::weighted(0.15, 1usize..6),
         ),
-        prop::sample::select(vec![0u8, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]),
+        prop::sample::select(vec![
+            0u8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 11, 12, 13,
+        ]),
     )
         .prop_map(|(conds, window, bounds, variation)| Spec {
             conds,
@@ -185,9 +204,10 @@ proptest! {
         drain_at in prop::option::weighted(0.2, 0usize..150),
     ) {
         let nfa = compile(&spec);
-        let want_loop = spec.variation == 0;
-        prop_assert_eq!(nfa.matcher(), if want_loop { "loop" } else { "automaton" }, "{:?}", spec);
-        if !want_loop {
+        // Whatever shape the loop matcher takes, it is held to the general automaton.
+        let want_loop = matches!(spec.variation, 0 | 10);
+        prop_assert!(nfa.matcher() == "loop" || !want_loop, "{:?}", spec);
+        if nfa.matcher() != "loop" {
             return Ok(());
         }
         let mut general = operator(compile(&spec).general(), &spec);
@@ -304,4 +324,24 @@ fn a_long_loop_gives_what_the_general_automaton_gives() {
     }
     let matches = want[&0].iter().filter(|s| s.0 == OutputKind::Match).count();
     assert!(matches > 100, "{matches} matches");
+}
+
+/// Which variations of the shape the loop matcher takes.
+#[test]
+fn only_the_loop_shape_runs_on_the_loop_matcher() {
+    for variation in 0..14 {
+        let spec = Spec {
+            conds: [(Some(vec![0]), 0), (Some(vec![1]), 1), (Some(vec![2]), 2)],
+            window: Some(10),
+            bounds: (None, None),
+            variation,
+        };
+        let matcher = compile(&spec).matcher();
+        let want = if matches!(variation, 0 | 10) {
+            "loop"
+        } else {
+            "automaton"
+        };
+        assert_eq!(matcher, want, "variation {variation}");
+    }
 }
