@@ -48,11 +48,21 @@ fn patterns() -> Vec<Arc<Nfa<Ev>>> {
         .followed_by("c")
         .where_(is('c'))
         .within(Duration::from_millis(15));
+    // The loop matcher's shape, with a condition that reads the partial match.
+    let rising = Pattern::<Ev>::begin("a")
+        .where_(is('a'))
+        .followed_by("up")
+        .where_ctx(|e, ctx| matches!(e.1, 'b' | 'd') && ctx.events("up").all(|x| x.3 < e.3))
+        .one_or_more()
+        .followed_by("c")
+        .where_(is('c'))
+        .within(Duration::from_millis(30));
     [
         ab.compile("ab"),
         loop_.compile("loop"),
         iterative.compile("iterative"),
         not_fby.compile("not_fby"),
+        rising.compile("rising"),
     ]
     .into_iter()
     .map(|p| Arc::new(p.unwrap()))
@@ -191,6 +201,7 @@ fn snapshots_are_checked_against_the_patterns() {
     let mut op = CepOperator::new(patterns());
     let mut out = Vec::new();
     op.process_element(0, (0, 'a', 1, 1), 1, &mut out);
+    op.process_element(0, (0, 'd', 2, 2), 2, &mut out);
     op.advance_watermark(5, &mut out);
     let snap = op
         .snapshot_key(&0, |e| *e)
@@ -199,7 +210,7 @@ fn snapshots_are_checked_against_the_patterns() {
 
     // Fewer patterns: refused.
     let mut other = CepOperator::new(patterns()[..2].to_vec());
-    refused(&mut other, &snap, |_| {}, "4 patterns in the snapshot, 2");
+    refused(&mut other, &snap, |_| {}, "5 patterns in the snapshot, 2");
 
     // A state that does not exist in the automaton (pattern 1 runs the general automaton).
     let mut fresh = CepOperator::new(patterns());
@@ -241,6 +252,45 @@ fn snapshots_are_checked_against_the_patterns() {
         &snap,
         |json| json["patterns"][1] = json["patterns"][0].clone(),
         "pattern loop: a state of the chain matcher",
+    );
+
+    // Pattern 4 runs the loop matcher: a partial match of a run that does not exist, or holding
+    // more of its run than there is, is refused, and so is its state for another pattern.
+    assert_eq!(op.patterns()[4].matcher(), "loop");
+    refused(
+        &mut fresh,
+        &snap,
+        |json| {
+            let partial = &mut json["patterns"][4]["looped"]["partial"];
+            assert!(partial.as_array().unwrap().len() > 1, "{json}");
+            for p in partial.as_array_mut().unwrap() {
+                if p[0] != 0 {
+                    p[3] = 7.into();
+                }
+            }
+        },
+        "partial match of run 7 that does not exist",
+    );
+    refused(
+        &mut fresh,
+        &snap,
+        |json| {
+            for p in json["patterns"][4]["looped"]["partial"]
+                .as_array_mut()
+                .unwrap()
+            {
+                if p[0] != 0 {
+                    p[4] = 5.into();
+                }
+            }
+        },
+        "partial match with 5 of the 1 events of its run",
+    );
+    refused(
+        &mut fresh,
+        &snap,
+        |json| json["patterns"][0] = json["patterns"][4].clone(),
+        "pattern ab: a state of the loop matcher, for another pattern",
     );
 
     // Restored, the partial match times out as it would have.
