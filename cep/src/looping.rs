@@ -1,6 +1,7 @@
 //! The matcher for one loop between two single stages: `a`, then one or more `b` (relaxed
-//! between themselves and after `a`), then `c` (relaxed), under no skip, with the pattern's
-//! window: the issue's `oneormore` and `iterative` shapes ("3 rising readings, then a drop").
+//! between themselves and after `a`), then `c` (relaxed), under any after-match skip strategy,
+//! with the pattern's window: the `oneormore` and `iterative` shapes of the benchmarks ("an
+//! order, some items, then a payment"; "rising readings, then a drop").
 //!
 //! Like [`crate::linear`], it is picked at compile time ([`Looped::of`], from the automaton's
 //! states, not from the DSL) and gives exactly what the general automaton gives: matches,
@@ -25,6 +26,7 @@ use crate::nfa::{
 };
 use crate::pattern::AfterMatchSkip;
 use crate::pq::JavaPq;
+use crate::shared_buffer::EventId;
 
 /// Where a partial match stands, by the automaton state it would be in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,16 +73,9 @@ impl Looped {
     /// The loop of `states`, if the automaton is one: the start state takes `a` or waits;
     /// `b:1` takes `b` (to the loop) or waits; the loop proceeds to `c`, takes `b` (staying) or
     /// goes to `b:0`; `b:0` takes `b` (to the loop) or waits; `c` takes `c` (to the final state)
-    /// or waits. Every wait is on the negation of the state's take; no window per stage, no skip.
-    pub(crate) fn of(
-        states: &[State],
-        window_times: &[Option<i64>],
-        skip: &AfterMatchSkip,
-    ) -> Option<Looped> {
-        if *skip != AfterMatchSkip::NoSkip
-            || states.len() != 6
-            || window_times.iter().any(|w| w.is_some_and(|w| w > 0))
-        {
+    /// or waits. Every wait is on the negation of the state's take; no window per stage.
+    pub(crate) fn of(states: &[State], window_times: &[Option<i64>]) -> Option<Looped> {
+        if states.len() != 6 || window_times.iter().any(|w| w.is_some_and(|w| w > 0)) {
             return None;
         }
         // `[take, wait]` with the take's condition; the wait loops on `s`.
@@ -156,6 +151,8 @@ impl Looped {
 struct Run<E> {
     /// The `a`, then the `b`s.
     events: Vec<Arc<E>>,
+    /// Their ids (what a skip strategy compares).
+    ids: Vec<EventId>,
     /// Partial matches (and matches not yet emitted) that hold this run.
     refs: u32,
 }
@@ -189,12 +186,25 @@ fn cmp(a: &Entry, b: &Entry) -> Ordering {
     (a.ts, a.id).cmp(&(b.ts, b.id))
 }
 
+/// A completed match: the partial match that `c` took (its prefix of the run), and the `c`.
+pub(crate) struct Done<E> {
+    pub(crate) entry: Entry,
+    pub(crate) last: Arc<E>,
+    pub(crate) last_id: EventId,
+}
+
+fn cmp_done<E>(a: &Done<E>, b: &Done<E>) -> Ordering {
+    cmp(&a.entry, &b.entry)
+}
+
 /// What a snapshot of a key on the loop matcher holds ([`LoopState::parts`]).
 pub(crate) struct LoopParts<'a, E> {
     /// The partial matches in queue order, with their runs renumbered.
     pub(crate) entries: Vec<Entry>,
-    /// The events of each run, by its new number.
-    pub(crate) runs: Vec<&'a [Arc<E>]>,
+    /// The completed matches in queue order: the partial match `c` took, the `c` and its id.
+    pub(crate) completed: Vec<(Entry, &'a Arc<E>, EventId)>,
+    /// The events of each run and their ids, by its new number.
+    pub(crate) runs: Vec<(&'a [Arc<E>], &'a [EventId])>,
     /// Per timestamp, the next arrival id.
     pub(crate) counters: &'a [(i64, u32)],
 }
@@ -202,6 +212,9 @@ pub(crate) struct LoopParts<'a, E> {
 /// A key's state on the loop matcher.
 pub(crate) struct LoopState<E> {
     partial: JavaPq<Entry>,
+    /// Matches waiting for older partial matches to end (under a skip strategy; Flink's
+    /// completed queue; empty between steps under no skip).
+    completed: JavaPq<Done<E>>,
     runs: Vec<Run<E>>,
     /// Runs no partial match holds, for reuse.
     free: Vec<u32>,
@@ -217,6 +230,7 @@ impl<E> LoopState<E> {
         partial.add(Entry::START, cmp);
         LoopState {
             partial,
+            completed: JavaPq::new(),
             runs: Vec::new(),
             free: Vec::new(),
             counters: Vec::new(),
@@ -229,6 +243,7 @@ impl<E> LoopState<E> {
         es.clear();
         self.partial = JavaPq::from_vec(es);
         self.partial.add(Entry::START, cmp);
+        self.completed = JavaPq::new();
         self.runs.clear();
         self.free.clear();
         self.counters.clear();
@@ -236,7 +251,7 @@ impl<E> LoopState<E> {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.partial.as_slice().iter().all(|e| e.pos == Pos::Start)
+        self.completed.is_empty() && self.partial.as_slice().iter().all(|e| e.pos == Pos::Start)
     }
 
     pub(crate) fn partial_count(&self) -> usize {
@@ -255,6 +270,12 @@ impl<E> LoopState<E> {
             .iter()
             .filter(|r| r.refs > 0)
             .flat_map(|r| r.events.iter().map(Arc::as_ptr))
+            .chain(
+                self.completed
+                    .as_slice()
+                    .iter()
+                    .map(|d| Arc::as_ptr(&d.last)),
+            )
             .collect();
         ptrs.sort_unstable();
         ptrs.dedup();
@@ -280,17 +301,19 @@ impl<E> LoopState<E> {
         }
     }
 
-    fn new_run(&mut self, a: Arc<E>) -> u32 {
+    fn new_run(&mut self, a: Arc<E>, id: EventId) -> u32 {
         match self.free.pop() {
             Some(r) => {
                 let run = &mut self.runs[r as usize];
                 run.events.push(a);
+                run.ids.push(id);
                 run.refs = 1;
                 r
             }
             None => {
                 self.runs.push(Run {
                     events: vec![a],
+                    ids: vec![id],
                     refs: 1,
                 });
                 (self.runs.len() - 1) as u32
@@ -303,72 +326,90 @@ impl<E> LoopState<E> {
         run.refs -= 1;
         if run.refs == 0 {
             run.events.clear();
+            run.ids.clear();
             self.free.push(r);
         }
     }
 
-    /// The partial matches in queue order, and each run's events (runs numbered in order of
-    /// first use, so that equal states give equal parts).
+    /// The partial matches and completed matches in queue order, and each run's events (runs
+    /// numbered in order of first use, so that equal states give equal parts).
     pub(crate) fn parts(&self) -> LoopParts<'_, E> {
         let mut number = vec![u32::MAX; self.runs.len()];
         let mut runs = Vec::new();
-        let entries = self
-            .partial
+        let mut renumber = |e: &Entry| {
+            let mut e = *e;
+            if e.pos == Pos::Start {
+                e.run = 0;
+                return e;
+            }
+            let n = &mut number[e.run as usize];
+            if *n == u32::MAX {
+                *n = runs.len() as u32;
+                let run = &self.runs[e.run as usize];
+                runs.push((&run.events[..], &run.ids[..]));
+            }
+            e.run = *n;
+            e
+        };
+        let entries = self.partial.as_slice().iter().map(&mut renumber).collect();
+        let completed = self
+            .completed
             .as_slice()
             .iter()
-            .map(|e| {
-                let mut e = *e;
-                if e.pos != Pos::Start {
-                    let n = &mut number[e.run as usize];
-                    if *n == u32::MAX {
-                        *n = runs.len() as u32;
-                        runs.push(&self.runs[e.run as usize].events[..]);
-                    }
-                    e.run = *n;
-                } else {
-                    e.run = 0;
-                }
-                e
-            })
+            .map(|d| (renumber(&d.entry), &d.last, d.last_id))
             .collect();
         LoopParts {
             entries,
+            completed,
             runs,
             counters: &self.counters,
         }
     }
 
     /// A state from its parts (a snapshot), checked: every run held, every prefix within its
-    /// run, one partial match at most extending each run.
+    /// run, one partial match at most extending each run, completed matches from the loop or
+    /// from waiting for `c`.
     pub(crate) fn from_parts(
         entries: Vec<Entry>,
-        runs: Vec<Vec<Arc<E>>>,
+        completed: Vec<(Entry, Arc<E>, EventId)>,
+        runs: Vec<(Vec<Arc<E>>, Vec<EventId>)>,
         counters: Vec<(i64, u32)>,
         window: i64,
     ) -> Result<Self, String> {
         let mut runs: Vec<Run<E>> = runs
             .into_iter()
-            .map(|events| Run { events, refs: 0 })
+            .map(|(events, ids)| Run {
+                events,
+                ids,
+                refs: 0,
+            })
             .collect();
+        if runs.iter().any(|r| r.events.len() != r.ids.len()) {
+            return Err("a run whose events and ids differ in number".into());
+        }
         let mut extended = vec![false; runs.len()];
-        for e in &entries {
+        let done = completed.iter().map(|d| (&d.0, true));
+        for (e, is_done) in entries.iter().map(|e| (e, false)).chain(done) {
             if e.pos == Pos::Start {
+                if is_done {
+                    return Err("a completed match of the start state".into());
+                }
                 continue;
             }
             let run = runs
                 .get_mut(e.run as usize)
                 .ok_or_else(|| format!("partial match of run {} that does not exist", e.run))?;
             let full = run.events.len().checked_sub(1).ok_or("an empty run")?;
-            let whole = matches!(e.pos, Pos::First | Pos::Loop | Pos::Idle);
+            let whole = !is_done && matches!(e.pos, Pos::First | Pos::Loop | Pos::Idle);
             let fits = if whole {
                 e.len as usize == full
             } else {
                 e.len as usize <= full
             };
             let shape = match e.pos {
-                Pos::First => e.len == 0,
+                Pos::First => e.len == 0 && !is_done,
                 Pos::Loop | Pos::Wait => e.len > 0,
-                _ => true,
+                _ => !is_done,
             };
             if !fits || !shape {
                 return Err(format!(
@@ -388,13 +429,25 @@ impl<E> LoopState<E> {
         for (i, r) in runs.iter_mut().enumerate() {
             if r.refs == 0 {
                 r.events.clear();
+                r.ids.clear();
                 free.push(i as u32);
             }
         }
         let partial = JavaPq::from_vec(entries);
+        let completed = JavaPq::from_vec(
+            completed
+                .into_iter()
+                .map(|(entry, last, last_id)| Done {
+                    entry,
+                    last,
+                    last_id,
+                })
+                .collect(),
+        );
         let due = due_of(&partial, window);
         Ok(LoopState {
             partial,
+            completed,
             runs,
             free,
             counters,
@@ -452,6 +505,7 @@ impl<E> Nfa<E> {
         &self,
         st: &mut LoopState<E>,
         ts: i64,
+        matches: &mut Vec<Match<E>>,
         timeouts: &mut Vec<Timeout<E>>,
     ) {
         let window = self.window;
@@ -469,7 +523,105 @@ impl<E> Nfa<E> {
         give_scratch(old);
         st.due = due_of(&next, window);
         st.partial = next;
+        if !st.completed.is_empty() {
+            // Matches that waited for partial matches which have now timed out.
+            self.loop_matches(st, Vec::new(), matches);
+        }
         st.counters.retain(|c| c.0 >= ts);
+    }
+
+    /// Flink's `processMatchesAccordingToSkipStrategy`: the step's matches (`potential`, in its
+    /// queue's array order) join the completed ones, which come out least first; under a skip
+    /// strategy only while no older partial match is under way, and each prunes the partial
+    /// matches and completed matches that started before its pruning event.
+    fn loop_matches(
+        &self,
+        st: &mut LoopState<E>,
+        potential: Vec<Done<E>>,
+        matches: &mut Vec<Match<E>>,
+    ) {
+        for d in potential {
+            st.completed.add(d, cmp_done);
+        }
+        let skipping = self.skip != AfterMatchSkip::NoSkip;
+        let pc = &self.pages[self.looped().pages[2] as usize];
+        while let Some(earliest) = st.completed.peek() {
+            if skipping {
+                if let Some(ep) = st.partial.peek() {
+                    if cmp(&earliest.entry, ep) == Ordering::Greater {
+                        break;
+                    }
+                }
+            }
+            let d = st.completed.poll(cmp_done).expect("peeked");
+            let e = d.entry;
+            let run = &st.runs[e.run as usize];
+            if let Some(pruning) = self.loop_pruning_id(&run.ids[..=e.len as usize], d.last_id) {
+                self.loop_prune(st, pruning);
+            }
+            let run = &st.runs[e.run as usize].events;
+            let mut events = self.loop_events(run, e.len);
+            events.push((pc.clone(), vec![d.last]));
+            matches.push((events, d.last_id.ts));
+            st.release(e.run);
+        }
+    }
+
+    /// The event after which a match of the run's `ids` (the `a`, then the `b`s) and `last`
+    /// (the `c`) prunes, by the skip strategy (`None`: no skip, or a stage it does not have).
+    fn loop_pruning_id(&self, ids: &[EventId], last: EventId) -> Option<EventId> {
+        let pages = self.looped().pages;
+        // Per stage, its first and last event: `a`, the `b`s (always at least one), `c`.
+        let group = |page: u16| -> Option<(EventId, EventId)> {
+            if page == pages[0] {
+                Some((ids[0], ids[0]))
+            } else if page == pages[1] {
+                Some((ids[1], ids[ids.len() - 1]))
+            } else if page == pages[2] {
+                Some((last, last))
+            } else {
+                None
+            }
+        };
+        let (a, b, c) = (group(pages[0])?, group(pages[1])?, group(pages[2])?);
+        match &self.skip {
+            AfterMatchSkip::NoSkip => None,
+            // The least of the stages' first events, the greatest of their last.
+            AfterMatchSkip::SkipToNext => Some(a.0.min(b.0).min(c.0)),
+            AfterMatchSkip::SkipPastLastEvent => Some(a.1.max(b.1).max(c.1)),
+            AfterMatchSkip::SkipToFirst(_) => group(self.skip_page?).map(|g| g.0),
+            AfterMatchSkip::SkipToLast(_) => group(self.skip_page?).map(|g| g.1),
+        }
+    }
+
+    /// Drops the partial matches and completed matches that started before `pruning` (or at
+    /// it, by the strategy), with their hold on their runs.
+    fn loop_prune(&self, st: &mut LoopState<E>, pruning: EventId) {
+        let pruned = |e: &Entry| {
+            e.pos != Pos::Start && self.skip_prunes(EventId { ts: e.ts, id: e.id }, pruning)
+        };
+        let mut gone: Vec<u32> = Vec::new();
+        for e in st.partial.as_slice() {
+            if pruned(e) {
+                gone.push(e.run);
+            }
+        }
+        if !gone.is_empty() {
+            st.partial.remove_if(pruned, cmp);
+        }
+        let before = gone.len();
+        for d in st.completed.as_slice() {
+            if pruned(&d.entry) {
+                gone.push(d.entry.run);
+            }
+        }
+        if gone.len() > before {
+            st.completed.remove_if(|d| pruned(&d.entry), cmp_done);
+        }
+        for r in gone {
+            st.release(r);
+        }
+        st.due = due_of(&st.partial, self.window);
     }
 
     pub(crate) fn loop_process(
@@ -486,14 +638,14 @@ impl<E> Nfa<E> {
         let mut id: Option<u32> = None;
         let old = st.partial.take_vec();
         let mut next = JavaPq::from_vec(SCRATCH.with(|s| s.take()));
-        let mut potential: JavaPq<Entry> = JavaPq::new();
+        let mut potential: JavaPq<Done<E>> = JavaPq::new();
         for &e in &old {
             match e.pos {
                 Pos::Start => {
                     let ctx = Context::run(&[], pa, pb, pages, ts);
                     if self.eval_cached(&l.take_a, &mut ev, &ctx) {
                         let id = *id.get_or_insert_with(|| st.register(ts));
-                        let run = st.new_run(event.clone());
+                        let run = st.new_run(event.clone(), EventId { ts, id });
                         next.add(
                             Entry {
                                 ts,
@@ -514,8 +666,10 @@ impl<E> Nfa<E> {
                     let takes = self.eval_cached(&l.take_b, &mut ev, &ctx);
                     let ends = e.pos == Pos::Loop && self.eval_cached(&l.take_c, &mut ev, &ctx);
                     if takes {
-                        id.get_or_insert_with(|| st.register(ts));
-                        st.runs[e.run as usize].events.push(event.clone());
+                        let id = *id.get_or_insert_with(|| st.register(ts));
+                        let run = &mut st.runs[e.run as usize];
+                        run.events.push(event.clone());
+                        run.ids.push(EventId { ts, id });
                         let pos = Pos::Loop;
                         next.add(
                             Entry {
@@ -540,8 +694,13 @@ impl<E> Nfa<E> {
                         // Proceeding to `c`: it takes the event (a match) or waits for one.
                         st.runs[e.run as usize].refs += 1;
                         if ends {
-                            id.get_or_insert_with(|| st.register(ts));
-                            potential.add(e, cmp);
+                            let id = *id.get_or_insert_with(|| st.register(ts));
+                            let done = Done {
+                                entry: e,
+                                last: event.clone(),
+                                last_id: EventId { ts, id },
+                            };
+                            potential.add(done, cmp_done);
                         } else {
                             next.add(
                                 Entry {
@@ -557,8 +716,13 @@ impl<E> Nfa<E> {
                     let run = &st.runs[e.run as usize].events[..=e.len as usize];
                     let ctx = Context::run(run, pa, pb, pages, ts);
                     if self.eval_cached(&l.take_c, &mut ev, &ctx) {
-                        id.get_or_insert_with(|| st.register(ts));
-                        potential.add(e, cmp);
+                        let id = *id.get_or_insert_with(|| st.register(ts));
+                        let done = Done {
+                            entry: e,
+                            last: event.clone(),
+                            last_id: EventId { ts, id },
+                        };
+                        potential.add(done, cmp_done);
                     } else {
                         next.add(e, cmp);
                     }
@@ -568,22 +732,8 @@ impl<E> Nfa<E> {
         give_scratch(old);
         st.due = due_of(&next, self.window);
         st.partial = next;
-        if potential.is_empty() {
-            return;
-        }
-        // Flink's completed queue, empty between steps under no skip: the matches go in in the
-        // array order of the step's queue and come out least first.
-        let mut completed = JavaPq::new();
-        for e in potential.take_vec() {
-            completed.add(e, cmp);
-        }
-        let pc = &self.pages[l.pages[2] as usize];
-        while let Some(e) = completed.poll(cmp) {
-            let run = &st.runs[e.run as usize].events;
-            let mut events = self.loop_events(run, e.len);
-            events.push((pc.clone(), vec![event.clone()]));
-            matches.push((events, ts));
-            st.release(e.run);
+        if !potential.is_empty() || !st.completed.is_empty() {
+            self.loop_matches(st, potential.take_vec(), matches);
         }
     }
 

@@ -128,7 +128,7 @@ pub struct Nfa<E> {
     pub(crate) window: i64,
     window_times: Vec<Option<i64>>,
     pub(crate) skip: AfterMatchSkip,
-    skip_page: Option<u16>,
+    pub(crate) skip_page: Option<u16>,
     start_states: Vec<StateId>,
     has_iterative: bool,
     /// Whether some state is a stop state (a NOT stage); without one, next states go straight
@@ -489,7 +489,7 @@ impl<E> Nfa<E> {
         let take_or_wait = states.iter().enumerate().map(take_or_wait).collect();
         let linear = Linear::of(&states, &leaves, &window_times, &skip, skip_page);
         let looped = match linear {
-            None => Looped::of(&states, &window_times, &skip),
+            None => Looped::of(&states, &window_times),
             Some(_) => None,
         };
         Nfa {
@@ -694,7 +694,7 @@ impl<E> Nfa<E> {
             Repr::General(g) => self.advance_time_gen(g, ts, matches, timeouts),
             Repr::Linear(l) => self.lin_advance_time(l, ts, timeouts),
             Repr::Chain(c) => self.chain_advance_time(c, ts, timeouts),
-            Repr::Loop(l) => self.loop_advance_time(l, ts, timeouts),
+            Repr::Loop(l) => self.loop_advance_time(l, ts, matches, timeouts),
         }
     }
 

@@ -70,8 +70,12 @@ struct LoopSnapshot {
     /// The partial matches in queue order: `(position, first event's timestamp, its arrival
     /// id, run, events of the run held after the first)`.
     partial: Vec<(u8, i64, u32, u32, u32)>,
-    /// Per run, its events (indices into the key's events).
-    runs: Vec<Vec<u32>>,
+    /// The completed matches waiting under a skip strategy, in queue order: the partial match
+    /// that completed (as above), and its last event: `(index into the key's events, its id)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    completed: Vec<((u8, i64, u32, u32, u32), (u32, Eid))>,
+    /// Per run, its events: `(index into the key's events, its id)`.
+    runs: Vec<Vec<(u32, Eid)>>,
     /// Per timestamp, the next arrival id.
     counters: Vec<(i64, u32)>,
 }
@@ -243,22 +247,31 @@ pub(crate) fn snapshot_state<E, T>(
         }
         Repr::Loop(l) => {
             let parts = l.parts();
-            let (entries, counters) = (parts.entries, parts.counters);
+            let entry = |e: &Entry| (e.pos as u8, e.ts, e.id, e.run, e.len);
             let runs = parts
                 .runs
-                .into_iter()
-                .map(|r| r.iter().map(|e| table.add(e)).collect())
+                .iter()
+                .map(|(events, ids)| {
+                    events
+                        .iter()
+                        .zip(ids.iter())
+                        .map(|(e, id)| (table.add(e), eid(*id)))
+                        .collect()
+                })
+                .collect();
+            let completed = parts
+                .completed
+                .iter()
+                .map(|(e, last, id)| (entry(e), (table.add(last), eid(*id))))
                 .collect();
             return empty(
                 None,
                 None,
                 Some(LoopSnapshot {
-                    partial: entries
-                        .iter()
-                        .map(|e| (e.pos as u8, e.ts, e.id, e.run, e.len))
-                        .collect(),
+                    partial: parts.entries.iter().map(entry).collect(),
+                    completed,
                     runs,
-                    counters: counters.to_vec(),
+                    counters: parts.counters.to_vec(),
                 }),
             );
         }
@@ -335,23 +348,38 @@ impl<T> KeySnapshot<T> {
                     "a state of the loop matcher, for another pattern".into()
                 ));
             }
-            let mut entries = Vec::with_capacity(lp.partial.len());
-            for &(pos, ts, id, run, len) in &lp.partial {
+            let entry = |&(pos, ts, id, run, len): &(u8, i64, u32, u32, u32)| {
                 let pos = Pos::from_u8(pos).ok_or_else(|| err(format!("position {pos}")))?;
-                entries.push(Entry {
+                Ok::<_, SnapshotError>(Entry {
                     ts,
                     id,
                     pos,
                     run,
                     len,
-                });
+                })
+            };
+            let entries = lp
+                .partial
+                .iter()
+                .map(entry)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut completed = Vec::with_capacity(lp.completed.len());
+            for (e, (i, id)) in &lp.completed {
+                completed.push((entry(e)?, event(*i)?, from_eid(*id)));
             }
             let mut runs = Vec::with_capacity(lp.runs.len());
             for r in &lp.runs {
-                runs.push(r.iter().map(|&i| event(i)).collect::<Result<Vec<_>, _>>()?);
+                let mut events = Vec::with_capacity(r.len());
+                let mut ids = Vec::with_capacity(r.len());
+                for &(i, id) in r {
+                    events.push(event(i)?);
+                    ids.push(from_eid(id));
+                }
+                runs.push((events, ids));
             }
-            let st = LoopState::from_parts(entries, runs, lp.counters.clone(), nfa.window())
-                .map_err(err)?;
+            let st =
+                LoopState::from_parts(entries, completed, runs, lp.counters.clone(), nfa.window())
+                    .map_err(err)?;
             return Ok(NfaState {
                 repr: Repr::Loop(Box::new(st)),
             });

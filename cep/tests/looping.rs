@@ -1,5 +1,5 @@
-//! The loop matcher (`a`, one or more `b`, then `c`, relaxed, no skip) against the general
-//! automaton: random conditions (some reading the partial match), windows and state bounds,
+//! The loop matcher (`a`, one or more `b`, then `c`, relaxed) against the general automaton:
+//! random conditions (some reading the partial match), skip strategies, windows and state bounds,
 //! random streams over a few keys, cut at random points and continued from snapshots (through
 //! JSON). Both must give the same outputs in the same order, hold the same partial matches and
 //! events after every step, and show the same partial matches.
@@ -21,21 +21,27 @@ type Cond = (Option<Vec<u8>>, u8);
 #[derive(Clone, Debug)]
 struct Spec {
     conds: [Cond; 3],
+    /// 0 no skip, 1 to next, 2 past last, 3 to first of stage, 4 to last of stage (`a`, `b`,
+    /// `c`).
+    skip: (u8, usize),
     window: Option<u64>,
     bounds: (Option<usize>, Option<usize>),
-    /// A variation: 0 none, 1 `b` consecutive, 2 `c` strict, 3 skip past last, 4 `b` strict
+    /// A variation: 0 none, 1 `b` consecutive, 2 `c` strict, 3 none, 4 `b` strict
     /// after `a`, 5 `b` greedy, 6 `b` until a 3, 7 `b` optional, 8 `b` with combinations, 9 two
     /// or more `b`s, 10 `b`'s condition or a 3, 11 `b`s at most 4 ms apart (or the window), 12 `c` relaxed
-    /// any, 13 the window between consecutive events. Only 0 and 10 are the loop's shape.
+    /// any, 13 the window between consecutive events. Only 0, 3 and 10 are the loop's shape.
     variation: u8,
 }
 
 fn compile(spec: &Spec) -> Nfa<Ev> {
     let names = ["a", "b", "c"];
-    let skip = if spec.variation == 3 {
-        AfterMatchSkip::SkipPastLastEvent
-    } else {
-        AfterMatchSkip::NoSkip
+    let stage = names[spec.skip.1 % 3].to_string();
+    let skip = match spec.skip.0 {
+        0 => AfterMatchSkip::NoSkip,
+        1 => AfterMatchSkip::SkipToNext,
+        2 => AfterMatchSkip::SkipPastLastEvent,
+        3 => AfterMatchSkip::SkipToFirst(stage),
+        _ => AfterMatchSkip::SkipToLast(stage),
     };
     let with = |q: Pattern<Ev>, i: usize| -> Pattern<Ev> {
         let (values, reads) = spec.conds[i].clone();
@@ -103,6 +109,7 @@ fn spec() -> impl Strategy<Value = Spec> {
     );
     (
         [cond.clone(), cond.clone(), cond],
+        (prop::sample::select(vec![0u8, 0, 1, 2, 2, 3, 4]), 0usize..3),
         prop::option::weighted(0.8, 1u64..40),
         (
             prop::option::weighted(0.15, 1usize..4),
@@ -112,8 +119,9 @@ fn spec() -> impl Strategy<Value = Spec> {
             0u8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 11, 12, 13,
         ]),
     )
-        .prop_map(|(conds, window, bounds, variation)| Spec {
+        .prop_map(|(conds, skip, window, bounds, variation)| Spec {
             conds,
+            skip,
             window,
             bounds,
             variation,
@@ -133,7 +141,7 @@ proptest! {
     ) {
         let nfa = compile(&spec);
         // Whatever shape the loop matcher takes, it is held to the general automaton.
-        let want_loop = matches!(spec.variation, 0 | 10);
+        let want_loop = matches!(spec.variation, 0 | 3 | 10);
         prop_assert!(nfa.matcher() == "loop" || !want_loop, "{:?}", spec);
         if nfa.matcher() != "loop" {
             return Ok(());
@@ -193,19 +201,20 @@ fn a_long_loop_gives_what_the_general_automaton_gives() {
 /// Which variations of the shape the loop matcher takes.
 #[test]
 fn only_the_loop_shape_runs_on_the_loop_matcher() {
-    for variation in 0..14 {
+    for (variation, skip) in (0..14).flat_map(|v| (0..5).map(move |s| (v, s))) {
         let spec = Spec {
             conds: [(Some(vec![0]), 0), (Some(vec![1]), 1), (Some(vec![2]), 2)],
+            skip: (skip, 1),
             window: Some(10),
             bounds: (None, None),
             variation,
         };
         let matcher = compile(&spec).matcher();
-        let want = if matches!(variation, 0 | 10) {
+        let want = if matches!(variation, 0 | 3 | 10) {
             "loop"
         } else {
             "automaton"
         };
-        assert_eq!(matcher, want, "variation {variation}");
+        assert_eq!(matcher, want, "variation {variation}, skip {skip}");
     }
 }
