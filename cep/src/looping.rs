@@ -262,20 +262,23 @@ impl<E> LoopState<E> {
             .count()
     }
 
-    /// The distinct events the runs hold (one event taken by two runs counts once, as in the
-    /// shared buffer).
+    /// The distinct events the partial matches and completed matches hold (one event taken by
+    /// two runs counts once, as in the shared buffer; a run's events past the longest prefix
+    /// still held, as when bounds dropped the partial match at the loop, do not count).
     pub(crate) fn buffered_events(&self) -> usize {
+        let mut longest: Vec<Option<u32>> = vec![None; self.runs.len()];
+        let held = self.partial.as_slice().iter().filter(|e| e.pos != Pos::Start);
+        for e in held.chain(self.completed.as_slice().iter().map(|d| &d.entry)) {
+            let l = &mut longest[e.run as usize];
+            *l = Some(l.map_or(e.len, |l| l.max(e.len)));
+        }
         let mut ptrs: Vec<*const E> = self
             .runs
             .iter()
-            .filter(|r| r.refs > 0)
-            .flat_map(|r| r.events.iter().map(Arc::as_ptr))
-            .chain(
-                self.completed
-                    .as_slice()
-                    .iter()
-                    .map(|d| Arc::as_ptr(&d.last)),
-            )
+            .zip(&longest)
+            .filter_map(|(r, l)| l.map(|l| &r.events[..=l as usize]))
+            .flat_map(|events| events.iter().map(Arc::as_ptr))
+            .chain(self.completed.as_slice().iter().map(|d| Arc::as_ptr(&d.last)))
             .collect();
         ptrs.sort_unstable();
         ptrs.dedup();
