@@ -396,7 +396,7 @@ pub fn document() -> Value {
                     "description": "The compiled automaton of a pattern.",
                     "properties": {
                         "window": {"type": ["integer", "null"], "description": "The pattern's window, ms."},
-                        "matcher": {"type": "string", "enum": ["strict chain", "chain", "loop", "automaton"], "description": "What runs the pattern's keys: a matcher for patterns that never branch (a chain of single-event stages), one for a single loop between two single stages (a, one or more b, then c, relaxed, no skip), both with the same results for less work and memory, or the general automaton."},
+                        "matcher": {"type": "string", "enum": ["strict chain", "chain", "loop", "automaton"], "description": "What runs the pattern's keys: a matcher for patterns that never branch (a chain of single-event stages), one for a single loop between two single stages (a, one or more b, then c, relaxed, any skip strategy), both with the same results for less work and memory, or the general automaton."},
                         "states": {"type": "array", "items": {"type": "object", "properties": {
                             "id": {"type": "integer"}, "name": {"type": "string"},
                             "stage": {"type": ["string", "null"], "description": "The stage whose events this state takes."},

@@ -151,7 +151,7 @@ impl Looped {
 struct Run<E> {
     /// The `a`, then the `b`s.
     events: Vec<Arc<E>>,
-    /// Their ids (what a skip strategy compares).
+    /// Their ids, which a skip strategy compares (empty under no skip, which needs none).
     ids: Vec<EventId>,
     /// Partial matches (and matches not yet emitted) that hold this run.
     refs: u32,
@@ -267,7 +267,11 @@ impl<E> LoopState<E> {
     /// still held, as when bounds dropped the partial match at the loop, do not count).
     pub(crate) fn buffered_events(&self) -> usize {
         let mut longest: Vec<Option<u32>> = vec![None; self.runs.len()];
-        let held = self.partial.as_slice().iter().filter(|e| e.pos != Pos::Start);
+        let held = self
+            .partial
+            .as_slice()
+            .iter()
+            .filter(|e| e.pos != Pos::Start);
         for e in held.chain(self.completed.as_slice().iter().map(|d| &d.entry)) {
             let l = &mut longest[e.run as usize];
             *l = Some(l.map_or(e.len, |l| l.max(e.len)));
@@ -278,7 +282,12 @@ impl<E> LoopState<E> {
             .zip(&longest)
             .filter_map(|(r, l)| l.map(|l| &r.events[..=l as usize]))
             .flat_map(|events| events.iter().map(Arc::as_ptr))
-            .chain(self.completed.as_slice().iter().map(|d| Arc::as_ptr(&d.last)))
+            .chain(
+                self.completed
+                    .as_slice()
+                    .iter()
+                    .map(|d| Arc::as_ptr(&d.last)),
+            )
             .collect();
         ptrs.sort_unstable();
         ptrs.dedup();
@@ -304,19 +313,19 @@ impl<E> LoopState<E> {
         }
     }
 
-    fn new_run(&mut self, a: Arc<E>, id: EventId) -> u32 {
+    fn new_run(&mut self, a: Arc<E>, id: Option<EventId>) -> u32 {
         match self.free.pop() {
             Some(r) => {
                 let run = &mut self.runs[r as usize];
                 run.events.push(a);
-                run.ids.push(id);
+                run.ids.extend(id);
                 run.refs = 1;
                 r
             }
             None => {
                 self.runs.push(Run {
                     events: vec![a],
-                    ids: vec![id],
+                    ids: id.into_iter().collect(),
                     refs: 1,
                 });
                 (self.runs.len() - 1) as u32
@@ -371,13 +380,15 @@ impl<E> LoopState<E> {
 
     /// A state from its parts (a snapshot), checked: every run held, every prefix within its
     /// run, one partial match at most extending each run, completed matches from the loop or
-    /// from waiting for `c`.
+    /// from waiting for `c`, the events' ids where the pattern's skip strategy needs them
+    /// (`with_ids`).
     pub(crate) fn from_parts(
         entries: Vec<Entry>,
         completed: Vec<(Entry, Arc<E>, EventId)>,
         runs: Vec<(Vec<Arc<E>>, Vec<EventId>)>,
         counters: Vec<(i64, u32)>,
         window: i64,
+        with_ids: bool,
     ) -> Result<Self, String> {
         let mut runs: Vec<Run<E>> = runs
             .into_iter()
@@ -387,7 +398,8 @@ impl<E> LoopState<E> {
                 refs: 0,
             })
             .collect();
-        if runs.iter().any(|r| r.events.len() != r.ids.len()) {
+        let ids_wanted = |r: &Run<E>| if with_ids { r.events.len() } else { 0 };
+        if runs.iter().any(|r| r.ids.len() != ids_wanted(r)) {
             return Err("a run whose events and ids differ in number".into());
         }
         let mut extended = vec![false; runs.len()];
@@ -558,9 +570,11 @@ impl<E> Nfa<E> {
             }
             let d = st.completed.poll(cmp_done).expect("peeked");
             let e = d.entry;
-            let run = &st.runs[e.run as usize];
-            if let Some(pruning) = self.loop_pruning_id(&run.ids[..=e.len as usize], d.last_id) {
-                self.loop_prune(st, pruning);
+            if skipping {
+                let ids = &st.runs[e.run as usize].ids[..=e.len as usize];
+                if let Some(pruning) = self.loop_pruning_id(ids, d.last_id) {
+                    self.loop_prune(st, pruning);
+                }
             }
             let run = &st.runs[e.run as usize].events;
             let mut events = self.loop_events(run, e.len);
@@ -639,6 +653,7 @@ impl<E> Nfa<E> {
         let (pa, pb) = (l.pages[0], l.pages[1]);
         let mut ev = Eval::new(&**event, self.leaves.len());
         let mut id: Option<u32> = None;
+        let with_ids = self.skip != AfterMatchSkip::NoSkip;
         let old = st.partial.take_vec();
         let mut next = JavaPq::from_vec(SCRATCH.with(|s| s.take()));
         let mut potential: JavaPq<Done<E>> = JavaPq::new();
@@ -648,7 +663,7 @@ impl<E> Nfa<E> {
                     let ctx = Context::run(&[], pa, pb, pages, ts);
                     if self.eval_cached(&l.take_a, &mut ev, &ctx) {
                         let id = *id.get_or_insert_with(|| st.register(ts));
-                        let run = st.new_run(event.clone(), EventId { ts, id });
+                        let run = st.new_run(event.clone(), with_ids.then_some(EventId { ts, id }));
                         next.add(
                             Entry {
                                 ts,
@@ -672,7 +687,9 @@ impl<E> Nfa<E> {
                         let id = *id.get_or_insert_with(|| st.register(ts));
                         let run = &mut st.runs[e.run as usize];
                         run.events.push(event.clone());
-                        run.ids.push(EventId { ts, id });
+                        if with_ids {
+                            run.ids.push(EventId { ts, id });
+                        }
                         let pos = Pos::Loop;
                         next.add(
                             Entry {

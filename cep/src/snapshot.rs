@@ -21,6 +21,7 @@ use crate::dewey::Dewey;
 use crate::linear::{ChainState, LinState, Partial};
 use crate::looping::{Entry, LoopState, Pos};
 use crate::nfa::{CState, GenState, Nfa, NfaState, Repr};
+use crate::pattern::AfterMatchSkip;
 use crate::pq::JavaPq;
 use crate::shared_buffer::{EventId, NodeId, SharedBuffer};
 
@@ -74,8 +75,11 @@ struct LoopSnapshot {
     /// that completed (as above), and its last event: `(index into the key's events, its id)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     completed: Vec<((u8, i64, u32, u32, u32), (u32, Eid))>,
-    /// Per run, its events: `(index into the key's events, its id)`.
-    runs: Vec<Vec<(u32, Eid)>>,
+    /// Per run, its events (indices into the key's events).
+    runs: Vec<Vec<u32>>,
+    /// Per run, its events' ids, under a skip strategy (which compares them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ids: Vec<Vec<Eid>>,
     /// Per timestamp, the next arrival id.
     counters: Vec<(i64, u32)>,
 }
@@ -251,14 +255,14 @@ pub(crate) fn snapshot_state<E, T>(
             let runs = parts
                 .runs
                 .iter()
-                .map(|(events, ids)| {
-                    events
-                        .iter()
-                        .zip(ids.iter())
-                        .map(|(e, id)| (table.add(e), eid(*id)))
-                        .collect()
-                })
+                .map(|(events, _)| events.iter().map(|e| table.add(e)).collect())
                 .collect();
+            let ids = if parts.runs.iter().all(|(_, ids)| ids.is_empty()) {
+                Vec::new()
+            } else {
+                let ids = |(_, ids): &(_, &[EventId])| ids.iter().map(|i| eid(*i)).collect();
+                parts.runs.iter().map(ids).collect()
+            };
             let completed = parts
                 .completed
                 .iter()
@@ -271,6 +275,7 @@ pub(crate) fn snapshot_state<E, T>(
                     partial: parts.entries.iter().map(entry).collect(),
                     completed,
                     runs,
+                    ids,
                     counters: parts.counters.to_vec(),
                 }),
             );
@@ -367,19 +372,32 @@ impl<T> KeySnapshot<T> {
             for (e, (i, id)) in &lp.completed {
                 completed.push((entry(e)?, event(*i)?, from_eid(*id)));
             }
+            if !lp.ids.is_empty() && lp.ids.len() != lp.runs.len() {
+                return Err(err(format!(
+                    "ids of {} runs, for {}",
+                    lp.ids.len(),
+                    lp.runs.len()
+                )));
+            }
             let mut runs = Vec::with_capacity(lp.runs.len());
-            for r in &lp.runs {
-                let mut events = Vec::with_capacity(r.len());
-                let mut ids = Vec::with_capacity(r.len());
-                for &(i, id) in r {
-                    events.push(event(i)?);
-                    ids.push(from_eid(id));
-                }
+            for (n, r) in lp.runs.iter().enumerate() {
+                let events = r.iter().map(|&i| event(i)).collect::<Result<Vec<_>, _>>()?;
+                let ids = lp
+                    .ids
+                    .get(n)
+                    .map_or(Vec::new(), |ids| ids.iter().map(|&i| from_eid(i)).collect());
                 runs.push((events, ids));
             }
-            let st =
-                LoopState::from_parts(entries, completed, runs, lp.counters.clone(), nfa.window())
-                    .map_err(err)?;
+            let with_ids = nfa.skip != AfterMatchSkip::NoSkip;
+            let st = LoopState::from_parts(
+                entries,
+                completed,
+                runs,
+                lp.counters.clone(),
+                nfa.window(),
+                with_ids,
+            )
+            .map_err(err)?;
             return Ok(NfaState {
                 repr: Repr::Loop(Box::new(st)),
             });
