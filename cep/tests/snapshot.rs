@@ -292,6 +292,18 @@ fn snapshots_are_checked_against_the_patterns() {
         |json| json["patterns"][0] = json["patterns"][4].clone(),
         "pattern ab: a state of the loop matcher, for another pattern",
     );
+    // Event ids are kept only under a skip strategy (this pattern has none), one per event.
+    refused(
+        &mut fresh,
+        &snap,
+        |json| {
+            let looped = &mut json["patterns"][4]["looped"];
+            let runs = looped["runs"].as_array().unwrap().len();
+            assert!(looped.get("ids").is_none(), "{json}");
+            looped["ids"] = serde_json::json!(vec![[[1, 0]]; runs]);
+        },
+        "a run whose events and ids differ in number",
+    );
 
     // Restored, the partial match times out as it would have.
     fresh.advance_watermark(5, &mut out);
