@@ -70,11 +70,11 @@ struct NfaSnapshot {
 struct LoopSnapshot {
     /// The partial matches in queue order: `(position, first event's timestamp, its arrival
     /// id, run, events of the run held after the first)`.
-    partial: Vec<(u8, i64, u32, u32, u32)>,
+    partial: Vec<LoopEntry>,
     /// The completed matches waiting under a skip strategy, in queue order: the partial match
     /// that completed (as above), and its last event: `(index into the key's events, its id)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    completed: Vec<((u8, i64, u32, u32, u32), (u32, Eid))>,
+    completed: Vec<(LoopEntry, (u32, Eid))>,
     /// Per run, its events (indices into the key's events).
     runs: Vec<Vec<u32>>,
     /// Per run, its events' ids, under a skip strategy (which compares them).
@@ -106,6 +106,10 @@ struct LinSnapshot {
     /// Whether events start partial matches (false while the pattern drains).
     starting: bool,
 }
+
+/// A partial match on the loop matcher: `(position, first event's timestamp, its arrival id,
+/// run, events of the run held after the first)`.
+type LoopEntry = (u8, i64, u32, u32, u32);
 
 /// An event id: `(timestamp, arrival index)`.
 type Eid = (i64, u32);
@@ -353,7 +357,7 @@ impl<T> KeySnapshot<T> {
                     "a state of the loop matcher, for another pattern".into()
                 ));
             }
-            let entry = |&(pos, ts, id, run, len): &(u8, i64, u32, u32, u32)| {
+            let entry = |&(pos, ts, id, run, len): &LoopEntry| {
                 let pos = Pos::from_u8(pos).ok_or_else(|| err(format!("position {pos}")))?;
                 Ok::<_, SnapshotError>(Entry {
                     ts,
