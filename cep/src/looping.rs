@@ -313,6 +313,17 @@ impl<E> LoopState<E> {
         }
     }
 
+    /// The completed match of partial match `e`, which `event` (at `ts`, its id `id` if some
+    /// partial match took it already in this step) ends.
+    fn complete(&mut self, e: Entry, id: &mut Option<u32>, event: &Arc<E>, ts: i64) -> Done<E> {
+        let id = *id.get_or_insert_with(|| self.register(ts));
+        Done {
+            entry: e,
+            last: event.clone(),
+            last_id: EventId { ts, id },
+        }
+    }
+
     fn new_run(&mut self, a: Arc<E>, id: Option<EventId>) -> u32 {
         match self.free.pop() {
             Some(r) => {
@@ -714,13 +725,7 @@ impl<E> Nfa<E> {
                         // Proceeding to `c`: it takes the event (a match) or waits for one.
                         st.runs[e.run as usize].refs += 1;
                         if ends {
-                            let id = *id.get_or_insert_with(|| st.register(ts));
-                            let done = Done {
-                                entry: e,
-                                last: event.clone(),
-                                last_id: EventId { ts, id },
-                            };
-                            potential.add(done, cmp_done);
+                            potential.add(st.complete(e, &mut id, event, ts), cmp_done);
                         } else {
                             next.add(
                                 Entry {
@@ -736,13 +741,7 @@ impl<E> Nfa<E> {
                     let run = &st.runs[e.run as usize].events[..=e.len as usize];
                     let ctx = Context::run(run, pa, pb, pages, ts);
                     if self.eval_cached(&l.take_c, &mut ev, &ctx) {
-                        let id = *id.get_or_insert_with(|| st.register(ts));
-                        let done = Done {
-                            entry: e,
-                            last: event.clone(),
-                            last_id: EventId { ts, id },
-                        };
-                        potential.add(done, cmp_done);
+                        potential.add(st.complete(e, &mut id, event, ts), cmp_done);
                     } else {
                         next.add(e, cmp);
                     }
@@ -787,18 +786,6 @@ impl<E> Nfa<E> {
         }
         st.due = due_of(&st.partial, self.window);
         dropped.len()
-    }
-
-    pub(crate) fn loop_trim_buffer(&self, st: &mut LoopState<E>, max: usize) -> usize {
-        let mut dropped = 0;
-        while st.buffered_events() > max {
-            let count = st.partial_count();
-            if count == 0 {
-                break;
-            }
-            dropped += self.loop_trim(st, count - 1);
-        }
-        dropped
     }
 
     pub(crate) fn loop_partial_matches(&self, st: &LoopState<E>) -> Vec<PartialMatch<E>> {

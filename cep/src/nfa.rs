@@ -663,11 +663,21 @@ impl<E> Nfa<E> {
     /// matches waiting to be emitted keep theirs). Returns how many it dropped.
     pub fn trim_buffer(&self, st: &mut NfaState<E>, max: usize) -> usize {
         match &mut st.repr {
-            Repr::General(g) => self.trim_buffer_gen(g, max),
-            Repr::Linear(l) => self.lin_trim_buffer(l, max),
-            Repr::Chain(c) => self.chain_trim_buffer(c, max),
-            Repr::Loop(l) => self.loop_trim_buffer(l, max),
+            Repr::Linear(l) => return self.lin_trim_buffer(l, max),
+            Repr::Chain(c) => return self.chain_trim_buffer(c, max),
+            Repr::General(_) | Repr::Loop(_) => {}
         }
+        // The queue-based matchers: trimming to one partial match fewer drops the oldest start
+        // event's partial matches (all of them: they compare equal).
+        let mut dropped = 0;
+        while st.buffered_events() > max {
+            let count = st.partial_count();
+            if count == 0 {
+                break;
+            }
+            dropped += self.trim(st, count - 1);
+        }
+        dropped
     }
 
     /// The earliest time at which a partial match of `st` times out (`i64::MAX`: never).
@@ -792,21 +802,6 @@ impl<E> Nfa<E> {
         }
         st.due = self.compute_due(&st.partial);
         dropped.len()
-    }
-
-    /// Drops the oldest partial matches (by first event), one at a time, until the events the
-    /// key keeps in the shared buffer for this pattern are at most `max` (or no partial match is
-    /// left: completed matches waiting to be emitted keep theirs). Returns how many it dropped.
-    fn trim_buffer_gen(&self, st: &mut GenState<E>, max: usize) -> usize {
-        let mut dropped = 0;
-        while st.buffered_events() > max {
-            let count = st.partial_count();
-            if count == 0 {
-                break;
-            }
-            dropped += self.trim_gen(st, count - 1);
-        }
-        dropped
     }
 
     fn is_start(&self, cs: &CState) -> bool {
