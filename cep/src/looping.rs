@@ -26,7 +26,7 @@ use crate::nfa::{
 };
 use crate::pattern::AfterMatchSkip;
 use crate::pq::JavaPq;
-use crate::shared_buffer::EventId;
+use crate::shared_buffer::{next_arrival, Counters, EventId};
 
 /// Where a partial match stands, by the automaton state it would be in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,7 +220,7 @@ pub(crate) struct LoopState<E> {
     free: Vec<u32>,
     /// Per timestamp, the next arrival id (the shared buffer's counters: an event gets an id
     /// when some partial match takes it).
-    counters: Vec<(i64, u32)>,
+    counters: Counters,
     due: i64,
 }
 
@@ -233,7 +233,7 @@ impl<E> LoopState<E> {
             completed: JavaPq::new(),
             runs: Vec::new(),
             free: Vec::new(),
-            counters: Vec::new(),
+            counters: Counters::new(),
             due: i64::MAX,
         }
     }
@@ -300,17 +300,7 @@ impl<E> LoopState<E> {
 
     /// The next arrival id of an event at `ts` (the shared buffer's `register_event`).
     fn register(&mut self, ts: i64) -> u32 {
-        match self.counters.iter_mut().rev().find(|c| c.0 == ts) {
-            Some(c) => {
-                c.1 += 1;
-                c.1 - 1
-            }
-            None => {
-                self.counters.retain(|c| c.0 > ts);
-                self.counters.push((ts, 1));
-                0
-            }
-        }
+        next_arrival(&mut self.counters, ts)
     }
 
     /// The completed match of partial match `e`, which `event` (at `ts`, its id `id` if some
@@ -476,7 +466,7 @@ impl<E> LoopState<E> {
             completed,
             runs,
             free,
-            counters,
+            counters: Counters::from_vec(counters),
             due,
         })
     }

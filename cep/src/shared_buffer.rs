@@ -20,6 +20,27 @@ use smallvec::SmallVec;
 
 use crate::dewey::Dewey;
 
+/// Per timestamp, the next arrival index: what makes an event's [`EventId`].
+pub(crate) type Counters = SmallVec<[(i64, u32); 2]>;
+
+/// The arrival index of the next event at `ts`, counted in `counters`.
+pub(crate) fn next_arrival(counters: &mut Counters, ts: i64) -> u32 {
+    match counters.iter_mut().rev().find(|c| c.0 == ts) {
+        Some(c) => {
+            c.1 += 1;
+            c.1 - 1
+        }
+        None => {
+            // Events come in timestamp order, so the counters of earlier timestamps are done
+            // with (Flink drops them in `advanceTime`, which runs before every event; the
+            // matchers skip it when nothing can time out, so they would pile up).
+            counters.retain(|c| c.0 > ts);
+            counters.push((ts, 1));
+            0
+        }
+    }
+}
+
 /// Identity of an event within one key's buffer: its timestamp and its arrival index among the
 /// events with that timestamp. Ordered by timestamp, then index, like Flink's `EventId`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,7 +160,7 @@ pub struct SharedBuffer<E> {
     live_events: usize,
     /// Per timestamp, the next arrival index; few (the timestamps not yet passed by time), and
     /// the newest last, so a short vector beats a map.
-    counters: SmallVec<[(i64, u32); 2]>,
+    counters: Counters,
     nodes: Vec<Node>,
     free_nodes: Vec<u32>,
     /// The event being processed (the only one nodes are created for) and its live nodes as
@@ -220,19 +241,9 @@ impl<E> SharedBuffer<E> {
     /// Stores an event with one lock (held while the event is being processed); nodes are then
     /// created for it by [`SharedBuffer::put`].
     pub fn register_event(&mut self, event: Arc<E>, ts: i64) -> EvRef {
-        let id = match self.counters.iter_mut().rev().find(|c| c.0 == ts) {
-            Some(c) => {
-                c.1 += 1;
-                EventId { ts, id: c.1 - 1 }
-            }
-            None => {
-                // Events come in timestamp order, so the counters of earlier timestamps are
-                // done with (Flink drops them in `advanceTime`, which runs before every event;
-                // the matcher skips it when nothing can time out, so they would pile up).
-                self.counters.retain(|c| c.0 > ts);
-                self.counters.push((ts, 1));
-                EventId { ts, id: 0 }
-            }
+        let id = EventId {
+            ts,
+            id: next_arrival(&mut self.counters, ts),
         };
         let slot = self.alloc_event(id, event, 1);
         self.current = Some(id);
